@@ -1,0 +1,67 @@
+"""The `ats` command line.
+
+Every command module exposes ``register(subparsers)`` and sets ``func(args) -> int`` on its parsers.
+Exit codes: 0 success, 1 failure (one clear line on stderr; traceback only with ``--debug``), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import AtsError, BusyError, UsageError
+
+# Command modules, in help order. Each must define register(subparsers).
+COMMAND_MODULES = [
+    "ats.db.cli",
+    "ats.config_cli",
+    "ats.demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argparse tree (used by main() and by tests that check --help everywhere)."""
+    parser = argparse.ArgumentParser(prog="ats", description="ATS: automated trading system operated with Claude Code.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ats` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+        return int(rc or 0)
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"ats: usage error: {exc}", file=sys.stderr)
+        return 2
+    except BusyError as exc:
+        if args.debug:
+            raise
+        print(f"ats: busy: {exc}", file=sys.stderr)
+        return 1
+    except AtsError as exc:
+        if args.debug:
+            raise
+        print(f"ats: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ats: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
+        if args.debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"ats: error: {type(exc).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""PostgreSQL connections for ATS.
+
+DSN resolution (first match wins):
+    1. ``ATS_DATABASE_URL``, then ``DATABASE_URL``: any PostgreSQL 15/16 server.
+    2. Otherwise an embedded PostgreSQL 16 (the `pgserver` package) in ``ATS_PGDATA`` or `<root>/.ats/pgdata`,
+       started on demand with ``cleanup_mode=None`` so it outlives the command and is reused by the next one;
+       ``ats db down`` stops it.
+
+The read-only DSN (``readonly_url()``) is the same server and database as user ``ats_readonly`` (password from
+``ATS_READONLY_PASSWORD`` when the server needs one). That role is created by migration 0001.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote, urlsplit, urlunsplit, parse_qsl, urlencode
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ..errors import AtsError
+from ..paths import state_dir
+
+READONLY_ROLE = "ats_readonly"
+EMBEDDED_DB = "ats"
+
+
+def pgdata_dir() -> Path:
+    """Data directory of the embedded server: ``ATS_PGDATA`` or `<root>/.ats/pgdata`."""
+    env = os.environ.get("ATS_PGDATA")
+    return Path(env) if env else state_dir() / "pgdata"
+
+
+def external_url() -> str | None:
+    """The DSN from ``ATS_DATABASE_URL`` / ``DATABASE_URL``, or None when the embedded server is used."""
+    return os.environ.get("ATS_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
+
+
+def _embedded_server():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver  # noqa: WPS433 (imported lazily: only the embedded path needs it)
+    except ImportError as exc:  # pragma: no cover - dependency is declared
+        raise AtsError("embedded PostgreSQL needs the 'pgserver' package (pip install pgserver)") from exc
+    d = pgdata_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (headless/cron)
+            warnings.simplefilter("ignore")
+            return pgserver.get_server(d, cleanup_mode=None)
+    except Exception as exc:  # pgserver raises plain exceptions with initdb/pg_ctl output
+        raise AtsError(f"could not start the embedded PostgreSQL in {d}: {exc}") from exc
+
+
+def _ensure_embedded_database(admin_uri: str) -> None:
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DB,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(f'CREATE DATABASE "{EMBEDDED_DB}"')
+            except psycopg.errors.DuplicateDatabase:
+                pass
+
+
+_cached_url: dict[str, str] = {}
+
+
+def database_url() -> str:
+    """The DSN ATS uses (owner role). Starts the embedded server if needed. Raises AtsError if it cannot."""
+    ext = external_url()
+    if ext:
+        return ext
+    key = str(pgdata_dir().resolve())
+    if key in _cached_url:
+        return _cached_url[key]
+    srv = _embedded_server()
+    admin = srv.get_uri()
+    _ensure_embedded_database(admin)
+    url = srv.get_uri(EMBEDDED_DB)
+    _cached_url[key] = url
+    return url
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    """Return `url` with its user (and password) replaced; works for URL-style DSNs with or without host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        # key=value DSN
+        kv = psycopg.conninfo.conninfo_to_dict(url)
+        kv["user"] = user
+        kv.pop("password", None)
+        if password:
+            kv["password"] = password
+        return psycopg.conninfo.make_conninfo(**kv)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = quote(user, safe="")
+    if password:
+        netloc += ":" + quote(password, safe="")
+    netloc += "@" + host
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("user", "password")]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/"), parts.fragment))
+
+
+def readonly_url(url: str | None = None) -> str:
+    """DSN of the same database for role ``ats_readonly`` (password ``ATS_READONLY_PASSWORD`` if set)."""
+    return with_user(url or database_url(), READONLY_ROLE, os.environ.get("ATS_READONLY_PASSWORD"))
+
+
+def connect(url: str | None = None, *, autocommit: bool = False, dict_rows: bool = True,
+            application_name: str = "ats") -> psycopg.Connection:
+    """Open a psycopg 3 connection (dict rows by default). Raises AtsError naming the target on failure."""
+    target = url or database_url()
+    try:
+        return psycopg.connect(target, autocommit=autocommit, row_factory=dict_row if dict_rows else None,
+                               application_name=application_name)
+    except psycopg.OperationalError as exc:
+        raise AtsError(f"cannot connect to PostgreSQL ({describe_url(target)}): {str(exc).strip().splitlines()[0]}") from exc
+
+
+@contextmanager
+def transaction(url: str | None = None) -> Iterator[psycopg.Connection]:
+    """A connection inside one transaction: committed on success, rolled back on any exception."""
+    conn = connect(url)
+    try:
+        with conn.transaction():
+            yield conn
+    finally:
+        conn.close()
+
+
+def pool(url: str | None = None, *, min_size: int = 1, max_size: int = 4):
+    """A psycopg_pool.ConnectionPool (dict rows) for long-running services such as MCP servers."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(url or database_url(), min_size=min_size, max_size=max_size, open=True,
+                          kwargs={"row_factory": dict_row, "autocommit": True})
+
+
+def describe_url(url: str) -> str:
+    """A DSN without its password, for messages and `ats db status`."""
+    try:
+        kv = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    host = kv.get("host", "localhost")
+    return f"user={kv.get('user', '?')} host={host} port={kv.get('port', '5432')} dbname={kv.get('dbname', '?')}"
+
+
+def server_info(url: str | None = None) -> dict:
+    """{'mode': 'embedded'|'url', 'dsn': safe DSN, 'server_version': '16.2', 'pgdata': path|None}."""
+    target = url or database_url()
+    with connect(target, autocommit=True) as conn:
+        ver = conn.execute("SHOW server_version").fetchone()["server_version"]
+    mode = "url" if external_url() else "embedded"
+    return {"mode": mode, "dsn": describe_url(target), "server_version": ver,
+            "pgdata": None if mode == "url" else str(pgdata_dir())}
+
+
+def stop_embedded() -> str:
+    """Stop the embedded server (pg_ctl stop -m fast). Returns a one-line status; no-op message if not running."""
+    d = pgdata_dir()
+    if external_url():
+        return "ATS_DATABASE_URL is set: no embedded server to stop"
+    if not (d / "postmaster.pid").exists():
+        return f"embedded PostgreSQL is not running ({d})"
+    from pgserver._commands import POSTGRES_BIN_PATH  # the binaries shipped inside the wheel
+
+    cmd = [str(Path(POSTGRES_BIN_PATH) / "pg_ctl"), "-D", str(d), "-m", "fast", "-w", "stop"]
+    # pgserver runs the server as the unprivileged user 'pgserver' when started by root: stop it as that user
+    kwargs = {"user": "pgserver"} if os.geteuid() == 0 else {}
+    res = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if res.returncode != 0:
+        raise AtsError(f"pg_ctl stop failed for {d}: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
+    _cached_url.clear()
+    return f"embedded PostgreSQL stopped ({d})"
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """Return `url` pointing at database ``dbname`` (same server, user and options)."""
+    kv = psycopg.conninfo.conninfo_to_dict(url)
+    kv["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**kv)
