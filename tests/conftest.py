@@ -130,3 +130,28 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
         e.update(env)
     return subprocess.run([sys.executable, "-m", "ats.cli", *args], capture_output=True, text=True,
                           env=e, cwd=str(cwd or ROOT), timeout=timeout)
+
+
+# ---- shared data fixtures (filled in by the market-data and engine modules) ----------------------------
+
+@pytest.fixture(scope="session")
+def candles_db_url(pg_admin_url, template_db, shared_data):
+    """A session database with every file under ../shared/data/ohlcv loaded (read-only use, please)."""
+    from ats.market_data.loaders import load_paths
+
+    name, url = clone_template(pg_admin_url, template_db, prefix="ats_candles")
+    load_paths(url, sorted(p for p in shared_data.rglob("*") if p.is_file()))
+    yield url
+    drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def demo_db_url(pg_admin_url, template_db, shared_data):
+    """A session database in the state `ats demo` leaves: real candles loaded and the Dec 2020 - Jul 2021
+    replay done (read-only use, please)."""
+    from ats.demo import prepare_demo
+
+    name, url = clone_template(pg_admin_url, template_db, prefix="ats_demo")
+    prepare_demo(url, data_dir=shared_data, progress=False)
+    yield url
+    drop_database(pg_admin_url, name)

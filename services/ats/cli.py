@@ -12,12 +12,26 @@ import sys
 
 from .errors import AtsError, BusyError, UsageError
 
-# Command modules, in help order. Each must define register(subparsers).
-COMMAND_MODULES = [
-    "ats.db.cli",
-    "ats.config_cli",
-    "ats.demo",
-]
+# Command modules are discovered: every module `ats.<pkg>.cli` or `ats.<name>_cli` (plus ats.demo) that defines
+# register(subparsers). Optional module attribute CLI_ORDER (int, default 50) sorts them in --help.
+# Keep heavy imports (torch, matplotlib, mcp) inside the command handlers, not at module top level.
+
+
+def command_modules() -> list[str]:
+    """Names of the modules that add `ats` subcommands, in help order."""
+    import pkgutil
+
+    import ats
+
+    names = ["ats.demo"]
+    for info in pkgutil.walk_packages(ats.__path__, "ats."):
+        if info.name.endswith(".cli") or info.name.endswith("_cli"):
+            if info.name != "ats.cli":
+                names.append(info.name)
+    mods = [importlib.import_module(n) for n in names]
+    mods = [m for m in mods if hasattr(m, "register")]
+    mods.sort(key=lambda m: (getattr(m, "CLI_ORDER", 50), m.__name__))
+    return [m.__name__ for m in mods]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ats", description="ATS: automated trading system operated with Claude Code.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         importlib.import_module(name).register(sub)
     return parser
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+CLI_ORDER = 11
+
 import argparse
 import json
 

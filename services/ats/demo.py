@@ -6,6 +6,8 @@ issue extends it with real candles, a replay of Dec 2020 - Jul 2021 and a summar
 
 from __future__ import annotations
 
+CLI_ORDER = 1
+
 import argparse
 
 from .db import connection, migrate as mig

@@ -1,5 +1,7 @@
 """`ats db ...`: up, status, url, migrate, down."""
 
+CLI_ORDER = 10
+
 from __future__ import annotations
 
 import argparse
