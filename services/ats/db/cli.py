@@ -1,8 +1,8 @@
 """`ats db ...`: up, status, url, migrate, down."""
 
-CLI_ORDER = 10
-
 from __future__ import annotations
+
+CLI_ORDER = 10
 
 import argparse
 import json
