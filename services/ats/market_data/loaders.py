@@ -274,6 +274,7 @@ def parse_file(path: str | Path, *, symbol: str | None = None, timeframe: str | 
     name_sym, name_tf = names_from_filename(p)
     head = text.lstrip()[:1]
     dir_source = _source_from_dir(p)
+    src_is_alpaca = False
     if not head:
         raise _fail(where, None, "empty file")
     if head in "[{":
@@ -291,7 +292,7 @@ def parse_file(path: str | Path, *, symbol: str | None = None, timeframe: str | 
             if len(groups) != 1:
                 raise _fail(where, None, f"Alpaca bars for {len(groups)} symbols in one file; load one symbol per file")
             (psym, rows), = groups.items()
-            src = source or "alpaca"
+            src, src_is_alpaca = source or "alpaca", True
             sym = symbol or psym or name_sym
         else:
             raise _fail(where, None, "unrecognised JSON: expected a freqtrade array, a Bybit kline payload or Alpaca bars")
@@ -300,6 +301,8 @@ def parse_file(path: str | Path, *, symbol: str | None = None, timeframe: str | 
         src = source or dir_source or "csv"
         sym = symbol or name_sym
     tf = timeframe or name_tf
+    if src_is_alpaca and tf in ("1d", "1w"):
+        rows = [([_day_floor_eastern(r[0])] + r[1:], lab) for r, lab in rows]
     if not sym or not tf:
         raise _fail(where, None, "cannot tell symbol/timeframe from the file name (expected BASE_QUOTE-TF.json or "
                                  "SYMBOL_TF.csv); pass --symbol and --timeframe")
@@ -544,8 +547,10 @@ def alpaca_timeframe(tf: Any) -> str | None:
 
 
 def alpaca_bar_rows(bars: Any) -> dict[str, list[tuple[list, str]]]:
-    """{symbol: rows} from alpaca-py bars: a ``BarSet`` (``.data`` dict), a dict symbol -> list[Bar], or a list
-    of ``Bar``. Bar fields used: symbol, timestamp (aware datetime), open, high, low, close, volume (floats)."""
+    """{symbol: rows} from alpaca-py bars: a ``BarSet`` (``.data`` dict of ``Bar``), a dict symbol -> list of
+    ``Bar`` or of raw bar dicts (``use_raw_data=True``: keys t, o, h, l, c, v), or a list of ``Bar``.
+    Bar fields used: symbol, timestamp (aware datetime, the bar's open), open, high, low, close, volume (floats).
+    Raises AtsError on a bar without a timestamp."""
     if hasattr(bars, "data") and isinstance(getattr(bars, "data"), dict):
         groups = bars.data
     elif isinstance(bars, dict):
@@ -559,6 +564,13 @@ def alpaca_bar_rows(bars: Any) -> dict[str, list[tuple[list, str]]]:
         rows = []
         for i, b in enumerate(lst):
             label = f"bar {i} ({sym})"
+            if isinstance(b, dict):
+                where = f"alpaca:{sym}"
+                if not all(k in b for k in ("t", "o", "h", "l", "c", "v")):
+                    raise AtsError(f"{where} {label}: expected an Alpaca bar with keys t, o, h, l, c, v")
+                rows.append(([_csv_time_ms(str(b["t"]), where, label)] + [b[k] for k in ("o", "h", "l", "c", "v")],
+                             label))
+                continue
             ts = getattr(b, "timestamp", None)
             if not isinstance(ts, datetime):
                 raise AtsError(f"alpaca:{sym} {label}: bar has no timestamp")
