@@ -127,8 +127,9 @@ def seed_run(conn, *, per_symbol_realized: bool = True, violations: bool = False
 
     ``per_symbol_realized``: the snapshots' ``positions`` JSON carries each symbol's cumulative realized P&L
     (else only qty/mark/value/unrealized, and reconciliation falls back to snapshot deltas).
-    ``violations``: add one trade that breaks the configuration (oversized, opened inside the cooldown after the
-    previous BTC exit, while the buy gate was off, held longer than max hold).
+    ``violations``: add two trades that break the configuration: an ETH entry while the buy gate was off, with a
+    TP at +10 % instead of +4 %, held 60 h (max hold 48 h); a BTC re-entry 60 min after an exit (cooldown 120 min)
+    at 3x the trade amount.
     """
     from ats.db import config_store as cs
 
@@ -179,7 +180,10 @@ def seed_run(conn, *, per_symbol_realized: bool = True, violations: bool = False
         cs.upsert_strategy(conn, "momentum", buy_enabled=False, effective_from=ts(20, 12))
         # opened while buy gate off, 3x trade amount, closed after 60 h (max hold 48 h)
         trades.append(_trade(conn, strategy="momentum", symbol="ETHUSDT", entry_t=ts(20, 14), entry_price=3000.0,
-                             exit_t=ts(23, 2), exit_price=3050.0, qty=1.0, reason="signal"))
+                             exit_t=ts(23, 2), exit_price=3050.0, qty=0.3, reason="signal", tp=3300.0))
+        # BTC re-entry 60 min after the 03:00 SL exit (cooldown 120 min), 3x the trade amount
+        trades.append(_trade(conn, strategy="momentum", symbol="BTCUSDT", entry_t=ts(19, 4), entry_price=41000.0,
+                             exit_t=ts(19, 6), exit_price=41100.0, qty=0.075, reason="tp"))
     _snapshots(conn, trades, per_symbol_realized)
     conn.commit()
     closed = [t for t in trades if t.get("realized") is not None]

@@ -386,14 +386,21 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
         return True
 
     closed = [t for t in trades if closed_in_window(t)]
-    pnl = {
-        "closed_trades": len(closed),
-        "realized_pnl_usd": sum(fnum(t["realized_pnl_usd"]) for t in closed),
-        "fees_usd": sum(fnum(t["fees_usd"]) or 0.0 for t in closed),
-        "wins": sum(1 for t in closed if fnum(t["realized_pnl_usd"]) > 0),
-        "losses": sum(1 for t in closed if fnum(t["realized_pnl_usd"]) <= 0),
-        "open_positions": sum(1 for t in trades if t["status"] == "open"),
-    }
+    # the summary figures come from this query (printed in the report appendix); the per-trade rows must agree
+    closed_win = win("closed_at")
+    srow = q.one("pnl_summary", f"""
+        SELECT count(*) FILTER (WHERE status = 'closed'{closed_win}) AS closed_trades,
+               coalesce(sum(realized_pnl_usd) FILTER (WHERE status = 'closed'{closed_win}), 0) AS realized_pnl_usd,
+               coalesce(sum(fees_usd) FILTER (WHERE status = 'closed'{closed_win}), 0) AS fees_usd,
+               count(*) FILTER (WHERE status = 'closed'{closed_win} AND realized_pnl_usd > 0) AS wins,
+               count(*) FILTER (WHERE status = 'closed'{closed_win} AND realized_pnl_usd <= 0) AS losses,
+               count(*) FILTER (WHERE status = 'open') AS open_positions
+          FROM positions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{pos_win}""", p)
+    pnl = {k: (fnum(v) if k.endswith("_usd") else int(v)) for k, v in srow.items()}
+    check = sum(fnum(t["realized_pnl_usd"]) for t in closed)
+    if abs(check - pnl["realized_pnl_usd"]) > 1e-6 or len(closed) != pnl["closed_trades"]:  # pragma: no cover
+        raise AtsError(f"investigate {symbol}: per-trade P&L ({check}) disagrees with the summary query "
+                       f"({pnl['realized_pnl_usd']}); report a bug in ats.procedures.forensics")
 
     # blocked summary
     by_gate = Counter(b["gate"] for b in blocked)
@@ -810,7 +817,7 @@ def health_summary(conn: psycopg.Connection, run_id: str | None = None) -> dict:
     states = q.all("breaker_states", """
         SELECT breaker, scope, state, since, reason, context FROM breaker_states
          WHERE run_id = %(run_id)s ORDER BY breaker, scope""", p) if run else []
-    trips = q.all("breaker_events", """
+    trips = q.all("breaker_event_counts", """
         SELECT event_type, coalesce(payload->>'breaker', payload->>'name') AS breaker, count(*) AS n
           FROM system_events WHERE event_type IN ('breaker_tripped', 'breaker_reset')
            AND (payload->>'run_id' IS NULL OR payload->>'run_id' = %(run_id)s)
