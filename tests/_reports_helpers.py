@@ -27,7 +27,7 @@ def ts(day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2021, 5, day, hour, minute, tzinfo=UTC)
 
 
-STRATEGY_PARAMS = {"tp_pct": 4.0, "sl_pct": 2.0, "trade_amount_usd": 1000.0, "cooldown_min": 120,
+STRATEGY_PARAMS = {"tp_pct": 4.0, "sl_pct": 2.0, "trade_amount_usd": 1000.0, "cooldown_min": 120, "max_adds": 1,
                    "max_hold_hours": 48, "trailing_pct": None}
 
 

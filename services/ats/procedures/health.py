@@ -8,14 +8,17 @@ Rules (each violation names the rule, the position and the figures):
 - ``buy_gate``      an entry needs a configuration with ``buy_enabled`` on at the entry signal's time.
 - ``sell_gate``     a signal-driven exit (close_reason ``signal``) needs ``sell_enabled`` on at the exit
                     (TP / SL / trailing / max-hold exits are risk exits and always allowed).
-- ``size``          entry notional (entry qty x entry price, USD) <= ``trade_amount_usd`` x (1 + SIZE_TOLERANCE).
+- ``size``          every opening / adding order's notional (qty x decision price, USD) <= ``trade_amount_usd`` x
+                    (1 + SIZE_TOLERANCE) (the target notional before risk caps and Kelly sizing, which only shrink).
+- ``max_adds``      adding orders on one position <= ``max_adds``.
 - ``tp_sl``         the initial TP / SL (position_targets reason ``initial``) = entry price x (1 +/- tp_pct/100,
                     sl_pct/100), long or short mirrored, within TARGET_TOLERANCE (relative), measured from the
-                    fill price or the signal price.
+                    fill price or the signal price; a percentage of 0 means "off" (no target expected).
 - ``cooldown``      a new entry of the same strategy and symbol no sooner than ``cooldown_min`` minutes after
                     the previous exit.
 - ``max_hold``      closed_at - opened_at (or reference time - opened_at when still open) <= max hold + one bar
-                    of the signal's timeframe (an exit is decided at a bar close and filled at the next open).
+                    of the signal's timeframe (an exit is decided at a bar close and filled at the next open);
+                    0 = off.
 - ``breaker``       no entry while a circuit breaker covering the symbol was tripped (system_events windows).
 
 Parameter names (aliases accepted): tp_pct / take_profit_pct; sl_pct / stop_loss_pct; trade_amount_usd /
@@ -51,7 +54,7 @@ ALIASES = {
     "trade_amount_usd": ("trade_amount_usd", "trade_amount"),
     "cooldown_min": ("cooldown_min", "cooldown_minutes"),
 }
-RULES = ("buy_gate", "sell_gate", "size", "tp_sl", "cooldown", "max_hold", "breaker")
+RULES = ("buy_gate", "sell_gate", "size", "max_adds", "tp_sl", "cooldown", "max_hold", "breaker")
 
 
 def _param(params: dict | None, key: str) -> float | None:
@@ -99,8 +102,11 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
         SELECT p.position_id, p.strategy_name, p.symbol, p.side, p.status, p.entry_qty, p.avg_entry_price,
                p.opened_at, p.closed_at, p.close_reason, p.entry_signal_id,
                s.ts AS signal_ts, s.price AS signal_price, s.timeframe,
-               (SELECT o.notional_usd FROM order_executions o WHERE o.position_id = p.position_id
-                  AND o.intent = 'open' ORDER BY o.submitted_at, o.order_id LIMIT 1) AS order_notional_usd,
+               (SELECT coalesce(json_agg(json_build_object('order_id', o.order_id, 'intent', o.intent,
+                        'notional_usd', coalesce(o.notional_usd, o.qty * o.decision_price), 'status', o.status)
+                        ORDER BY o.submitted_at, o.order_id), '[]'::json)
+                  FROM order_executions o WHERE o.position_id = p.position_id AND o.intent IN ('open', 'add')
+                   AND o.status <> 'rejected') AS entry_orders,
                (SELECT json_build_object('tp_price', t.tp_price, 'sl_price', t.sl_price) FROM position_targets t
                  WHERE t.position_id = p.position_id ORDER BY t.ts, t.target_id LIMIT 1) AS initial_targets
           FROM positions p LEFT JOIN signals s ON s.signal_id = p.entry_signal_id
@@ -147,14 +153,31 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
                 buy_enabled=(c or {}).get("buy_enabled"),
                 message=f"entry at {iso(entry_t)} while the buy gate was "
                         f"{'absent' if c is None else 'off'} for {pos['strategy_name']}")
-        # size
+        # size, per opening / adding order (position totals grow with adds)
         amount = _param(params, "trade_amount_usd")
-        notional = fnum(pos["entry_qty"]) * fnum(pos["avg_entry_price"])
-        if amount is None:
+        eorders = pos["entry_orders"]
+        if isinstance(eorders, str):
+            eorders = json.loads(eorders)
+        if not eorders:  # no order rows (position written without orders): use the position's own figures
+            eorders = [{"order_id": None, "intent": "open",
+                        "notional_usd": fnum(pos["entry_qty"]) * fnum(pos["avg_entry_price"])}]
+        if amount is None or amount <= 0:
             not_checked["size"] += 1
-        elif notional > amount * (1 + SIZE_TOLERANCE):
-            bad("size", pos, entry_t, entry_notional_usd=notional, trade_amount_usd=amount,
-                message=f"entry notional {notional:.2f} USD > trade_amount_usd {amount:.2f} (+{SIZE_TOLERANCE:.0%})")
+        else:
+            for o in eorders:
+                notional = float(o["notional_usd"] or 0)
+                if notional > amount * (1 + SIZE_TOLERANCE):
+                    bad("size", pos, entry_t, order_id=o["order_id"], intent=o["intent"], entry_notional_usd=notional,
+                        trade_amount_usd=amount,
+                        message=f"{o['intent']} order notional {notional:.2f} USD > trade_amount_usd {amount:.2f} "
+                                f"(+{SIZE_TOLERANCE:.0%})")
+        adds = sum(1 for o in eorders if o["intent"] == "add")
+        max_adds = params.get("max_adds")
+        if max_adds is None:
+            not_checked["max_adds"] += 1
+        elif adds > int(max_adds):
+            bad("max_adds", pos, entry_t, adds=adds, max_adds=int(max_adds),
+                message=f"{adds} add(s) on one position > max_adds {int(max_adds)}")
         # TP / SL
         tp_pct, sl_pct = _param(params, "tp_pct"), _param(params, "sl_pct")
         tg = pos["initial_targets"]
@@ -166,7 +189,7 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
             sign = 1.0 if pos["side"] == "long" else -1.0
             bases = [fnum(pos["avg_entry_price"])] + ([fnum(pos["signal_price"])] if pos["signal_price"] else [])
             for label, pct, got, direction in (("tp", tp_pct, tg.get("tp_price"), sign), ("sl", sl_pct, tg.get("sl_price"), -sign)):
-                if pct is None:
+                if pct is None or pct <= 0:  # 0 = off
                     continue
                 if got is None:
                     bad("tp_sl", pos, pos["opened_at"], target=label, expected_pct=pct, recorded=None,
@@ -191,7 +214,9 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
             last_exit[key] = max(pos["closed_at"], last_exit.get(key, pos["closed_at"]))
         # max hold
         mh = _max_hold_minutes(params, pos["timeframe"])
-        if mh is None:
+        if mh is not None and mh <= 0:  # 0 = off
+            pass
+        elif mh is None:
             not_checked["max_hold"] += 1
         else:
             bar = TIMEFRAME_SECONDS.get(pos["timeframe"] or "1h", 3600) / 60.0
