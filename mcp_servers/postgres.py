@@ -21,7 +21,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
 
 from ats.log import setup_logging
-from ats.procedures.query import DEFAULT_LIMIT, ReadOnlyDB
+from ats.procedures.query import DEFAULT_LIMIT, ReadOnlyDB, jsonable
 
 from ._common import CallLog, ToolResult
 
@@ -158,27 +158,29 @@ def _add_write_tools(server: MCPServer, log: CallLog, owner_url: str | None) -> 
 
     @server.tool(annotations=WRITE)
     def write_investigation_report(symbol: str, since: str | None = None, until: str | None = None) -> ToolResult:
-        """Write reports/investigations/<date>_<SYMBOL>.md and .json (ats.procedures.investigate), register the
-        report in reports_registry and audit it in system_events. Returns the written paths."""
+        """Write reports/investigations/<date>_<SYMBOL>.md and its .json twin (ats.procedures.investigate),
+        register the report in reports_registry and audit it in system_events. Returns {paths, md_path,
+        json_path, symbol, run_id, trades, realized_pnl_usd, reconciled, report_id, event_id}."""
         def run():
             from ats.db.events import record_event
             from ats.procedures.investigate import write_investigation
 
             with _owner_conn(owner_url) as conn:
-                out = write_investigation(conn, symbol, since=since, until=until)
-                conn.commit()  # end the procedure's transaction before the audited writes
-                paths = {k: str(v) for k, v in (out or {}).items()}
-                md = next((p for p in paths.values() if p.endswith(".md")), None)
+                out = dict(write_investigation(conn, symbol, since=since, until=until))
+                conn.commit()  # end the procedure's (read) transaction before the audited writes
                 reg = None
-                if md:
-                    reg = docs_records.record_report(conn, "investigation", md,
-                                                     f"Investigation of {symbol.upper()} since {since or 'run start'}"
-                                                     f" until {until or 'run end'}")
+                if out.get("md_path"):
+                    reg = docs_records.record_report(
+                        conn, "investigation", out["md_path"],
+                        f"Investigation of {out.get('symbol') or symbol.upper()} (run {out.get('run_id')}), "
+                        f"since {since or 'run start'} until {until or 'run end'}: {out.get('trades')} closed trades, "
+                        f"realized P&L {out.get('realized_pnl_usd')} USD, reconciled={out.get('reconciled')}")
                 with conn.transaction():
-                    ev = record_event(conn, "mcp", "investigation_written", symbol=symbol.upper(),
-                                      payload={"symbol": symbol.upper(), "since": since, "until": until,
-                                               "paths": paths})
-            return {"paths": paths, "report_id": reg["report_id"] if reg else None, "event_id": ev}
+                    ev = record_event(conn, "mcp", "investigation_written", symbol=(out.get("symbol") or symbol.upper()),
+                                      payload={"symbol": symbol, "since": since, "until": until,
+                                               "paths": out.get("paths"), "report_id": reg and reg["report_id"]})
+            out.update(report_id=reg["report_id"] if reg else None, event_id=ev)
+            return jsonable(out)
         return log.run("write_investigation_report", {"symbol": symbol, "since": since, "until": until}, run)
 
 
