@@ -42,7 +42,11 @@ def make_project(dest: Path, *, real_mcp: bool = False) -> Path:
     for d in ("reports", "kb", "plans", "logs"):
         (dest / d).mkdir(exist_ok=True)
     if real_mcp:
+        # a checkout as .mcp.json expects it: mcp_servers/launch found from $PWD, <root>/.venv beside it
         shutil.copy2(ROOT / ".mcp.json", dest / ".mcp.json")
+        (dest / "mcp_servers").symlink_to(ROOT / "mcp_servers", target_is_directory=True)
+        venv = Path(sys.executable).parent.parent
+        (dest / ".venv").symlink_to(venv, target_is_directory=True)
     else:
         (dest / ".mcp.json").write_text(json.dumps(FAKE_MCP), encoding="utf-8")
     return dest
