@@ -1,0 +1,714 @@
+"""The decision loop: one path for replays, backtests and live sessions (they differ in clock, feed and broker).
+
+Per step (one candle open time T across the run's symbols; the decision time is the close C = T + timeframe):
+
+ 1. fills      the broker executes orders decided at the previous close against this bar's OPEN (never
+               earlier: no look-ahead); fills update positions and cash (ats.portfolio.book)
+ 2. marks      last close per symbol
+ 3. regime     the BTC regime at C (ats.regime.rules) -> btc_market_state (+ history when it changes)
+ 4. breakers   manual stop, daily drawdown, consecutive losses, market volatility, feed anomaly, velocity
+               (ats.risk.breakers) -> system_events + breaker_states on every trip/reset
+ 5. exits      every open position is checked at C: stop loss, take profit, trailing stop, max hold, the
+               strategy's exit signal -> position_evaluations (every check), position_targets (TP/SL history);
+               an exit needs the strategy's sell gate; breakers never block exits
+ 6. entries    each strategy whose watchlist gate is on (as of C) emits edge-triggered signals -> signals; the
+               gates in order: buy_gate, regime (longs pause in confirmed bear, shorts in confirmed bull),
+               cooldown, breaker:<name>, risk:<limit> -> blocked_signals with the first failing gate, or an order
+               (deterministic client_order_id) submitted to the broker for the next bar's open
+ 7. snapshot   at every top of the hour: portfolio_hourly_snapshots (cash, positions value, equity, realized,
+               unrealized, fees, net_pnl_daily = equity - equity at 00:00 UTC, a running cumulative)
+
+Every ``commit_every`` steps the sink writes the buffered rows and the checkpoint (engine state as JSON plus
+engine_runs.last_bar_time) in one transaction; a restart with the same run id resumes from there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ..errors import AtsError
+from ..execution.broker import Order, client_order_id
+from ..execution.paper import PaperBroker
+from ..portfolio.book import Portfolio, Position
+from ..regime.rules import NAME as REGIME_NAME
+from ..regime.rules import classify, pauses
+from ..risk import breakers as brk
+from ..risk.limits import check_entry, exposure_correlation
+from ..risk.settings import SettingsView
+from ..risk.sizing import estimate as kelly_estimate
+from ..strategies import get_strategy
+from ..timeutil import TIMEFRAME_SECONDS
+from .config import GateCache
+from .feed import ReplayClock
+from .runs import RunSpec
+
+CHECKPOINT_VERSION = 1
+
+
+def _iso(t: int) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+
+
+class Engine:
+    """Run the decision loop of ``spec`` over ``feed`` writing to ``sink`` (PgSink or MemorySink).
+
+    ``checkpoint``: the JSON state of a previous partial run (resume); ``commit_every``: steps per flush;
+    ``live``: re-read settings/configuration every step. ``run()`` returns the number of steps processed.
+    """
+
+    def __init__(self, conn, spec: RunSpec, *, sink, feed, broker=None, clock=None, progress: bool = False,
+                 commit_every: int = 200, live: bool = False, checkpoint: dict | None = None,
+                 anomalies: list[dict] | None = None, progress_desc: str | None = None):
+        self.conn, self.spec, self.sink, self.feed = conn, spec, sink, feed
+        self.broker = broker or PaperBroker()
+        self.clock = clock or ReplayClock()
+        self.progress, self.commit_every, self.live = progress, max(1, int(commit_every)), live
+        self.progress_desc = progress_desc or spec.run_id
+        self.run_id, self.account = spec.run_id, spec.account_id
+        self.tf = spec.timeframe
+        self.tf_s = TIMEFRAME_SECONDS[self.tf]
+        self.strats = [get_strategy(n) for n in spec.strategies]
+        self.settings = SettingsView(conn, account_id=self.account, live=live)
+        self.gates = GateCache(conn, account_id=self.account, overrides=spec.param_overrides, live=live)
+        self._prep: dict = {}
+        self._vel: dict = {}
+        self._vol: dict = {}
+        self.bars = feed.bars
+        self.logret = {s: np.diff(np.log(b.close), prepend=np.nan) for s, b in self.bars.items()}
+        self._setup_regime()
+        self._setup_anomalies(anomalies)
+        if checkpoint:
+            self._restore(checkpoint)
+        else:
+            self._init_state()
+
+    # ------------------------------------------------------------------ setup
+    def _setup_regime(self) -> None:
+        ref = self.feed.reference
+        self.regime = None
+        self.reg_sym = {}
+        if ref is None or len(ref) == 0:
+            return
+        self.regime = classify(ref.t, ref.close, self.tf_s)
+        for s, b in self.bars.items():
+            j = np.searchsorted(ref.t, b.t, side="right") - 1
+            ok = j >= 0
+            codes = np.zeros(len(b), dtype=np.int8)
+            conf = np.zeros(len(b), dtype=bool)
+            codes[ok] = self.regime.effective[j[ok]]
+            conf[ok] = self.regime.confirmed[j[ok]]
+            self.reg_sym[s] = (codes, conf)
+
+    def _setup_anomalies(self, anomalies: list[dict] | None) -> None:
+        """Per symbol sorted (start, end, info) intervals from the market-data anomalies (if any)."""
+        self.anomaly_source = "none"
+        if anomalies is None:
+            anomalies, self.anomaly_source = load_anomalies(self.conn, self.spec, self.tf)
+        else:
+            self.anomaly_source = "given"
+        self.anom: dict[str, list] = {s: [] for s in self.bars}
+        for a in anomalies:
+            sym = a.get("symbol")
+            if sym not in self.anom:
+                continue
+            if a.get("timeframe") not in (None, self.tf):
+                continue
+            t0 = int(a["open_time"].timestamp()) if isinstance(a["open_time"], datetime) else int(a["open_time"])
+            det = a.get("detail") or {}
+            nbars = 1
+            for k in ("missing_bars", "missing", "bars", "count", "n_missing"):
+                if isinstance(det.get(k), (int, float)) and det[k] > 0:
+                    nbars = int(det[k])
+                    break
+            self.anom[sym].append((t0, t0 + nbars * self.tf_s,
+                                   {"kind": a.get("kind"), "open_time": _iso(t0), "source": "feed_anomalies",
+                                    "detail": det}))
+        for v in self.anom.values():
+            v.sort(key=lambda x: x[0])
+
+    def _init_state(self) -> None:
+        self.pf = Portfolio.new(float(self.spec.starting_cash or 10000.0))
+        self.board = brk.BreakerBoard()
+        self.last_entry: dict = {}
+        self.last_exit: dict = {}
+        self.trades: dict[str, list[float]] = {}
+        self.day = None
+        self.day_start_equity = self.pf.starting_cash
+        self.regime_last = None
+        self.last_bar_t: dict[str, int] = {}
+        self.gaps: dict[str, list] = {s: [] for s in self.bars}
+        self.steps_done = 0
+        self.bars_done = 0
+        self.last_T = None
+        self.marks: dict[str, float] = {}
+        self.cur_index: dict[str, int] = {}
+        self.stats = {"signals": 0, "blocked": {}, "orders": 0, "fills": 0, "rejected": 0, "closed_trades": 0,
+                      "wins": 0, "breaker_trips": {}, "evaluations": 0}
+        self.started = False
+
+    def checkpoint(self) -> dict:
+        """The engine state as JSON (floats round-trip exactly)."""
+        return {"version": CHECKPOINT_VERSION, "portfolio": self.pf.to_dict(),
+                "pending_orders": [o.to_dict() for o in self.broker.pending()],
+                "breakers": self.board.to_dict(),
+                "last_entry": [[k[0], k[1], v] for k, v in self.last_entry.items()],
+                "last_exit": [[k[0], k[1], v] for k, v in self.last_exit.items()],
+                "trades": self.trades, "day": self.day, "day_start_equity": self.day_start_equity,
+                "regime_last": self.regime_last, "last_bar_t": self.last_bar_t, "gaps": self.gaps,
+                "steps_done": self.steps_done, "bars_done": self.bars_done, "last_T": self.last_T,
+                "stats": self.stats, "started": self.started}
+
+    def _restore(self, c: dict) -> None:
+        if c.get("version") != CHECKPOINT_VERSION:
+            raise AtsError(f"run {self.run_id}: checkpoint version {c.get('version')} not supported")
+        self.pf = Portfolio.from_dict(c["portfolio"])
+        self.broker.restore([Order.from_dict(o) for o in c["pending_orders"]])
+        self.board = brk.BreakerBoard.from_dict(c["breakers"])
+        self.last_entry = {(a, b): v for a, b, v in c["last_entry"]}
+        self.last_exit = {(a, b): v for a, b, v in c["last_exit"]}
+        self.trades = {k: list(v) for k, v in c["trades"].items()}
+        self.day, self.day_start_equity = c["day"], c["day_start_equity"]
+        self.regime_last = tuple(c["regime_last"]) if c["regime_last"] is not None else None
+        self.last_bar_t = dict(c["last_bar_t"])
+        self.gaps = {s: [tuple(x[:2]) + (x[2],) for x in c["gaps"].get(s, [])] for s in self.bars}
+        self.steps_done, self.bars_done, self.last_T = c["steps_done"], c["bars_done"], c["last_T"]
+        self.stats = c["stats"]
+        self.started = c.get("started", True)
+        self.cur_index = {}
+        self.marks = {}
+        for sym, t in self.last_bar_t.items():
+            b = self.bars[sym]
+            j = int(np.searchsorted(b.t, t, side="right") - 1)
+            if j >= 0:
+                self.marks[sym] = float(b.close[j])
+        if getattr(self.sink, "persistent", False):
+            self.sink.mark_persisted(self.pf.positions.values(), self.broker.pending())
+            self._verify_against_db()
+
+    def _verify_against_db(self) -> None:
+        """After a resume: the checkpoint's open positions must be exactly the open positions in the table."""
+        rows = self.conn.execute("SELECT position_id, qty::float8 AS qty FROM positions WHERE run_id=%s AND "
+                                 "status='open'", (self.run_id,)).fetchall()
+        db = {r["position_id"]: r["qty"] for r in rows}
+        mem = {p.position_id: p.qty for p in self.pf.positions.values()}
+        if set(db) != set(mem) or any(abs(db[k] - mem[k]) > 1e-9 * max(1.0, abs(mem[k])) for k in mem):
+            raise AtsError(f"run {self.run_id}: checkpoint and positions table disagree (db {sorted(db)} vs "
+                           f"checkpoint {sorted(mem)}); refusing to resume")
+
+    # ------------------------------------------------------------------ cached series
+    def prepared(self, sym: str, strat, cfg):
+        key = (sym, strat.name, cfg.ikey)
+        p = self._prep.get(key)
+        if p is None:
+            reg = self.reg_sym.get(sym, (None, None))[0] if strat.uses_regime else None
+            p = self._prep[key] = strat.prepare(self.bars[sym], cfg.params, reg)
+        return p
+
+    def velocity(self, sym: str, minutes: float) -> np.ndarray:
+        k = brk.window_bars(minutes, self.tf_s)
+        v = self._vel.get((sym, k))
+        if v is None:
+            b = self.bars[sym]
+            v = self._vel[(sym, k)] = brk.velocity_pct(b.high, b.low, b.close, k)
+        return v
+
+    def market_vol(self, minutes: float):
+        """(times, annualized vol %) of BTC (the regime reference) or the equal-weight index of the symbols."""
+        k = brk.window_bars(minutes, self.tf_s)
+        hit = self._vol.get(k)
+        if hit is None:
+            ref = self.feed.reference
+            if ref is not None and len(ref):
+                t, lr = ref.t, np.diff(np.log(ref.close), prepend=np.nan)
+                src = ref.symbol
+            else:
+                import pandas as pd
+
+                df = pd.DataFrame({s: pd.Series(self.logret[s], index=b.t) for s, b in self.bars.items()})
+                t, lr = df.index.to_numpy(dtype=np.int64), df.mean(axis=1, skipna=True).to_numpy()
+                src = "equal-weight index"
+            hit = self._vol[k] = (t, brk.realized_vol_annual_pct(lr, k, self.tf_s), src)
+        return hit
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, max_steps: int | None = None) -> int:
+        """Process the feed from the checkpoint to the end (or ``max_steps`` steps); returns steps processed."""
+        after = self.last_T
+        total = len(self.feed) if hasattr(self.feed, "__len__") else None
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.steps_done, desc=self.progress_desc, unit="step",
+                       dynamic_ncols=True, mininterval=0.5)
+        if not self.started:
+            self._opening_snapshot()
+            self.started = True
+        n = 0
+        since_flush = 0
+        try:
+            for T, present in self.feed.steps(after):
+                self.step(T, present)
+                n += 1
+                since_flush += 1
+                if since_flush >= self.commit_every:
+                    self.flush()
+                    since_flush = 0
+                if bar is not None:
+                    bar.update(1)
+                if max_steps is not None and n >= max_steps:
+                    break
+            self.flush()
+        finally:
+            if bar is not None:
+                bar.close()
+        return n
+
+    def flush(self) -> None:
+        self.sink.flush(self.checkpoint(), last_bar_time=None if self.last_T is None else self.last_T + self.tf_s,
+                        bars_processed=self.bars_done)
+
+    def _opening_snapshot(self) -> None:
+        """A snapshot at the run start (starting equity), so P&L windows never need anything but snapshots."""
+        first = self.feed.first_time()
+        if first is None:
+            return
+        eq = self.pf.starting_cash
+        self.sink.add("portfolio_hourly_snapshots", (self.run_id, self.account, first, self.pf.cash, 0.0, eq, 0.0,
+                                                     0.0, 0.0, 0.0, 0, []))
+        self.sink.add("system_events", (first, self.account, "engine", "run_started", "info", None,
+                                        {"run_id": self.run_id, "params": self.spec.doc(),
+                                         "anomaly_source": self.anomaly_source}))
+
+    # ------------------------------------------------------------------ one step
+    def step(self, T: int, present: list[tuple[str, int]]) -> None:
+        C = T + self.tf_s
+        self.clock.advance(C)
+        s = self.settings.at(C)
+        bars = self.bars
+        has_pending = getattr(self.broker, "has_pending", None) or (lambda _s: True)
+        # 1. fills at this bar's open
+        for sym, i in present:
+            b = bars[sym]
+            prev = self.last_bar_t.get(sym)
+            if prev is not None and T - prev > self.tf_s:
+                self.gaps[sym].append((prev + self.tf_s, T, {"kind": "gap", "open_time": _iso(prev + self.tf_s),
+                                                             "source": "stream", "missing_bars": (T - prev) // self.tf_s - 1}))
+                self.gaps[sym] = self.gaps[sym][-5:]
+            self.last_bar_t[sym] = T
+            if has_pending(sym):
+                for rep in self.broker.on_bar(sym, T, b.open[i], b.high[i], b.low[i], b.close[i], b.volume[i], s):
+                    self._on_report(rep, T)
+        # 2. marks
+        marks = self.marks
+        for sym, i in present:
+            marks[sym] = float(bars[sym].close[i])
+        self.cur_index = dict(present)
+        equity = self.pf.equity(marks)
+        day = C // 86400
+        if self.day != day:
+            self.day, self.day_start_equity = day, equity
+        # 3. regime
+        reg_code, reg_conf = self._regime_step(T, C)
+        # 4. breakers
+        self._breakers_step(C, s, equity, present)
+        # 5. exits
+        if self.pf.positions:
+            for key, pos in list(self.pf.positions.items()):
+                i = self.cur_index.get(pos.symbol)
+                if i is not None:
+                    self._check_exit(pos, i, C, s)
+        # 6. entries
+        self._reserved = sum(o.qty * o.decision_price for o in self.broker.pending() if o.intent != "close")
+        self._pending_opens = sum(1 for o in self.broker.pending() if o.intent == "open")
+        for sym, i in present:
+            for strat in self.strats:
+                cfg = self.gates.get(strat.name, C)
+                if cfg is None or not cfg.watchlist:
+                    continue
+                prep = self.prepared(sym, strat, cfg)
+                sig = prep.entry[i]
+                if sig:
+                    self._on_entry_signal(strat, cfg, prep, sym, i, int(sig), C, s, equity, reg_code, reg_conf)
+        # 7. hourly snapshot
+        if C % 3600 == 0:
+            self._snapshot(C)
+        self.last_T = T
+        self.steps_done += 1
+        self.bars_done += len(present)
+
+    def _index_at(self, sym: str, t: int) -> int:
+        i = self.cur_index.get(sym)
+        b = self.bars[sym]
+        if i is not None and b.t[i] == t:
+            return i
+        return int(np.searchsorted(b.t, t, side="right") - 1)
+
+    # ------------------------------------------------------------------ regime
+    def _regime_step(self, T: int, C: int) -> tuple[int, bool]:
+        if self.regime is None:
+            return 0, False
+        rs = self.regime
+        j = int(np.searchsorted(rs.t, T, side="right") - 1)
+        if j < 0:
+            return 0, False
+        code, conf = int(rs.effective[j]), bool(rs.confirmed[j])
+        cur = (code, conf)
+        if cur != self.regime_last:
+            prior = None if self.regime_last is None else REGIME_NAME[self.regime_last[0]]
+            metrics = rs.metrics(j)
+            self.sink.add("btc_market_state_history", (C, REGIME_NAME[code], prior, conf, metrics, self.run_id))
+            self.sink.regime({"ts": C, "regime": REGIME_NAME[code], "confirmed": conf, "metrics": metrics})
+            self.regime_last = cur
+        elif self.steps_done % 24 == 0:
+            self.sink.regime({"ts": C, "regime": REGIME_NAME[code], "confirmed": conf, "metrics": rs.metrics(j)})
+        return code, conf
+
+    # ------------------------------------------------------------------ breakers
+    def _breakers_step(self, C: int, s: dict, equity: float, present) -> None:
+        b = self.board
+        b.update_manual(C, s["breaker.manual_stop"])
+        b.update_daily_drawdown(C, equity, self.day_start_equity, float(s["breaker.daily_drawdown_pct"]))
+        b.update_consecutive_losses(C, int(s["breaker.consecutive_losses"]),
+                                    float(s["breaker.consecutive_losses_cooloff_minutes"]))
+        vt, vv, vsrc = self.market_vol(float(s["breaker.market_vol_window_minutes"]))
+        j = int(np.searchsorted(vt, C - self.tf_s, side="right") - 1)
+        if j >= 0:
+            b.update_market_vol(C, float(vv[j]), float(s["breaker.market_vol_annual_pct"]),
+                                float(s["breaker.market_vol_reset_ratio"]))
+        vmin = float(s["breaker.velocity_minutes"])
+        vthr = float(s["breaker.velocity_pct"])
+        vcool = float(s["breaker.velocity_cooloff_minutes"])
+        win = float(s["breaker.feed_anomaly_window_minutes"]) * 60
+        for sym, i in present:
+            b.update_velocity(C, sym, float(self.velocity(sym, vmin)[i]), vthr, vmin, vcool)
+            b.update_feed(C, sym, self._active_anomaly(sym, C, win))
+        for tr in b.drain():
+            self._record_transition(tr, vsrc)
+
+    def _active_anomaly(self, sym: str, C: int, win: float) -> dict | None:
+        for lst in (self.gaps.get(sym, ()), self.anom.get(sym, ())):
+            n = 0
+            for k in range(len(lst) - 1, -1, -1):
+                a0, a1, info = lst[k]
+                if a0 < C <= a1 + win:
+                    return info
+                n += 1
+                if n > 20 or a1 + win < C - 30 * 86400:
+                    break
+        return None
+
+    def _record_transition(self, tr, vol_source: str) -> None:
+        ctx = dict(tr.context)
+        if tr.breaker == "market_volatility":
+            ctx["source"] = vol_source
+        payload = {"breaker": tr.breaker, "scope": tr.scope, "cause": tr.cause, "run_id": self.run_id, **ctx}
+        self.sink.add("system_events", (tr.ts, self.account, "risk", "breaker_tripped" if tr.tripped else "breaker_reset",
+                                        "warning" if tr.tripped else "info", None if tr.scope == "*" else tr.scope, payload))
+        self.sink.breaker_state(tr.breaker, tr.scope, {"state": "tripped" if tr.tripped else "ok", "since": tr.ts,
+                                                       "reason": tr.cause, "context": ctx})
+        if tr.tripped:
+            bt = self.stats["breaker_trips"]
+            bt[tr.breaker] = bt.get(tr.breaker, 0) + 1
+
+    # ------------------------------------------------------------------ exits
+    def _check_exit(self, pos: Position, i: int, C: int, s: dict) -> None:
+        if any(o.position_id == pos.position_id and o.intent == "close" for o in self.broker.pending()):
+            return
+        b = self.bars[pos.symbol]
+        c = float(b.close[i])
+        p = pos.params
+        long = pos.side == "long"
+        pnl_pct = pos.pnl_pct(c)
+        if (long and c > pos.best_price) or (not long and c < pos.best_price):
+            pos.best_price = c
+        # trailing stop (only ever tightens)
+        tr_pct = float(p.get("trailing_pct") or 0)
+        if tr_pct > 0:
+            best_pnl = pos.pnl_pct(pos.best_price)
+            if best_pnl >= float(p.get("trailing_activation_pct") or 0):
+                stop = pos.best_price * (1 - tr_pct / 100) if long else pos.best_price * (1 + tr_pct / 100)
+                if pos.trail_stop is None or (long and stop > pos.trail_stop) or (not long and stop < pos.trail_stop):
+                    pos.trail_stop = stop
+                    self.sink.add("position_targets", (pos.position_id, self.run_id, C, pos.tp_price, pos.sl_price,
+                                                       stop, "trail_raise"))
+                    self.sink.position_changed(pos)
+        hold_min = (C - pos.opened_at) / 60.0
+        decision, reason = "hold", None
+        if pos.sl_price is not None and ((long and c <= pos.sl_price) or (not long and c >= pos.sl_price)):
+            decision, reason = "exit_sl", f"close {c:g} crossed stop loss {pos.sl_price:g}"
+        elif pos.tp_price is not None and ((long and c >= pos.tp_price) or (not long and c <= pos.tp_price)):
+            decision, reason = "exit_tp", f"close {c:g} reached take profit {pos.tp_price:g}"
+        elif pos.trail_stop is not None and ((long and c <= pos.trail_stop) or (not long and c >= pos.trail_stop)):
+            decision, reason = "exit_trailing", f"close {c:g} crossed trailing stop {pos.trail_stop:g}"
+        elif float(p.get("max_hold_hours") or 0) > 0 and hold_min >= float(p["max_hold_hours"]) * 60:
+            decision, reason = "exit_max_hold", f"held {hold_min / 60:.1f} h >= max {p['max_hold_hours']} h"
+        else:
+            strat = get_strategy(pos.strategy)
+            cfg = self.gates.get(pos.strategy, C)
+            if cfg is not None:
+                prep = self.prepared(pos.symbol, strat, cfg)
+                if (prep.exit_long[i] if long else prep.exit_short[i]):
+                    decision, reason = "exit_signal", f"{pos.strategy} exit signal"
+        ctx = {"best_price": pos.best_price}
+        if decision != "hold":
+            cfg = self.gates.get(pos.strategy, C)
+            sell_ok = cfg.sell if cfg is not None else True
+            side = "sell" if long else "buy"
+            sig_id = self.sink.next_id("signals")
+            self.stats["signals"] += 1
+            sctx = {"exit": decision, "reason": reason, "pnl_pct": round(pnl_pct, 4), "position_id": pos.position_id}
+            if not sell_ok:
+                self.sink.add("signals", (sig_id, self.run_id, self.account, pos.strategy, pos.symbol, self.tf, C, side,
+                                          "close", pos.side, c, None, self._regime_name(), "blocked", sctx))
+                self._block(sig_id, pos.strategy, pos.symbol, C, "sell_gate",
+                            f"sell gate of {pos.strategy} is off: exit ({decision}) not sent", sctx)
+                reason = f"{reason}; blocked: sell gate off"
+                decision = "exit_blocked"
+            else:
+                self.sink.add("signals", (sig_id, self.run_id, self.account, pos.strategy, pos.symbol, self.tf, C, side,
+                                          "close", pos.side, c, None, self._regime_name(), "accepted", sctx))
+                self._submit(pos.strategy, pos.symbol, side, pos.side, "close", pos.qty, i, C, sig_id,
+                             pos.position_id, {"exit_reason": decision[5:], "reason": reason})
+        self.stats["evaluations"] += 1
+        self.sink.add("position_evaluations", (pos.position_id, self.run_id, C, c, pnl_pct, pos.tp_price, pos.sl_price,
+                                               pos.trail_stop, hold_min, decision, reason, ctx))
+
+    # ------------------------------------------------------------------ entries
+    def _regime_name(self) -> str | None:
+        return None if self.regime_last is None else REGIME_NAME[self.regime_last[0]]
+
+    def _on_entry_signal(self, strat, cfg, prep, sym: str, i: int, sig: int, C: int, s: dict, equity: float,
+                         reg_code: int, reg_conf: bool) -> None:
+        pside = "long" if sig > 0 else "short"
+        side = "buy" if sig > 0 else "sell"
+        key = (strat.name, sym)
+        pos = self.pf.positions.get(key)
+        intent = "open"
+        if pos is not None:
+            intent = "add" if pos.side == pside else "open"
+        price = float(self.bars[sym].close[i])
+        ctx = prep.context(i)
+        sig_id = self.sink.next_id("signals")
+        self.stats["signals"] += 1
+        gate, reason, extra = self._gates(strat, cfg, sym, pside, intent, pos, key, C, s, equity, reg_code, reg_conf, i)
+        status = "accepted" if gate is None else "blocked"
+        if extra:
+            ctx.update({k: v for k, v in extra.items() if k != "notional"})
+        self.sink.add("signals", (sig_id, self.run_id, self.account, strat.name, sym, self.tf, C, side, intent, pside,
+                                  price, float(prep.strength[i]), REGIME_NAME.get(reg_code) if self.regime else None,
+                                  status, ctx))
+        if gate is not None:
+            self._block(sig_id, strat.name, sym, C, gate, reason, ctx)
+            return
+        qty = extra["notional"] / price
+        parent = None
+        if pos is not None and intent == "open":  # reversal: the open executes only after the close filled
+            parent = next((o.client_order_id for o in self.broker.pending()
+                           if o.position_id == pos.position_id and o.intent == "close"), None)
+        self._submit(strat.name, sym, side, pside, intent, qty, i, C, sig_id,
+                     pos.position_id if intent == "add" else None, parent=parent, ctx=
+                     {"sizing": extra.get("risk"), "params": {k: cfg.params[k] for k in
+                                                              ("tp_pct", "sl_pct", "trailing_pct",
+                                                               "trailing_activation_pct", "max_hold_hours",
+                                                               "max_adds")},
+                      "config_valid_from": _iso(cfg.valid_from)})
+        self.last_entry[key] = C
+        self._reserved += extra["notional"]
+        if intent == "open":
+            self._pending_opens += 1
+
+    def _gates(self, strat, cfg, sym, pside, intent, pos, key, C, s, equity, reg_code, reg_conf, i):
+        """(gate, reason, extra) with gate None when every check passed (extra['notional'] = USD size)."""
+        if not cfg.buy:
+            return "buy_gate", f"buy gate of {strat.name} is off (configuration valid from {_iso(cfg.valid_from)})", None
+        if self.regime is not None and pauses(pside, reg_code, reg_conf):
+            return "regime", f"{pside} entries pause in confirmed {REGIME_NAME[reg_code]} regime", None
+        if pos is not None:
+            closing = any(o.position_id == pos.position_id and o.intent == "close" for o in self.broker.pending())
+            if pos.side != pside and not closing:
+                return "risk:opposite_position", f"an open {pos.side} position of {strat.name} in {sym}", None
+            if pos.side == pside and closing:
+                return "risk:position_closing", f"the {pos.side} position of {strat.name} in {sym} is being closed", None
+        if any(o.strategy == strat.name and o.symbol == sym and o.intent != "close" for o in self.broker.pending()):
+            return "risk:pending_order", "an entry order for this strategy and symbol is still pending", None
+        cd = float(cfg.params.get("cooldown_min") or 0) * 60
+        last = max(self.last_entry.get(key, -1), self.last_exit.get(key, -1))
+        if cd > 0 and last >= 0 and C - last < cd:
+            return "cooldown", f"last entry/exit {int((C - last) / 60)} min ago < cooldown {cfg.params['cooldown_min']} min", None
+        blocking = self.board.blocking(sym)
+        if blocking:
+            first = blocking[0]
+            return (f"breaker:{first.breaker}", f"circuit breaker {first.breaker} tripped: {first.cause}",
+                    {"breakers": [f"{x.breaker}:{x.scope}" for x in blocking]})
+        marks = self.marks
+        pos_value = abs(pos.value(marks[sym])) if (pos is not None and intent == "add") else 0.0
+        pnl_pct = pos.pnl_pct(marks[sym]) if (pos is not None and intent == "add") else None
+        corr = self._correlation(sym, pside, s, i) if intent == "open" else None
+        k = kelly_estimate(self.trades.get(strat.name, []), multiplier=float(s["risk.kelly_multiplier"]),
+                           cap_pct=float(s["risk.kelly_cap_pct"]), floor_pct=float(s["risk.kelly_floor_pct"]),
+                           min_trades=int(s["risk.kelly_min_trades"]), lookback=int(s["risk.kelly_lookback_trades"]))
+        reserved_cash = sum(o.qty * o.decision_price for o in self.broker.pending()
+                            if o.intent != "close" and o.position_side == "long")
+        d = check_entry(intent=intent, position_side=pside, equity=equity, cash=self.pf.cash - reserved_cash,
+                        gross_exposure_usd=self.pf.gross_exposure(marks) + self._reserved,
+                        open_positions=len(self.pf.positions) + self._pending_opens,
+                        position_value_usd=pos_value, position_pnl_pct=pnl_pct,
+                        position_adds=pos.adds if pos is not None else 0, params=cfg.params, kelly=k,
+                        correlation=corr, settings=s, taker_fee_bps=float(s["broker.taker_fee_bps"]))
+        if not d.ok:
+            return d.gate, d.reason, {"risk": d.context}
+        return None, None, {"notional": d.notional, "risk": d.context}
+
+    def _correlation(self, sym: str, pside: str, s: dict, i: int) -> float | None:
+        if not self.pf.positions:
+            return None
+        n = max(10, int(round(float(s["risk.correlation_window_hours"]) * 3600 / self.tf_s)))
+        if i + 1 < n:
+            return None
+        cand = self.logret[sym][i - n + 1:i + 1]
+        total = 0.0
+        exps = []
+        for p in self.pf.positions.values():
+            if p.symbol == sym:
+                continue
+            j = self._index_at(p.symbol, self.last_bar_t.get(p.symbol, -1))
+            if j + 1 < n:
+                continue
+            v = abs(p.value(self.marks.get(p.symbol, p.avg_entry)))
+            total += v
+            exps.append((self.logret[p.symbol][j - n + 1:j + 1], v if p.side == pside else -v))
+        if not exps or total <= 0:
+            return None
+        return exposure_correlation(cand, [(r, w / total) for r, w in exps])
+
+    def _block(self, sig_id, strategy, sym, C, gate, reason, ctx) -> None:
+        self.sink.add("blocked_signals", (sig_id, self.run_id, self.account, strategy, sym, C, gate, reason, ctx))
+        bl = self.stats["blocked"]
+        bl[gate] = bl.get(gate, 0) + 1
+
+    def _submit(self, strategy, sym, side, pside, intent, qty, i, C, sig_id, position_id, ctx, parent=None) -> Order:
+        b = self.bars[sym]
+        o = Order(order_id=self.sink.next_id("order_executions"),
+                  client_order_id=client_order_id(self.run_id, strategy, sym, C, intent, side),
+                  strategy=strategy, symbol=sym, side=side, position_side=pside, intent=intent, qty=float(qty),
+                  decision_price=float(b.close[i]), decision_volume=float(b.volume[i]), submitted_at=C,
+                  signal_id=sig_id, position_id=position_id, updated_at=C, context=ctx,
+                  parent_client_order_id=parent)
+        self.broker.submit(o)
+        self.sink.order_changed(o)
+        self.stats["orders"] += 1
+        return o
+
+    # ------------------------------------------------------------------ fills
+    def _on_report(self, rep, T: int) -> None:
+        o = rep.order
+        self.sink.order_changed(o)
+        if rep.status in ("rejected", "cancelled"):
+            self.stats["rejected"] += 1
+            self.sink.add("system_events", (T, self.account, "broker", f"order_{rep.status}", "warning", o.symbol,
+                                            {"client_order_id": o.client_order_id, "reason": rep.reject_reason,
+                                             "intent": o.intent, "run_id": self.run_id}))
+            return
+        key = (o.strategy, o.symbol)
+        for f in rep.fills:
+            self.stats["fills"] += 1
+            self.sink.add("fills", (o.order_id, o.client_order_id, f.fill_seq, self.run_id, self.account, o.symbol,
+                                    o.side, f.qty, f.price, f.fee_usd, f.liquidity, f.slippage_bps, f.ts))
+            if o.intent in ("open", "add"):
+                pos = self.pf.positions.get(key)
+                if o.intent == "open" and pos is None:
+                    pos = Position(position_id=self.sink.next_id("positions"), strategy=o.strategy, symbol=o.symbol,
+                                   side=o.position_side, opened_at=f.ts, entry_signal_id=o.signal_id,
+                                   params=dict(o.context.get("params") or {}),
+                                   context={"open_client_order_id": o.client_order_id})
+                    self.pf.positions[key] = pos
+                    self.pf.apply_entry(pos, f.qty, f.price, f.fee_usd)
+                    pos.best_price = f.price
+                    self._set_targets(pos, f.ts, "initial")
+                elif o.intent == "add" and pos is not None and pos.position_id == o.position_id:
+                    self.pf.apply_entry(pos, f.qty, f.price, f.fee_usd)
+                    pos.adds += 1
+                    self._set_targets(pos, f.ts, "add_recalc")
+                else:  # the engine never sends these; refuse to invent a position
+                    raise AtsError(f"{o.client_order_id}: {o.intent} fill does not match the open position "
+                                   f"({None if pos is None else pos.position_id})")
+                o.position_id = pos.position_id
+                self.sink.position_changed(pos)
+            else:
+                pos = self.pf.positions.get(key)
+                if pos is None or pos.position_id != o.position_id:
+                    raise AtsError(f"{o.client_order_id}: close fill without its open position {o.position_id}")
+                self.pf.apply_exit(pos, f.qty, f.price, f.fee_usd)
+                if pos.qty <= 0:
+                    pos.status, pos.closed_at = "closed", f.ts
+                    pos.close_reason = (o.context or {}).get("exit_reason", "signal")
+                    del self.pf.positions[key]
+                    self.last_exit[key] = f.ts
+                    entry_value = pos.avg_entry * pos.entry_qty
+                    ret = pos.realized_usd / entry_value if entry_value else 0.0
+                    self.trades.setdefault(pos.strategy, []).append(ret)
+                    self.trades[pos.strategy] = self.trades[pos.strategy][-200:]
+                    self.board.record_trade(pos.realized_usd)
+                    self.stats["closed_trades"] += 1
+                    if pos.realized_usd > 0:
+                        self.stats["wins"] += 1
+                self.sink.position_changed(pos)
+
+    def _set_targets(self, pos: Position, ts: int, reason: str) -> None:
+        p = pos.params
+        tp, sl = float(p.get("tp_pct") or 0), float(p.get("sl_pct") or 0)
+        sgn = pos.sign
+        pos.tp_price = pos.avg_entry * (1 + sgn * tp / 100) if tp > 0 else None
+        pos.sl_price = pos.avg_entry * (1 - sgn * sl / 100) if sl > 0 else None
+        self.sink.add("position_targets", (pos.position_id, self.run_id, ts, pos.tp_price, pos.sl_price, pos.trail_stop,
+                                           reason))
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot(self, C: int) -> None:
+        marks = self.marks
+        pv = 0.0
+        unreal = 0.0
+        rows = []
+        for p in self.pf.positions.values():
+            m = marks.get(p.symbol, p.avg_entry)
+            v = p.value(m)
+            u = p.unrealized(m)
+            pv += v
+            unreal += u
+            rows.append({"strategy": p.strategy, "symbol": p.symbol, "side": p.side, "qty": p.qty, "mark": m,
+                         "value_usd": round(v, 6), "unrealized_usd": round(u, 6), "position_id": p.position_id})
+        eq = self.pf.cash + pv
+        self.sink.add("portfolio_hourly_snapshots", (self.run_id, self.account, C, self.pf.cash, pv, eq,
+                                                     self.pf.realized_usd, unreal, self.pf.fees_usd,
+                                                     eq - self.day_start_equity, len(self.pf.positions), rows))
+
+
+def load_anomalies(conn, spec: RunSpec, timeframe: str) -> tuple[list[dict], str]:
+    """Feed anomalies for the run's symbols and window from the market-data service.
+
+    Uses ``ats.market_data.anomalies.anomalies_between`` when that module exists, else the ``feed_anomalies``
+    table when it exists, else nothing. Returns (anomalies, source name).
+    """
+    from datetime import timedelta
+
+    start = datetime.fromtimestamp(spec.start, tz=timezone.utc) - timedelta(days=2)
+    end = datetime.fromtimestamp(spec.end, tz=timezone.utc)
+    try:
+        from ..market_data.anomalies import anomalies_between  # type: ignore
+    except ImportError:
+        anomalies_between = None
+    if anomalies_between is not None:
+        rows = anomalies_between(conn, start, end, symbols=list(spec.symbols))
+        return [r for r in rows if r.get("timeframe") in (None, timeframe)], "anomalies_between"
+    exists = conn.execute("SELECT to_regclass('feed_anomalies') IS NOT NULL AS e").fetchone()
+    if not (exists["e"] if isinstance(exists, dict) else exists[0]):
+        return [], "none"
+    rows = conn.execute("""SELECT symbol, timeframe, open_time, kind, detail FROM feed_anomalies
+                            WHERE open_time >= %s AND open_time < %s AND symbol = ANY(%s) AND timeframe = %s
+                            ORDER BY open_time""", (start, end, list(spec.symbols), timeframe)).fetchall()
+    return [dict(r) for r in rows], "feed_anomalies"

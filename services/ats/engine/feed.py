@@ -1,0 +1,131 @@
+"""Candle feeds and clocks: where bars come from and what time it is. Replay and live differ only here and in
+the broker.
+
+``ReplayFeed`` reads candles from the store (``ats.market_data.store.read_candles``) for the traded symbols plus
+the regime reference (BTCUSDT), with up to ``WARMUP_BARS`` bars before the start for indicator warm-up, and
+yields the decision steps in time order: one step per distinct open time in [start, end), listing each symbol
+that has a bar then (symbols with a feed gap are simply absent from that step).
+
+``ReplayClock`` is the simulated clock (the close time of the bar being decided); ``WallClock`` is the live one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from ..errors import AtsError
+from ..strategies.base import Bars
+from ..timeutil import TIMEFRAME_SECONDS
+
+WARMUP_BARS = 300
+REGIME_SYMBOL = "BTCUSDT"
+
+
+class Clock(Protocol):
+    def now(self) -> int:
+        """Current engine time, Unix seconds (UTC)."""
+
+
+@dataclass
+class ReplayClock:
+    """Simulated time: set by the engine to the close time of the bar being decided."""
+
+    t: int = 0
+
+    def now(self) -> int:
+        return self.t
+
+    def advance(self, t: int) -> None:
+        self.t = t
+
+
+class WallClock:
+    """Live time (wall clock, UTC)."""
+
+    def now(self) -> int:
+        return int(time.time())
+
+    def advance(self, t: int) -> None:  # live time advances on its own
+        pass
+
+
+class CandleFeed(Protocol):
+    timeframe: str
+    bars: dict[str, Bars]
+    reference: Bars | None
+
+    def steps(self, after: int | None = None) -> Iterator[tuple[int, list[tuple[str, int]]]]:
+        """(open_time, [(symbol, bar index), ...]) in time order, for open times > ``after``."""
+
+
+class ReplayFeed:
+    """Historical candles from the store (see module docstring)."""
+
+    def __init__(self, timeframe: str, bars: dict[str, Bars], start: int, end: int, reference: Bars | None = None):
+        self.timeframe = timeframe
+        self.bars = bars
+        self.reference = reference
+        self.start, self.end = start, end
+        ts = [b.t[(b.t >= start) & (b.t < end)] for b in bars.values()]
+        self.timeline = np.unique(np.concatenate(ts)) if ts else np.zeros(0, dtype=np.int64)
+        self._pos = {s: np.searchsorted(self.timeline, b.t) for s, b in bars.items()}
+
+    @classmethod
+    def load(cls, conn, symbols, timeframe: str, start: int, end: int, *, warmup_bars: int = WARMUP_BARS,
+             reference_symbol: str = REGIME_SYMBOL) -> "ReplayFeed":
+        """Read the candles; AtsError naming the symbol when one has no candle in the window."""
+        from ..market_data.store import read_candles
+
+        from datetime import datetime, timezone
+
+        tf_s = TIMEFRAME_SECONDS[timeframe]
+        lo = datetime.fromtimestamp(start - warmup_bars * tf_s, tz=timezone.utc)
+        hi = datetime.fromtimestamp(end, tz=timezone.utc)
+        bars = {}
+        for sym in symbols:
+            df = read_candles(conn, sym, timeframe, lo, hi)
+            b = Bars.from_frame(sym, timeframe, df)
+            if not ((b.t >= start) & (b.t < end)).any():
+                raise AtsError(f"no {timeframe} candles for {sym} between {_iso(start)} and {_iso(end)} in table "
+                               "candles (load them: `ats data load FILE...` or `ats demo`)")
+            bars[sym] = b
+        ref = bars.get(reference_symbol)
+        if ref is None:
+            df = read_candles(conn, reference_symbol, timeframe, lo, hi)
+            ref = Bars.from_frame(reference_symbol, timeframe, df) if len(df) else None
+        return cls(timeframe, bars, start, end, ref)
+
+    def __len__(self) -> int:
+        return len(self.timeline)
+
+    def first_time(self) -> int | None:
+        """Open time of the first decision step (None when the window is empty)."""
+        return int(self.timeline[0]) if len(self.timeline) else None
+
+    def steps(self, after: int | None = None) -> Iterator[tuple[int, list[tuple[str, int]]]]:
+        k0 = 0 if after is None else int(np.searchsorted(self.timeline, after, side="right"))
+        # per step, the symbols having a bar at that open time
+        per_step: dict[int, list] = {}
+        for sym, b in self.bars.items():
+            m = (b.t >= self.start) & (b.t < self.end)
+            idx = np.nonzero(m)[0]
+            for i, k in zip(idx.tolist(), self._pos[sym][idx].tolist()):
+                if k >= k0:
+                    per_step.setdefault(k, []).append((sym, i))
+        order = sorted(self.bars)  # deterministic symbol order within a step
+        rank = {s: n for n, s in enumerate(order)}
+        tl = self.timeline.tolist()
+        for k in range(k0, len(tl)):
+            lst = per_step.get(k, [])
+            lst.sort(key=lambda x: rank[x[0]])
+            yield tl[k], lst
+
+
+def _iso(t: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()

@@ -1,0 +1,104 @@
+"""Run and backtest statistics: return, max drawdown, Sharpe, trades, win rate, blocked signals, breaker trips.
+
+Sharpe ratio = mean / standard deviation (ddof=1) of the per-period simple returns of the equity curve, times
+sqrt(periods per year); the period is the curve's median spacing (hourly snapshots -> 8,760 periods a year, a
+24/7 market). Risk-free rate 0. Max drawdown = largest peak-to-trough fall of equity, percent of the peak.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import psycopg
+
+
+def equity_metrics(ts: list[int], equity: list[float]) -> dict:
+    """{return_pct, max_drawdown_pct, sharpe, start_equity_usd, end_equity_usd, periods} of an equity curve
+    (times Unix s ascending, equity USD). Empty/one-point curves give zeros (sharpe None)."""
+    if len(equity) < 2:
+        e = equity[0] if equity else 0.0
+        return {"return_pct": 0.0, "max_drawdown_pct": 0.0, "sharpe": None, "start_equity_usd": e,
+                "end_equity_usd": e, "periods": len(equity)}
+    e = np.asarray(equity, dtype=np.float64)
+    peak = np.maximum.accumulate(e)
+    dd = (peak - e) / peak * 100.0
+    r = e[1:] / e[:-1] - 1.0
+    step = float(np.median(np.diff(np.asarray(ts, dtype=np.float64)))) or 3600.0
+    per_year = 365 * 86400 / step
+    sd = r.std(ddof=1) if len(r) > 1 else 0.0
+    sharpe = float(r.mean() / sd * math.sqrt(per_year)) if sd > 0 else None
+    return {"return_pct": round(float(e[-1] / e[0] - 1.0) * 100.0, 4), "max_drawdown_pct": round(float(dd.max()), 4),
+            "sharpe": None if sharpe is None else round(sharpe, 4), "start_equity_usd": round(float(e[0]), 2),
+            "end_equity_usd": round(float(e[-1]), 2), "periods": len(e)}
+
+
+def drawdown_series(equity: list[float]) -> list[float]:
+    """Drawdown from the running peak, percent, per point."""
+    if not equity:
+        return []
+    e = np.asarray(equity, dtype=np.float64)
+    peak = np.maximum.accumulate(e)
+    return [float(x) for x in (peak - e) / peak * 100.0]
+
+
+def trade_metrics(pnls: list[float]) -> dict:
+    """{trades, wins, losses, win_rate (0..1 or None), avg_pnl_usd, total_pnl_usd} of closed-trade P&Ls (USD)."""
+    n = len(pnls)
+    wins = sum(1 for p in pnls if p > 0)
+    return {"trades": n, "wins": wins, "losses": n - wins, "win_rate": round(wins / n, 4) if n else None,
+            "avg_pnl_usd": round(sum(pnls) / n, 4) if n else None, "total_pnl_usd": round(sum(pnls), 4)}
+
+
+def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
+    """Summary of a run from its audit rows (JSON-ready): equity metrics from portfolio_hourly_snapshots,
+    closed-trade metrics from positions, blocked signals by gate, breaker trips (count per breaker and per UTC
+    day), orders/fills counts and the P&L windows (ats.portfolio.pnl)."""
+    from ..portfolio.pnl import pnl_windows
+
+    cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
+    snaps = cur.execute("SELECT extract(epoch from ts)::bigint, equity_usd::float8 FROM portfolio_hourly_snapshots "
+                        "WHERE run_id=%s ORDER BY ts", (run_id,)).fetchall()
+    eqm = equity_metrics([r[0] for r in snaps], [r[1] for r in snaps])
+    pnls = [r[0] for r in cur.execute("SELECT realized_pnl_usd::float8 FROM positions WHERE run_id=%s AND "
+                                      "status='closed' ORDER BY closed_at, position_id", (run_id,)).fetchall()]
+    tm = trade_metrics(pnls)
+    by_strategy = {r[0]: {"trades": r[1], "wins": r[2], "pnl_usd": round(r[3] or 0.0, 2)} for r in cur.execute(
+        """SELECT strategy_name, count(*), count(*) FILTER (WHERE realized_pnl_usd > 0), sum(realized_pnl_usd)::float8
+             FROM positions WHERE run_id=%s AND status='closed' GROUP BY 1 ORDER BY 1""", (run_id,)).fetchall()}
+    blocked = {r[0]: r[1] for r in cur.execute(
+        "SELECT gate, count(*) FROM blocked_signals WHERE run_id=%s GROUP BY gate ORDER BY count(*) DESC, gate",
+        (run_id,)).fetchall()}
+    trips = cur.execute(
+        """SELECT payload->>'breaker', count(*) FROM system_events WHERE component='risk' AND
+                  event_type='breaker_tripped' AND payload->>'run_id'=%s GROUP BY 1 ORDER BY 2 DESC, 1""",
+        (run_id,)).fetchall()
+    trips_by_day = cur.execute(
+        """SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS d, payload->>'breaker', count(*)
+             FROM system_events WHERE component='risk' AND event_type='breaker_tripped' AND payload->>'run_id'=%s
+            GROUP BY 1, 2 ORDER BY 1, 2""", (run_id,)).fetchall()
+    counts = cur.execute(
+        """SELECT (SELECT count(*) FROM signals WHERE run_id=%(r)s),
+                  (SELECT count(*) FROM order_executions WHERE run_id=%(r)s),
+                  (SELECT count(*) FROM fills WHERE run_id=%(r)s),
+                  (SELECT count(*) FROM order_executions WHERE run_id=%(r)s AND status IN ('rejected','cancelled')),
+                  (SELECT count(*) FROM positions WHERE run_id=%(r)s AND status='open'),
+                  (SELECT coalesce(sum(fee_usd), 0)::float8 FROM fills WHERE run_id=%(r)s),
+                  (SELECT count(*) FROM position_evaluations WHERE run_id=%(r)s)""", {"r": run_id}).fetchone()
+    run = conn.execute("SELECT account_id, mode, params, last_bar_time, bars_processed FROM engine_runs WHERE run_id=%s",
+                       (run_id,)).fetchone()
+    by_day: dict[str, dict] = {}
+    for d, b, n in trips_by_day:
+        by_day.setdefault(d, {})[b] = n
+    out = {"run_id": run_id, "mode": run["mode"] if run else None, "account_id": run["account_id"] if run else None,
+           "params": run["params"] if run else None,
+           "last_bar_time": run["last_bar_time"].isoformat() if run and run["last_bar_time"] else None,
+           "bars_processed": run["bars_processed"] if run else 0, **eqm, **tm, "by_strategy": by_strategy,
+           "signals": counts[0], "orders": counts[1], "fills": counts[2], "orders_rejected_or_cancelled": counts[3],
+           "open_positions": counts[4], "fees_usd": round(counts[5], 2), "position_evaluations": counts[6],
+           "blocked_by_gate": blocked, "breaker_trips": {b: n for b, n in trips}, "breaker_trips_by_day": by_day}
+    try:
+        out["pnl"] = pnl_windows(conn, out["account_id"] or "default", run_id)
+    except Exception:  # noqa: BLE001 - a run without snapshots has no P&L windows
+        out["pnl"] = None
+    return out

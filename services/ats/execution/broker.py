@@ -1,0 +1,108 @@
+"""Orders, fills and the Broker protocol (paper now; Alpaca / Bybit adapters implement the same protocol).
+
+Times are Unix seconds (UTC) on the engine clock; prices in the quote currency (USD/USDT); quantities in base
+units; fees in USD; slippage in basis points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+def client_order_id(run_id: str, strategy: str, symbol: str, decision_ts: int, intent: str, side: str) -> str:
+    """Deterministic, unique per (run, strategy, symbol, decision bar, intent, side): a retried submission of the
+    same decision yields the same id, which ``order_executions.client_order_id UNIQUE`` refuses to duplicate.
+    Shape: ``<run tag>-<strategy>-<SYMBOL>-<yyyymmddHHMM>-<intent>-<side>-<hash8>``."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.fromtimestamp(decision_ts, tz=timezone.utc).strftime("%Y%m%d%H%M")
+    h = hashlib.sha256(f"{run_id}|{strategy}|{symbol}|{decision_ts}|{intent}|{side}".encode()).hexdigest()[:8]
+    return f"{run_id}-{strategy}-{symbol}-{stamp}-{intent}-{side}-{h}"
+
+
+@dataclass
+class Order:
+    """One order. ``status``: submitted | filled | partially_filled | rejected | cancelled."""
+
+    order_id: int
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: str                 # buy | sell
+    position_side: str        # long | short
+    intent: str               # open | add | close
+    qty: float                # base units
+    decision_price: float     # the bar close the decision saw
+    decision_volume: float    # that bar's volume (base units): the participation denominator
+    submitted_at: int         # decision bar close (Unix s)
+    signal_id: int | None = None
+    position_id: int | None = None
+    order_type: str = "market"  # market | limit
+    limit_price: float | None = None
+    status: str = "submitted"
+    reject_reason: str | None = None
+    filled_qty: float = 0.0
+    avg_fill_price: float | None = None
+    fees_usd: float = 0.0
+    updated_at: int = 0
+    fill_count: int = 0
+    parent_client_order_id: str | None = None  # contingent order: executes only if this order filled completely
+    context: dict = field(default_factory=dict)
+
+    @property
+    def notional_usd(self) -> float:
+        return self.qty * self.decision_price
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Order":
+        return cls(**d)
+
+
+@dataclass
+class Fill:
+    """One execution of an order (``fill_seq`` from 1). ``ts``: fill time, never earlier than the open of the
+    bar after the decision bar."""
+
+    order: Order
+    fill_seq: int
+    qty: float
+    price: float
+    fee_usd: float
+    liquidity: str            # maker | taker
+    slippage_bps: float
+    ts: int
+
+
+@dataclass
+class BrokerReport:
+    """What happened to one order at one bar: its fills (maybe none) and its new status."""
+
+    order: Order
+    fills: list[Fill]
+    status: str
+    reject_reason: str | None = None
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What the engine needs from a broker. Replay (paper) and live differ only here and in the clock."""
+
+    name: str
+
+    def submit(self, order: Order) -> None:
+        """Accept an order for execution no earlier than the next bar of its symbol."""
+
+    def on_bar(self, symbol: str, t_open: int, o: float, h: float, l: float, c: float, v: float,
+               settings: dict) -> list[BrokerReport]:
+        """Execute this symbol's pending orders against the bar opening at ``t_open``; returns what happened."""
+
+    def pending(self) -> list[Order]:
+        """Orders accepted but not final yet (checkpointed by the engine)."""
+
+    def restore(self, orders: list[Order]) -> None:
+        """Re-load pending orders after a restart."""
