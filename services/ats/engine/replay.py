@@ -54,7 +54,7 @@ def _run(conn: psycopg.Connection, spec: RunSpec, *, progress, commit_every, max
 
         if not strategy_timeline(conn, name, account_id=spec.account_id):
             raise AtsError(f"strategy {name!r} has no configuration for account {spec.account_id!r} in "
-                           f"strategy_configurations (seeded by migration 0021; or `ats config strategy set {name} "
+                           f"strategy_configurations (seeded by migration 0021_engine_seeds; or `ats config strategy set {name} "
                            "--buy on`)")
     feed = ReplayFeed.load(conn, spec.symbols, spec.timeframe, spec.start, spec.end)
     conn.commit()
