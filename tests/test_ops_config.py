@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ats.errors import AtsError
+from ats.ops.headless import headless_settings, rule_covers
 from ats.ops.schedule import check_headless_tools, split_frontmatter, split_tools
 from ats.ops.tasks import PG, PG_READ_TOOLS, PG_WRITE_TOOLS, TASKS, parse_date_filter
 
@@ -170,3 +171,39 @@ def test_investigate_date_filter(args, expected):
 def test_prompt_quotes_multiword_arguments():
     assert TASKS["save-plan"].prompt(["Add feed breaker", "p.md"]) == '/save-plan "Add feed breaker" p.md'
     assert TASKS["investigate"].prompt(["BTCUSDT", "2021-05-19"]) == "/investigate BTCUSDT 2021-05-19"
+
+
+@pytest.mark.parametrize("broad, narrow, covers", [
+    ("Bash(ats report:*)", "Bash(ats report weekly:*)", True),
+    ("Bash(ats report weekly:*)", "Bash(ats report weekly:*)", True),
+    ("Bash(ats report weekly:*)", "Bash(ats report 24h:*)", False),
+    ("Bash(ats kb:*)", "Bash(ats kbx:*)", False),
+    ("Bash", "Bash(ats kb scan:*)", True),
+    ("Edit(/reports/**)", "Edit(/reports/investigations/**)", True),
+    ("Edit(/kb/**)", "Edit(/reports/**)", False),
+    ("mcp__ats-postgres__query", "mcp__ats-postgres__query", True),
+    ("mcp__ats-postgres__query", "mcp__ats-postgres__explain", False),
+])
+def test_rule_covers(broad, narrow, covers):
+    assert rule_covers(broad, narrow) is covers
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_headless_settings_leave_exactly_the_task_allowlist(name):
+    """Project settings are loaded in headless runs (they carry the slash commands): every interactive allow
+    that is not the task's own must be denied, and none may be broader than a task rule."""
+    task = TASKS[name]
+    deny = headless_settings(task, ROOT)["permissions"]["deny"]
+    allow = json.loads((ROOT / ".claude/settings.json").read_text())["permissions"]["allow"]
+    for rule in allow:
+        absolute = rule.replace("(/", f"(/{ROOT}/", 1) if rule.startswith(("Edit(/", "Read(/")) else rule
+        assert (rule in task.allowed_tools) != (absolute in deny), rule
+    for own in task.allowed_tools:
+        assert not any(rule_covers(d, own) for d in deny), own
+
+
+def test_headless_settings_refuse_a_broad_project_allow(tmp_path):
+    (tmp_path / ".claude").mkdir()
+    (tmp_path / ".claude/settings.json").write_text(json.dumps({"permissions": {"allow": ["Bash(ats report:*)"]}}))
+    with pytest.raises(AtsError, match="covers 'Bash\\(ats report weekly:\\*\\)'"):
+        headless_settings(TASKS["weekly-report"], tmp_path)

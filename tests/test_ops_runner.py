@@ -45,7 +45,7 @@ def test_claude_command_line_config_and_event(project, fresh_db_url):
     argv = call["argv"]
     assert argv[:2] == ["--print", "/investigate BTCUSDT 2021-05-19"]
     for flag, value in [("--output-format", "json"), ("--permission-mode", "dontAsk"), ("--max-turns", "20"),
-                        ("--setting-sources", "")]:
+                        ("--setting-sources", "project")]:
         assert argv[argv.index(flag) + 1] == value
     assert "--strict-mcp-config" in argv
     assert argv[argv.index("--allowedTools") + 1].split(",") == list(TASKS["investigate"].allowed_tools)
@@ -60,6 +60,9 @@ def test_claude_command_line_config_and_event(project, fresh_db_url):
     deny = call["settings"]["permissions"]["deny"]
     assert f"Edit(/{home}/services/ats/db/migrations/0001_*.sql)" in deny
     assert "Bash(rm -rf:*)" in deny and "Bash(git push:*)" in deny
+    # the project's interactive allows beyond the task's own are denied for this run
+    assert "Bash(ats health-check:*)" in deny and f"Edit(/{home}/kb/**)" in deny
+    assert not set(TASKS["investigate"].allowed_tools) & set(deny)
     assert call["settings"]["permissions"]["allow"] == []
 
     (ev,) = cron_events(fresh_db_url, "investigate")

@@ -5,11 +5,13 @@ One run, in order:
      raises BusyError ("busy", exit 1) and is recorded as a ``cron_busy`` event;
   2. render the run's MCP config (``.ats/cron/<task>.mcp.json``: the servers of ``.mcp.json``, with
      ``--allow-writes`` for ats-postgres only when the task's allowlist holds one of its write tools) and
-     settings (``.ats/cron/<task>.settings.json``: the deny list of ``.claude/settings.json`` with absolute
-     paths, plus the headless denies);
+     settings (``.ats/cron/<task>.settings.json``: a deny list = the project's deny list with absolute paths,
+     the headless denies, and the project's interactive allows that the task does not have);
   3. run ``claude --print "/<command> ARGS" --output-format json --mcp-config F --strict-mcp-config
-     --setting-sources "" --settings S --allowedTools <task allowlist> --permission-mode dontAsk
-     --max-turns N`` under a wall-clock timeout (the whole process group is killed on expiry);
+     --setting-sources project --settings S --permission-mode dontAsk --max-turns N --allowedTools <task
+     allowlist>`` under a wall-clock timeout (the whole process group is killed on expiry). Only the
+     'project' setting source is loaded (it carries the slash commands; user and local settings could widen
+     the run), and the deny list cancels the project's allows beyond the task's own;
   4. when the claude binary is missing, or it answers "Not logged in" / an authentication error / an API
      error before any turn, run the task's deterministic core (`ats ...`) instead and say so;
   5. append everything to ``logs/cron/<task>.log`` and record one ``system_events`` row (component 'cron',
@@ -217,24 +219,60 @@ def _absolute_rule(rule: str, root: Path) -> str:
     return rule
 
 
-def headless_settings(root: Path | None = None) -> dict:
-    """Settings for a headless run: the project's deny list (absolute paths) plus HEADLESS_DENY, no allows.
+def rule_covers(broad: str, narrow: str) -> bool:
+    """True when permission rule ``broad`` matches everything ``narrow`` matches (so denying ``broad`` would
+    also deny ``narrow``): equal rules, a bare tool name over its patterns, ``Bash(P:*)`` over
+    ``Bash(P ...:*)``, a path glob ``Tool(/d/**)`` over ``Tool(/d/...)``."""
+    if broad == narrow:
+        return True
+    btool, _, bspec = broad.partition("(")
+    ntool, _, nspec = narrow.partition("(")
+    if btool != ntool:
+        return False
+    if not bspec:
+        return True
+    if not nspec:
+        return False
+    bspec, nspec = bspec.rstrip(")"), nspec.rstrip(")")
+    if btool == "Bash" and bspec.endswith(":*"):
+        prefix = bspec[:-2]
+        inner = nspec[:-2] if nspec.endswith(":*") else nspec
+        return inner == prefix or inner.startswith(prefix + " ")
+    if bspec.endswith("/**"):
+        return nspec.startswith(bspec[:-2])
+    return False
 
-    Project/user settings are not loaded in headless runs (``--setting-sources ""``): the task's explicit
-    allowlist is the only allow list.
+
+def headless_settings(task: Task, root: Path | None = None) -> dict:
+    """``--settings`` of a headless run: deny = the project's deny list (absolute paths), HEADLESS_DENY, and
+    every rule of the project's interactive allow list that is not in the task's allowlist — deny beats
+    allow, so the run gets exactly its task's allowlist although project settings are loaded (they must be:
+    Claude Code loads project slash commands only with the 'project' setting source).
+
+    Raises AtsError when a project allow rule is broader than a rule of the task (e.g. ``Bash(ats report:*)``
+    over ``Bash(ats report weekly:*)``): denying it would deny the task's own tool; use narrow rules.
     """
     root = (root or project_root()).resolve()
-    deny: list[str] = []
+    perms: dict = {}
     path = root / ".claude" / "settings.json"
     if path.is_file():
         try:
-            deny = list(json.loads(path.read_text(encoding="utf-8")).get("permissions", {}).get("deny", []))
+            perms = json.loads(path.read_text(encoding="utf-8")).get("permissions", {})
         except json.JSONDecodeError as exc:
             raise AtsError(f"{path}: invalid JSON ({exc})") from exc
-    rules = [_absolute_rule(r, root) for r in deny] + list(HEADLESS_DENY)
+    extra = []
+    for rule in perms.get("allow", []):
+        if rule in task.allowed_tools:
+            continue
+        for own in task.allowed_tools:
+            if rule_covers(rule, own):
+                raise AtsError(f"{path}: allow rule {rule!r} covers {own!r} of task {task.name}: a headless run "
+                               f"cannot deny it without denying its own tool; split it into narrow rules")
+        extra.append(rule)
+    rules = [_absolute_rule(r, root) for r in [*perms.get("deny", []), *extra]] + list(HEADLESS_DENY)
     seen: set[str] = set()
     rules = [r for r in rules if not (r in seen or seen.add(r))]
-    return {"permissions": {"allow": [], "deny": rules, "defaultMode": "dontAsk"}}
+    return {"permissions": {"allow": [], "deny": rules}}
 
 
 def claude_argv(binary: str, task: Task, args: list[str], mcp_path: Path, settings_path: Path,
@@ -245,7 +283,7 @@ def claude_argv(binary: str, task: Task, args: list[str], mcp_path: Path, settin
     argv = [binary, "--print", prompt if prompt is not None else task.prompt(args),
             "--output-format", "json",
             "--mcp-config", str(mcp_path), "--strict-mcp-config",
-            "--setting-sources", "", "--settings", str(settings_path),
+            "--setting-sources", "project", "--settings", str(settings_path),
             "--permission-mode", "dontAsk",
             "--max-turns", str(max_turns or task.max_turns)]
     if tools:
@@ -525,7 +563,7 @@ def _run_locked(task: Task, prompt_spec, args: list[str], *, root: Path, log: Cr
                 mcp_path = cfg_dir / f"{label}.mcp.json"
                 settings_path = cfg_dir / f"{label}.settings.json"
                 mcp_path.write_text(json.dumps(mcp_doc, indent=2), encoding="utf-8")
-                settings_path.write_text(json.dumps(headless_settings(root), indent=2), encoding="utf-8")
+                settings_path.write_text(json.dumps(headless_settings(task, root), indent=2), encoding="utf-8")
                 argv = claude_argv(binary, task, args, mcp_path, settings_path,
                                    prompt=prompt_spec.text if prompt_spec else None, max_turns=max_turns)
                 log.write(f"{_now()} claude: {json.dumps(argv)}", echo=False)
