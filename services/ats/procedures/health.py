@@ -258,6 +258,10 @@ def health_check(conn: psycopg.Connection, run_id: str | None = None, since: Any
     if health["errors"]["total"]:
         findings.append(f"{health['errors']['total']} error event(s) in the last 24 h: {health['errors']['by_component']}")
     cov = health.get("coverage") or {}
+    bad_cov = [f"{r.get('symbol')} {r.get('timeframe')} ({r.get('status')})" for r in cov.get("rows") or []
+               if isinstance(r, dict) and r.get("status") in ("red", "amber")]
+    if bad_cov:
+        findings.append(f"{len(bad_cov)} coverage series not green: {', '.join(bad_cov[:10])}")
     if cov.get("error"):
         findings.append(f"coverage unavailable: {cov['error']}")
     return {"audit": audit, "health": health, "passed": audit["passed"], "findings": findings,
@@ -318,12 +322,15 @@ def render_health(res: dict) -> str:
     cov = h["coverage"]
     if cov.get("rows") is not None:
         rows = cov["rows"]
-        L.append(f"{len(rows)} coverage row(s) from ats.market_data.coverage.coverage (see the JSON twin).")
+        st = Counter(r.get("status") for r in rows if isinstance(r, dict))
+        L.append(f"{len(rows)} series from ats.market_data.coverage.coverage as of the reference time: "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(st.items(), key=lambda kv: str(kv[0]))) + ".")
         if rows and isinstance(rows[0], dict):
-            keys = list(rows[0].keys())[:7]
             L.append("")
-            L.append(md_table(keys, [[json.dumps(r.get(k)) if isinstance(r.get(k), (dict, list)) else r.get(k)
-                                      for k in keys] for r in rows[:40]]))
+            L.append(md_table(["Symbol", "TF", "Status", "Completeness", "Missing", "Bars behind", "Reasons"],
+                              [(r.get("symbol"), r.get("timeframe"), r.get("status"),
+                                r.get("completeness"), r.get("missing"), (r.get("freshness") or {}).get("behind"),
+                                "; ".join(r.get("reasons") or [])) for r in rows[:60]]))
     else:
         L.append(cov.get("error") or "not available")
     L.append("")

@@ -336,8 +336,10 @@ def watchlist_symbols(conn: psycopg.Connection, run: dict | None, as_of: datetim
     val = cs.setting_as_of(conn, "watchlist", as_of, account_id=acct)
     if isinstance(val, dict):
         val = val.get("symbols")
-    if isinstance(val, list) and val:
-        return sorted({str(s).upper() for s in val}), "system setting 'watchlist'"
+    if isinstance(val, list) and val:  # a list of symbols, or of {symbol, timeframe, source} (market data backfill)
+        syms = {str(s.get("symbol") if isinstance(s, dict) else s).upper() for s in val}
+        syms.discard("NONE")
+        return sorted(syms), "system setting 'watchlist'"
     if run and isinstance(run.get("params"), dict) and run["params"].get("symbols"):
         return sorted({str(s).upper() for s in run["params"]["symbols"]}), f"engine run {run['run_id']} params.symbols"
     rows = conn.execute("""SELECT DISTINCT symbol FROM signals WHERE ts > %s AND ts <= %s ORDER BY symbol""",
