@@ -119,9 +119,10 @@ def test_investigate_end_to_end_through_the_real_cli(claude_bin, real_project, f
     assert "1 permission denial" not in out and "3 permission denial(s): Bash, mcp__ats-postgres__append_lesson, Write" in out
 
 
-def test_project_deny_list_holds_in_headless_runs(claude_bin, real_project, fresh_db_url):
-    """The rendered --settings file is honoured (Claude Code silently ignores an invalid one in print mode):
-    a project deny rule beats the task's Edit(/reports/**) allow."""
+def test_project_deny_list_and_cli_core_in_headless_runs(claude_bin, real_project, fresh_db_url):
+    """The rendered --settings file is honoured (Claude Code silently ignores an invalid one in print mode): a
+    project deny rule beats the task's Edit(/reports/**) allow, and the headless deny list stops a core CLI
+    from writing outside reports/; the allowed core (`ats health-check`, a Bash(ats ...:*) rule) really runs."""
     home = real_project
     settings_path = home / ".claude" / "settings.json"
     settings = json.loads(settings_path.read_text())
@@ -129,6 +130,9 @@ def test_project_deny_list_holds_in_headless_runs(claude_bin, real_project, fres
     settings_path.write_text(json.dumps(settings, indent=2))
     allowed, blocked = home / "reports" / "ok.md", home / "reports" / "private" / "secret.md"
     script = [
+        {"tool_use": {"name": "Bash", "input": {"command": "ats health-check --json", "description": "core"}}},
+        {"tool_use": {"name": "Bash", "input": {"command": "ats health-check --out-dir services",
+                                                "description": "core elsewhere"}}},
         {"tool_use": {"name": "Write", "input": {"file_path": str(blocked), "content": "no\n"}}},
         {"tool_use": {"name": "Write", "input": {"file_path": str(allowed), "content": "yes\n"}}},
         {"text": "done"},
@@ -136,11 +140,18 @@ def test_project_deny_list_holds_in_headless_runs(claude_bin, real_project, fres
     with ScriptedModel(script) as model:
         env = run_env(home, fresh_db_url, ATS_CLAUDE_BIN=str(claude_bin), ANTHROPIC_BASE_URL=model.base_url,
                       ANTHROPIC_API_KEY="sk-ant-test-dummy")
-        res = run_sh(home, env, "weekly-report")
+        res = run_sh(home, env, "ats-health-check")
+        requests = model.main_requests()
     assert res.returncode == 0, res.stdout + res.stderr
     assert allowed.read_text() == "yes\n" and not blocked.exists()
-    (ev,) = cron_events(fresh_db_url, "weekly-report")
-    assert [d["tool_input"]["file_path"] for d in ev["payload"]["permission_denials"]] == [str(blocked)]
+    assert not (home / "services").exists()
+    core_out = json.loads(tool_results(requests[1])[-1]["text"])  # the core's --json output
+    assert core_out["passed"] is True and core_out["violations"] == []
+    assert all(Path(p).exists() and Path(p).is_relative_to(home / "reports") for p in core_out["paths"])
+    (ev,) = cron_events(fresh_db_url, "ats-health-check")
+    denials = [d["tool_input"] for d in ev["payload"]["permission_denials"]]
+    assert denials == [{"command": "ats health-check --out-dir services", "description": "core elsewhere"},
+                       {"file_path": str(blocked), "content": "no\n"}]
 
 
 def test_real_cli_not_logged_in_falls_back_to_the_core(claude_bin, real_project, fresh_db_url):

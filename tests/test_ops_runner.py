@@ -226,3 +226,17 @@ def test_usage_errors(project, fresh_db_url):
     res = subprocess.run([str(home / ".claude-cron" / "run.sh")], env=env, capture_output=True, text=True)
     assert res.returncode == 2 and "usage" in res.stderr
     assert not _calls(record)
+
+
+def test_core_only_task_never_calls_claude(project, fresh_db_url):
+    """kb-scan (hourly) is deterministic: it runs `ats kb scan` even when Claude Code is available."""
+    home, fake, record = project
+    env = run_env(home, fresh_db_url, ATS_CLAUDE_BIN=str(fake), FAKE_CLAUDE_RECORD=str(record))
+    res = run_sh(home, env, "kb-scan")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "kb-scan: deterministic core ok: ats kb scan" in res.stdout
+    assert "Claude Code was not used" not in res.stdout
+    assert not _calls(record)
+    (ev,) = cron_events(fresh_db_url, "kb-scan")
+    assert ev["severity"] == "info" and ev["payload"]["mode"] == "core"
+    assert "fallback_reason" not in ev["payload"]

@@ -52,6 +52,7 @@ HEADLESS_DENY = (
     "Bash(rm:*)", "Bash(git push:*)", "Bash(git commit:*)", "Bash(git reset:*)", "Bash(git checkout:*)",
     "Bash(psql:*)", "Bash(ats db:*)", "Bash(ats config:*)", "Bash(ats demo:*)", "Bash(sudo:*)",
     "Bash(systemctl:*)", "Bash(crontab:*)", "WebFetch", "WebSearch",
+    "Bash(ats * --out-dir*)",  # the report cores write under reports/ only: no redirecting them elsewhere
 )
 
 # Signs that Claude Code cannot reach a model at all (so the deterministic core must run instead).
