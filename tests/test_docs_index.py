@@ -307,6 +307,14 @@ def test_float8_array_fallback(fresh_db_url, tmp_path, embedder):
         hyb = di.search(c, "daily_drawdown breaker", embedder=embedder)
         assert hyb["results"][0]["retrievers"] == ["bm25", "vector"]
         assert hyb["results"][0]["path"] == "kb/risk/circuit-breakers.md"
+        # vectors added later (as the server's background embedder does) are seen by the next search
+        (root / "kb" / "weather.md").write_text("# Weather\n\nRain and thunderstorms are expected tomorrow.\n")
+        di.index(c, root, embed=False)
+        assert "kb/weather.md" not in [r["path"] for r in
+                                       di.search(c, "storm forecast", mode="vector", embedder=embedder)["results"]]
+        assert di.embed_missing(c, embedder) == 1
+        res = di.search(c, "storm forecast", mode="vector", k=1, embedder=embedder)
+        assert res["results"][0]["path"] == "kb/weather.md"
 
 
 # ---- MCP server and CLI twins -----------------------------------------------------------------------------

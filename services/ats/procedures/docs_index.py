@@ -523,7 +523,7 @@ class _Corpus:
                             "content_hash": r[5]} for r in rows}
         toks = [tokenize(f"{r[2]}\n{r[3]}") for r in rows]
         self.bm25 = BM25Okapi(toks) if rows else None
-        self.matrix: dict[str, tuple[list[int], Any]] = {}
+        self.matrix: dict[str, tuple[list[int], Any, tuple]] = {}
 
 
 _CORPUS: dict[str, _Corpus] = {}
@@ -609,15 +609,19 @@ def _vector(conn, corpus: _Corpus, emb: Embedder, query: str, prefixes, n: int) 
                 ORDER BY e.embedding <=> q.v, c.chunk_id
                 LIMIT %s""", [emb.model_id, _vec_literal(qv), *extra, n]).fetchall()
         return [_row(r, "chunk_id", "sim") for r in rows]
+    # the matrix is cached per corpus state and per embedding-table state (vectors arrive in the background)
+    est = _row(conn.execute("SELECT count(*) AS n, max(created_at) AS mx FROM doc_embeddings WHERE model = %s",
+                            (emb.model_id,)).fetchone(), "n", "mx")
     key = emb.model_id
-    if key not in corpus.matrix:
-        rows = conn.execute(
+    if key not in corpus.matrix or corpus.matrix[key][2] != est:
+        rows = [_row(r, "chunk_id", "embedding") for r in conn.execute(
             "SELECT c.chunk_id, e.embedding FROM doc_chunks c JOIN doc_embeddings e "
-            "ON e.content_hash = c.content_hash AND e.model = %s ORDER BY c.chunk_id", (emb.model_id,)).fetchall()
-        ids = [_row(r, "chunk_id", "embedding")[0] for r in rows]
-        mat = np.array([_row(r, "chunk_id", "embedding")[1] for r in rows], dtype="float32").reshape(len(rows), -1)
-        corpus.matrix[key] = (ids, mat)
-    ids, mat = corpus.matrix[key]
+            "ON e.content_hash = c.content_hash AND e.model = %s ORDER BY c.chunk_id", (emb.model_id,))]
+        ids = [r[0] for r in rows]
+        mat = (np.array([r[1] for r in rows], dtype="float32") if rows
+               else np.zeros((0, emb.dim), dtype="float32"))
+        corpus.matrix[key] = (ids, mat, est)
+    ids, mat, _ = corpus.matrix[key]
     if not ids:
         return []
     sims = mat @ qv
