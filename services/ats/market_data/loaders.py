@@ -66,7 +66,9 @@ BYBIT_INTERVAL_TO_TF = {v: k for k, v in BYBIT_INTERVALS.items()}
 _MIN_MS = 315532800000          # 1980-01-01 UTC: anything earlier is almost surely seconds, not milliseconds
 _MAX_MS = 4102444800000         # 2100-01-01 UTC
 _WEEK_OFFSET_MS = 4 * 86400000  # 1970-01-01 was a Thursday: Monday-aligned weeks are offset by 4 days
-_NUM_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_NUM_RE = re.compile(rf"^{_NUM}$")
+_ROW_RE = re.compile(rf"{_NUM}\x1f{_NUM}\x1f{_NUM}\x1f{_NUM}\x1f{_NUM}")  # five values joined by \x1f
 _CSV_HEADER = ["timestamp", "open", "high", "low", "close", "volume"]
 _FREQTRADE_NAME = re.compile(r"^([A-Za-z0-9]+)_([A-Za-z0-9]+)(?:_[A-Za-z0-9]+)?-([0-9]+[A-Za-z]+)(?:-[a-z_]+)?$")
 _SYMBOL_TF_NAME = re.compile(r"^(.+)_([0-9]+[A-Za-z]+)$")
@@ -107,10 +109,6 @@ class CandleBatch:
     labels: list = field(default_factory=list)
 
 
-class _JNum(str):
-    """A JSON number kept as its exact source text (json.loads parse_float/parse_int hook)."""
-
-
 def _fail(where: str, label: str | None, msg: str) -> AtsError:
     return AtsError(f"{where}{' ' + label if label else ''}: {msg}")
 
@@ -149,7 +147,8 @@ def _json_loads(text: str, where: str) -> Any:
         return name  # NaN / Infinity become plain strings: refused by the numeric check with the row number
 
     try:
-        return json.loads(text, parse_float=_JNum, parse_int=_JNum, parse_constant=bad_constant)
+        # numbers stay their exact source text (str); validate() checks every value against _NUM_RE
+        return json.loads(text, parse_float=str, parse_int=str, parse_constant=bad_constant)
     except json.JSONDecodeError as exc:
         raise _fail(where, None, f"bad JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 
@@ -312,8 +311,6 @@ def parse_file(path: str | Path, *, symbol: str | None = None, timeframe: str | 
 # ----------------------------------------------------------------------------------------------- validation
 
 def _num_text(v: Any, where: str, label: str, col: str) -> str:
-    if isinstance(v, _JNum):
-        return str(v)
     if isinstance(v, bool) or v is None:
         raise _fail(where, label, f"{col} is not a number: {json.dumps(v)}")
     if isinstance(v, int):
@@ -352,23 +349,29 @@ def validate(batch: CandleBatch) -> tuple[list[list], int]:
     tf_ms = TIMEFRAME_SECONDS[tf] * 1000
     offset = _WEEK_OFFSET_MS if tf == "1w" else 0
     rows: list[list] = []
+    fullmatch = _ROW_RE.fullmatch
     for row, label in zip(batch.rows, batch.labels):
         t = row[0]
-        if isinstance(t, _JNum) and t.lstrip("-").isdigit():
+        if type(t) is str and t.strip().isdigit():
             t = int(t)
-        elif isinstance(t, str) and t.strip().isdigit():
-            t = int(t)
-        if isinstance(t, bool) or not isinstance(t, int):
+        if type(t) is not int:
             raise _fail(where, label, f"open_time {t!r} is not integer Unix milliseconds")
         if t < _MIN_MS or t >= _MAX_MS:
             raise _fail(where, label, f"open_time {t} is outside 1980..2100 (expected Unix milliseconds, not seconds)")
         if (t - offset) % tf_ms:
             grid = "Monday 00:00 UTC" if tf == "1w" else f"the {tf} UTC grid"
             raise _fail(where, label, f"open_time {_iso(t)} is not on {grid}")
-        vals = [_num_text(v, where, label, c) for v, c in zip(row[1:6], _COLS)]
-        rows.append([t, *vals])
+        vals = row[1:6]
+        try:
+            ok = fullmatch("\x1f".join(vals)) is not None  # fast path: five numeric strings, kept as read
+        except TypeError:  # a non-string value (int/float from a vendor object, None, bool, ...)
+            ok = False
+        if ok:
+            rows.append([t, *vals])
+        else:
+            rows.append([t, *(_num_text(x, where, label, col) for x, col in zip(vals, _COLS))])
     rows_in = len(rows)
-    arr = np.array([[float(x) for x in r[1:]] for r in rows], dtype=np.float64).reshape(-1, 5)
+    arr = np.array([r[1:] for r in rows], dtype=np.float64).reshape(-1, 5)
     o, h, lo, c, v = arr.T
     checks = [
         (~np.isfinite(arr).all(axis=1), lambda i: "value out of range (not finite)"),
@@ -384,10 +387,16 @@ def validate(batch: CandleBatch) -> tuple[list[list], int]:
         if bad.size:
             i = int(bad[0])
             raise _fail(where, batch.labels[i], msg(i))
-    order = sorted(range(rows_in), key=lambda i: rows[i][0])
+    ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=rows_in)
+    steps = np.diff(ts)
+    if (steps > 0).all():  # the usual case: ascending, no duplicates
+        return rows, rows_in
+    if (steps < 0).all():  # Bybit: newest first
+        return rows[::-1], rows_in
+    order = np.argsort(ts, kind="stable")
     out: list[list] = []
     first_label: dict[int, str] = {}
-    for i in order:
+    for i in order.tolist():
         r = rows[i]
         if out and out[-1][0] == r[0]:
             prev = out[-1]
