@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ats.ops.headless import CronLog, ProcOutcome, no_model_reason, parse_claude_json
 from ats.ops.tasks import TASKS
 
 from _ops_helpers import cron_events, make_fake_claude, make_project, run_env, run_sh
@@ -240,3 +241,42 @@ def test_core_only_task_never_calls_claude(project, fresh_db_url):
     (ev,) = cron_events(fresh_db_url, "kb-scan")
     assert ev["severity"] == "info" and ev["payload"]["mode"] == "core"
     assert "fallback_reason" not in ev["payload"]
+
+
+def _proc(stdout: str = "", stderr: str = "", timed_out: bool = False) -> ProcOutcome:
+    return ProcOutcome(returncode=1, stdout=stdout, stderr=stderr, timed_out=timed_out, duration_s=0.1)
+
+
+@pytest.mark.parametrize("doc, expected", [
+    ({"is_error": True, "result": "Not logged in · Please run /login"}, "Not logged in"),
+    ({"is_error": True, "result": "Invalid API key · Fix external API key"}, "Invalid API key"),
+    ({"is_error": True, "result": "x", "api_error_status": 401}, "claude: x"),
+    ({"is_error": True, "result": "Connection error.", "terminal_reason": "api_error", "num_turns": 1},
+     "model API unreachable"),
+    ({"is_error": True, "result": "Connection error.", "terminal_reason": "api_error", "num_turns": 4}, None),
+    ({"is_error": True, "subtype": "error_max_turns", "result": ""}, None),
+    ({"is_error": False, "result": "Not logged in is what the report says"}, None),
+])
+def test_no_model_reason(doc, expected):
+    got = no_model_reason(doc, _proc(json.dumps(doc)))
+    assert (got is None) if expected is None else (expected in got)
+
+
+def test_parse_claude_json_takes_the_result_object():
+    doc = {"type": "result", "is_error": False, "subtype": "success"}
+    assert parse_claude_json(json.dumps(doc)) == doc
+    assert parse_claude_json("warning: something\n" + json.dumps(doc) + "\n") == doc
+    assert parse_claude_json("") is None and parse_claude_json("not json") is None
+    assert no_model_reason(None, _proc("", "Error: Not logged in")) == "claude: not logged in"
+    assert no_model_reason(None, _proc(timed_out=True)) is None
+
+
+def test_cron_log_rotates(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATS_LOG_DIR", str(tmp_path))
+    monkeypatch.setenv("ATS_CRON_LOG_MAX_BYTES", "100")
+    for i in range(8):
+        CronLog("rot").write("x" * 150 + f" run {i}")
+    files = sorted(p.name for p in (tmp_path / "cron").iterdir())
+    assert files == ["rot.log", "rot.log.1", "rot.log.2", "rot.log.3", "rot.log.4", "rot.log.5"]
+    assert (tmp_path / "cron" / "rot.log").read_text().strip().endswith("run 7")
+    assert (tmp_path / "cron" / "rot.log.5").read_text().strip().endswith("run 2")

@@ -46,6 +46,7 @@ from .tasks import PG, PG_WRITE_TOOLS, Task, get_task
 CLAUDE_VERSION = "2.1.329"  # the version the end-to-end test pins
 CRON_LOG_MAX_BYTES = 10 * 1024 * 1024
 CRON_LOG_BACKUPS = 5
+RESULT_CLIP = 4000  # characters of the model's final text kept in the system_events payload (all of it is in the log)
 
 #: Always denied in headless runs, on top of the project's deny list (deny beats allow in Claude Code).
 HEADLESS_DENY = (
@@ -82,6 +83,8 @@ class RunResult:
                "summary": self.summary, "duration_s": round(self.duration_s, 3), "log": self.log_path}
         if self.claude is not None:
             doc.update({k: self.claude.get(k) for k in CLAUDE_FIELDS})
+            if isinstance(doc.get("result"), str) and len(doc["result"]) > RESULT_CLIP:
+                doc["result"] = doc["result"][:RESULT_CLIP] + f"...[{len(doc['result']) - RESULT_CLIP} more chars]"
         if self.fallback_reason:
             doc["fallback_reason"] = self.fallback_reason
         if self.core_runs:

@@ -53,6 +53,9 @@ PROMPTS_DIR = Path(".claude-cron") / "prompts"
 RUN_SH = Path(".claude-cron") / "run.sh"
 UNIT_DIR = Path("/etc/systemd/system")
 CRON_FILE = Path("/etc/cron.d/ats")
+#: optional environment of the timer services (ATS_DATABASE_URL, ANTHROPIC_API_KEY, ATS_CLAUDE_BIN, ...);
+#: the leading '-' in EnvironmentFile= lets the units run without it
+ENV_FILE = Path("/etc/ats/ats.env")
 HEADER = "# Rendered by `ats cron render` from {src} -- edit that file and re-render, not this one."
 
 DAYS = {"mon": (1, "Mon"), "tue": (2, "Tue"), "wed": (3, "Wed"), "thu": (4, "Thu"), "fri": (5, "Fri"),
@@ -414,6 +417,7 @@ def render(schedule: Schedule, *, root: Path | None = None, user: str | None = N
             f"User={user}",
             f"WorkingDirectory={root}",
             f"Environment=ATS_HOME={root}",
+            f"EnvironmentFile=-{ENV_FILE}",
             f"ExecStart={exec_start}",
             f"TimeoutStartSec={timeout_s + 120}",
             "Nice=10",

@@ -145,6 +145,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task(
         name="update-knowledge-base", command="update-knowledge-base",
         description="MD5-drift scan, then rebuild stale and pending KB articles (ats kb scan / update)",
+        usage="[SOURCE_PATH ...]",
         allowed_tools=("Bash(ats kb scan:*)", "Bash(ats kb update:*)", "Bash(ats kb status:*)", *DOCS_READ,
                        f"{DOCS}status", "Read(/services/**)", "Read(/mcp_servers/**)", "Read(/tests/**)",
                        "Read(/kb/**)", "Edit(/kb/**)"),
