@@ -211,3 +211,30 @@ def test_cli_backfill_and_errors(fresh_db_url, fake_bybit, capsys):
         assert c.execute("SELECT count(*) AS n FROM candles WHERE source='bybit'").fetchone()["n"] == 48
     assert ats_main(["data", "backfill", "--timeframe", "1h"]) == 2
     assert "give --symbol" in capsys.readouterr().err
+
+
+def test_cli_backfill_loop_is_incremental(fresh_db_url, fake_bybit, monkeypatch, capsys):
+    import ats.market_data.backfill as bf
+    import ats.market_data.cli as data_cli
+
+    t0 = ms("2022-04-01T00:00")
+    fake = fake_bybit({t0 + i * H: ("30", "31", "29", "30.5", "2") for i in range(10)})
+    clock = iter([datetime(2022, 4, 1, 5, tzinfo=UTC), datetime(2022, 4, 1, 9, tzinfo=UTC)])
+    monkeypatch.setattr(bf, "utcnow", lambda: next(clock))
+    rounds = []
+
+    def fake_sleep(seconds):
+        rounds.append(seconds)
+        if len(rounds) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_cli.time, "sleep", fake_sleep)
+    rc = ats_main(["data", "backfill", "--symbol", "LOOPUSDT", "--start", "2022-04-01", "--end", "2022-04-01T05:00",
+                   "--loop"])
+    assert rc == 2  # --loop is incremental only
+    rc = ats_main(["data", "backfill", "--symbol", "LOOPUSDT", "--timeframe", "1h", "--loop", "--interval", "60"])
+    out = capsys.readouterr().out
+    assert rc == 130 and rounds == [60.0, 60.0]
+    # first round: DEFAULT_LOOKBACK_BARS back from 05:00; second round starts after the last stored candle (04:00)
+    assert fake.calls[-1]["start"] == ms("2022-04-01T05:00") and fake.calls[-1]["end"] == ms("2022-04-01T09:00") - 1
+    assert "5 new" in out and "4 new" in out
