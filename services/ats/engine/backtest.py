@@ -34,7 +34,7 @@ from .feed import ReplayFeed
 from .metrics import drawdown_series, equity_metrics, trade_metrics
 from .replay import run_replay
 from .runs import RunSpec, heavy_lock, resolve
-from .sink import MemorySink, to_dt
+from .sink import MemorySink, _dec, to_dt
 
 WF_SCALES = (0.75, 1.0, 1.5)
 
@@ -86,7 +86,8 @@ def run_backtest(spec: RunSpec, *, url: str | None = None, walk_forward: int | N
 
 def _summary_from(res: dict) -> dict:
     return {k: res.get(k) for k in ("return_pct", "max_drawdown_pct", "sharpe", "trades", "wins", "win_rate",
-                                    "fees_usd", "start_equity_usd", "end_equity_usd", "signals", "orders",
+                                    "fees_usd", "start_equity_usd", "end_equity_usd", "signals", "orders", "fills",
+                                    "orders_rejected_or_cancelled", "open_positions",
                                     "blocked_by_gate", "breaker_trips", "by_strategy")} | {
         "blocked_by_reason": res.get("blocked_by_gate")}
 
@@ -199,9 +200,9 @@ def _walk_forward(conn: psycopg.Connection, spec: RunSpec, bid: int, folds: int,
                               exit_time, entry_price, exit_price, qty, pnl_usd, pnl_pct, fees_usd, exit_reason)
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     (bid, k, ins, p.strategy, p.symbol, p.side, to_dt(p.opened_at), to_dt(p.closed_at),
-                     repr(p.avg_entry), None if p.avg_exit is None else repr(p.avg_exit), repr(p.entry_qty),
-                     repr(p.realized_usd), p.realized_usd / (p.avg_entry * p.entry_qty) * 100 if p.entry_qty else None,
-                     repr(p.fees_usd), p.close_reason))
+                     _dec(p.avg_entry), _dec(p.avg_exit), _dec(p.entry_qty), _dec(p.realized_usd),
+                     p.realized_usd / (p.avg_entry * p.entry_qty) * 100 if p.entry_qty else None,
+                     _dec(p.fees_usd), p.close_reason))
         oos_pnls += [p.realized_usd for p in closed]
         for a, b in zip(eq[:-1], eq[1:]):
             oos_returns.append(b / a - 1.0)

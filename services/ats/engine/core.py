@@ -301,7 +301,8 @@ class Engine:
                 self.gaps[sym] = self.gaps[sym][-5:]
             self.last_bar_t[sym] = T
             if has_pending(sym):
-                for rep in self.broker.on_bar(sym, T, b.open[i], b.high[i], b.low[i], b.close[i], b.volume[i], s):
+                for rep in self.broker.on_bar(sym, T, float(b.open[i]), float(b.high[i]), float(b.low[i]),
+                                              float(b.close[i]), float(b.volume[i]), s):
                     self._on_report(rep, T)
         # 2. marks
         marks = self.marks

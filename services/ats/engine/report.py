@@ -40,11 +40,12 @@ def format_summary(s: dict, *, title: str | None = None) -> str:
     if bs:
         lines.append("by strategy:     " + ", ".join(f"{k} {v['trades']} trades {v['pnl_usd']:+,.2f} USD"
                                                       for k, v in bs.items()))
-    blocked = s.get("blocked_by_gate") or s.get("blocked_by_reason") or {}
+    blocked = dict(sorted((s.get("blocked_by_gate") or s.get("blocked_by_reason") or {}).items(),
+                          key=lambda kv: (-kv[1], kv[0])))
     total = sum(blocked.values())
     lines.append(f"blocked signals: {total}" + (" by gate: " + ", ".join(f"{g} {n}" for g, n in blocked.items())
                                                 if blocked else ""))
-    trips = s.get("breaker_trips") or {}
+    trips = dict(sorted((s.get("breaker_trips") or {}).items(), key=lambda kv: (-kv[1], kv[0])))
     lines.append(f"breaker trips:   {sum(trips.values())}" + (" (" + ", ".join(f"{b} {n}" for b, n in trips.items()) + ")"
                                                               if trips else ""))
     if s.get("pnl"):

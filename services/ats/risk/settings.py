@@ -55,7 +55,8 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "broker.maker_fee_bps": (2.0, "maker fee (resting limit orders), bps of notional"),
     "broker.partial_fills": (False, "fill at most max_participation_pct of the decision bar's volume and "
                                     "cancel the rest"),
-    "broker.max_participation_pct": (10.0, "participation cap used when partial fills are on (% of volume)"),
+    "broker.max_participation_pct": (5.0, "participation cap used when partial fills are on (% of the decision "
+                                          "bar's volume; 5 % -> 55 bps modelled slippage)"),
 }
 
 DEFAULTS = {k: v[0] for k, v in SETTINGS.items()}

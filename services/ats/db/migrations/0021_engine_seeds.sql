@@ -1,7 +1,7 @@
 -- 0021 engine seeds: the documented default configuration of the seeded strategies (ats.strategies.library,
 -- all three gates on) and the risk / circuit-breaker / paper-broker settings (ats.risk.settings.SETTINGS) for
 -- the default account, effective from 1970-01-01 so a replay of any past period finds them. Existing rows are
--- left alone. tests/test_engine_units.py checks that this file equals the Python defaults.
+-- left alone. tests/test_engine_units.py checks that the seeded rows equal the Python defaults.
 INSERT INTO strategy_configurations (account_id, strategy_name, watchlist_enabled, buy_enabled, sell_enabled, params,
                                      effective_from) VALUES
     ('default', 'momentum', true, true, true,
@@ -88,6 +88,6 @@ INSERT INTO system_settings (account_id, key, value, description, effective_from
      'maker fee (resting limit orders), bps of notional', '1970-01-01 00:00:00+00'),
     ('default', 'broker.partial_fills', 'false'::jsonb,
      'fill at most max_participation_pct of the decision bar''s volume and cancel the rest', '1970-01-01 00:00:00+00'),
-    ('default', 'broker.max_participation_pct', '10.0'::jsonb,
-     'participation cap used when partial fills are on (% of volume)', '1970-01-01 00:00:00+00')
+    ('default', 'broker.max_participation_pct', '5.0'::jsonb,
+     'participation cap used when partial fills are on (% of the decision bar''s volume; 5 % -> 55 bps modelled slippage)', '1970-01-01 00:00:00+00')
 ON CONFLICT (account_id, key) DO NOTHING;
