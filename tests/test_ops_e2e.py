@@ -129,8 +129,14 @@ def test_project_deny_list_and_cli_core_in_headless_runs(claude_bin, real_projec
     settings["permissions"]["deny"].append("Edit(/reports/private/**)")
     settings_path.write_text(json.dumps(settings, indent=2))
     allowed, blocked = home / "reports" / "ok.md", home / "reports" / "private" / "secret.md"
+    # a trusted workspace (as on a server where the operator accepted the trust dialog): the project's
+    # interactive allow list is live, and the rendered deny list must cancel what the task does not have
+    (home / ".home").mkdir(exist_ok=True)
+    (home / ".home" / ".claude.json").write_text(json.dumps(
+        {"projects": {str(home): {"hasTrustDialogAccepted": True}}}))
     script = [
         {"tool_use": {"name": "Bash", "input": {"command": "ats health-check --json", "description": "core"}}},
+        {"tool_use": {"name": "Bash", "input": {"command": "ats kb status", "description": "not this task's"}}},
         {"tool_use": {"name": "Bash", "input": {"command": "ats health-check --out-dir services",
                                                 "description": "core elsewhere"}}},
         {"tool_use": {"name": "Write", "input": {"file_path": str(blocked), "content": "no\n"}}},
@@ -143,6 +149,8 @@ def test_project_deny_list_and_cli_core_in_headless_runs(claude_bin, real_projec
         res = run_sh(home, env, "ats-health-check")
         requests = model.main_requests()
     assert res.returncode == 0, res.stdout + res.stderr
+    log = (home / "logs" / "cron" / "ats-health-check.log").read_text()
+    assert "has not been trusted" not in log, "the workspace must count as trusted for this test"
     assert allowed.read_text() == "yes\n" and not blocked.exists()
     assert not (home / "services").exists()
     core_out = json.loads(tool_results(requests[1])[-1]["text"])  # the core's --json output
@@ -150,7 +158,8 @@ def test_project_deny_list_and_cli_core_in_headless_runs(claude_bin, real_projec
     assert all(Path(p).exists() and Path(p).is_relative_to(home / "reports") for p in core_out["paths"])
     (ev,) = cron_events(fresh_db_url, "ats-health-check")
     denials = [d["tool_input"] for d in ev["payload"]["permission_denials"]]
-    assert denials == [{"command": "ats health-check --out-dir services", "description": "core elsewhere"},
+    assert denials == [{"command": "ats kb status", "description": "not this task's"},
+                       {"command": "ats health-check --out-dir services", "description": "core elsewhere"},
                        {"file_path": str(blocked), "content": "no\n"}]
 
 
