@@ -208,10 +208,10 @@ def _snapshots(conn, trades, per_symbol_realized: bool) -> None:
             sym = tr["symbol"]
             e = per.setdefault(sym, {"symbol": sym, "qty": 0.0, "mark": 0.0, "value_usd": 0.0,
                                      "unrealized_pnl_usd": 0.0, "realized_pnl_usd": Decimal(0)})
-            if tr["opened_at"] <= t:
+            if tr["opened_at"] < t:  # a snapshot at t reflects fills strictly before t (engine semantics)
                 cash -= tr["qty"] * tr["entry_price"] + tr["fee_in"]
                 fees += tr["fee_in"]
-                if tr.get("closed_at") is not None and tr["closed_at"] <= t:
+                if tr.get("closed_at") is not None and tr["closed_at"] < t:
                     realized += tr["realized"]
                     e["realized_pnl_usd"] += tr["realized"]
                     cash += tr["qty"] * tr["entry_price"] + tr["fee_in"] + tr["realized"]

@@ -454,8 +454,9 @@ def _reconcile(q: QueryLog, run: dict, symbol: str, since_dt, until_dt, trades: 
     """Per-trade realized P&L of ``symbol`` vs the snapshots' realized P&L over the same snapshot interval.
 
     The snapshot interval is (S0, S1]: S1 = last snapshot at or before ``until`` (latest when None), S0 = last
-    snapshot at or before ``since`` (run start, realized 0, when None). Trades counted: closed positions with
-    S0 < closed_at <= S1. Snapshot P&L for the symbol comes from the snapshot ``positions`` JSON when it carries
+    snapshot at or before ``since`` (run start, realized 0, when None). A snapshot at S reflects every fill
+    strictly before S (the engine snapshots at a bar's close, before the fills at the next bar's open, which
+    carry that same timestamp), so the trades counted are the closed positions with S0 <= closed_at < S1. Snapshot P&L for the symbol comes from the snapshot ``positions`` JSON when it carries
     a per-symbol cumulative realized figure (method ``positions_json``); otherwise from the hourly deltas of
     ``realized_pnl_usd`` over the intervals in which the symbol closed trades, minus other symbols' closes in
     the same intervals (method ``snapshot_deltas``). The portfolio-wide total is reconciled too.
@@ -475,17 +476,17 @@ def _reconcile(q: QueryLog, run: dict, symbol: str, since_dt, until_dt, trades: 
              WHERE run_id = %(run_id)s AND ts <= %(since)s ORDER BY ts DESC LIMIT 1""", p)
     p["s0"] = start["ts"] if start else None
     p["s1"] = end["ts"]
-    s0_cond = "closed_at > %(s0)s AND " if start else ""
+    s0_cond = "closed_at >= %(s0)s AND " if start else ""
     per_symbol = q.all("trades_in_snapshot_interval", f"""
         SELECT symbol, count(*) AS trades, sum(realized_pnl_usd) AS realized_pnl_usd
-          FROM positions WHERE run_id = %(run_id)s AND status = 'closed' AND {s0_cond}closed_at <= %(s1)s
+          FROM positions WHERE run_id = %(run_id)s AND status = 'closed' AND {s0_cond}closed_at < %(s1)s
          GROUP BY symbol ORDER BY symbol""", p)
     sym_row = next((r for r in per_symbol if r["symbol"] == symbol), None)
     trades_pnl = fnum(sym_row["realized_pnl_usd"]) if sym_row else 0.0
     counted_ids = [t["position_id"] for t in trades if t["status"] == "closed" and t["closed_at"] is not None
-                   and (start is None or t["closed_at"] > start["ts"]) and t["closed_at"] <= end["ts"]]
+                   and (start is None or t["closed_at"] >= start["ts"]) and t["closed_at"] < end["ts"]]
     after_last = [t["position_id"] for t in trades if t["status"] == "closed" and t["closed_at"] is not None
-                  and t["closed_at"] > end["ts"]]
+                  and t["closed_at"] >= end["ts"]]
     all_pnl = sum(fnum(r["realized_pnl_usd"]) for r in per_symbol)
     snap_total = fnum(end["realized_pnl_usd"]) - (fnum(start["realized_pnl_usd"]) if start else 0.0)
 
@@ -518,8 +519,8 @@ def _reconcile(q: QueryLog, run: dict, symbol: str, since_dt, until_dt, trades: 
                        sum(p.realized_pnl_usd) FILTER (WHERE p.symbol = %(symbol)s) AS sym,
                        coalesce(sum(p.realized_pnl_usd) FILTER (WHERE p.symbol <> %(symbol)s), 0) AS other
                   FROM snaps sn JOIN positions p
-                    ON p.run_id = %(run_id)s AND p.status = 'closed' AND p.closed_at <= sn.ts
-                   AND (sn.prev_ts IS NULL OR p.closed_at > sn.prev_ts)
+                    ON p.run_id = %(run_id)s AND p.status = 'closed' AND p.closed_at < sn.ts
+                   AND (sn.prev_ts IS NULL OR p.closed_at >= sn.prev_ts)
                  GROUP BY sn.ts)
             SELECT coalesce(sum(sn.delta - c.other), 0) AS snapshot_pnl_usd, count(*) AS intervals
               FROM snaps sn JOIN closes c ON c.ts = sn.ts

@@ -13,7 +13,8 @@ Rules (each violation names the rule, the position and the figures):
 - ``max_adds``      adding orders on one position <= ``max_adds``.
 - ``tp_sl``         the initial TP / SL (position_targets reason ``initial``) = entry price x (1 +/- tp_pct/100,
                     sl_pct/100), long or short mirrored, within TARGET_TOLERANCE (relative), measured from the
-                    fill price or the signal price; a percentage of 0 means "off" (no target expected).
+                    opening fill price (before adds move the average) or the signal price; a percentage of 0
+                    means "off" (no target expected).
 - ``cooldown``      a new entry of the same strategy and symbol no sooner than ``cooldown_min`` minutes after
                     the previous exit.
 - ``max_hold``      closed_at - opened_at (or reference time - opened_at when still open) <= max hold + one bar
@@ -107,6 +108,8 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
                         ORDER BY o.submitted_at, o.order_id), '[]'::json)
                   FROM order_executions o WHERE o.position_id = p.position_id AND o.intent IN ('open', 'add')
                    AND o.status <> 'rejected') AS entry_orders,
+               (SELECT o.avg_fill_price FROM order_executions o WHERE o.position_id = p.position_id
+                  AND o.intent = 'open' ORDER BY o.submitted_at, o.order_id LIMIT 1) AS first_fill_price,
                (SELECT json_build_object('tp_price', t.tp_price, 'sl_price', t.sl_price) FROM position_targets t
                  WHERE t.position_id = p.position_id ORDER BY t.ts, t.target_id LIMIT 1) AS initial_targets
           FROM positions p LEFT JOIN signals s ON s.signal_id = p.entry_signal_id
@@ -187,7 +190,8 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
             not_checked["tp_sl"] += 1
         else:
             sign = 1.0 if pos["side"] == "long" else -1.0
-            bases = [fnum(pos["avg_entry_price"])] + ([fnum(pos["signal_price"])] if pos["signal_price"] else [])
+            # the initial targets are set on the opening fill, before any add moves the average entry
+            bases = [fnum(x) for x in (pos["first_fill_price"], pos["signal_price"], pos["avg_entry_price"]) if x]
             for label, pct, got, direction in (("tp", tp_pct, tg.get("tp_price"), sign), ("sl", sl_pct, tg.get("sl_price"), -sign)):
                 if pct is None or pct <= 0:  # 0 = off
                     continue

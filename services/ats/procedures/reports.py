@@ -25,7 +25,7 @@ from ..errors import AtsError
 from ..timeutil import utcnow
 from .forensics import blocked_signals, resolve_run
 from .investigate import write_investigation
-from .sqlfmt import QueryLog, dumps, fnum, iso, jsonable, md_table, money
+from .sqlfmt import QueryLog, dumps, fnum, iso, jsonable, md_table, money, usd
 
 
 def _appendix(queries: list[dict]) -> list[str]:
@@ -251,17 +251,17 @@ def report_weekly(conn: psycopg.Connection, as_of: datetime | None = None, *, ru
          "- P&L comes from portfolio_hourly_snapshots only (equity differences). Never sum balances; never sum "
          "net_pnl_daily_usd (running cumulative since 00:00 UTC) - see CLAUDE.md anti-patterns.", "",
          "## P&L", "", md_table(["Figure", "Value", "Query"], [
-             ("Equity at start (USD)", money(pnl["start_equity_usd"]), ref("snapshot_window")),
-             ("Equity at end (USD)", money(pnl["end_equity_usd"]), ref("snapshot_window")),
+             ("Equity at start (USD)", usd(pnl["start_equity_usd"]), ref("snapshot_window")),
+             ("Equity at end (USD)", usd(pnl["end_equity_usd"]), ref("snapshot_window")),
              ("P&L, equity change (USD)", money(pnl["pnl_usd"]), ref("snapshot_window")),
              ("Realized P&L change (USD, net of fees)", money(pnl["realized_change_usd"]), ref("snapshot_window")),
-             ("Fees paid (USD)", money(pnl["fees_change_usd"]), ref("snapshot_window")),
+             ("Fees paid (USD)", usd(pnl["fees_change_usd"]), ref("snapshot_window")),
              ("Max drawdown within the week (% of peak equity)", f"{max_dd:.2f}", ref("equity_curve")),
          ]), "", f"![equity curve]({png.name})", "",
          "### Daily (each day's last snapshot)", "",
          md_table(["Day (UTC)", "Last snapshot", "Equity USD", "Equity change USD", "Realized change USD",
                    "net_pnl_daily_usd (last value of the day)"],
-                  [(x["day"], iso(x["ts"]), money(x["equity_usd"]), money(x["equity_change_usd"]),
+                  [(x["day"], iso(x["ts"]), usd(x["equity_usd"]), money(x["equity_change_usd"]),
                     money(x["realized_change_usd"]), money(x["net_pnl_daily_usd"])) for x in daily])
          + "\n\nSource:" + ref("daily_pnl"), "",
          "## Per-strategy statistics (trades closed in the week)", ""]
@@ -270,7 +270,7 @@ def report_weekly(conn: psycopg.Connection, as_of: datetime | None = None, *, ru
                            "Worst USD", "Fees USD", "Avg hold h"],
                           [(s["strategy_name"], s["trades"], s["wins"], fnum(s["win_rate_pct"]), money(s["realized_pnl_usd"]),
                             money(s["avg_pnl_usd"]), money(s["best_usd"]), money(s["worst_usd"]),
-                            money(s["fees_usd"]), fnum(s["avg_hold_hours"])) for s in strategies])
+                            usd(s["fees_usd"]), fnum(s["avg_hold_hours"])) for s in strategies])
                  + "\n\nSource:" + ref("strategy_stats"))
     else:
         L.append("No trade closed this week.")

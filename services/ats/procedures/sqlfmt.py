@@ -130,6 +130,13 @@ def money(v: Any, nd: int = 2) -> str:
     return f"{float(v):+,.{nd}f}"
 
 
+def usd(v: Any, nd: int = 2) -> str:
+    """Format a USD level (equity, notional, fees) without a sign: ``10,017.89`` (``n/a`` for None)."""
+    if v is None:
+        return "n/a"
+    return f"{float(v):,.{nd}f}"
+
+
 def md_table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     """A GitHub-flavoured markdown table (cells have '|' and newlines escaped)."""
     hs = list(headers)
