@@ -49,7 +49,7 @@ class DocsService:
                                      else refresh_seconds)
         self._conn: psycopg.Connection | None = None
         self._lock = threading.RLock()
-        self._last_refresh = 0.0
+        self._last_refresh: float | None = None
         self._embed_thread: threading.Thread | None = None
         self.last_embed_error: str | None = None
         self.logger = logger
@@ -86,7 +86,7 @@ class DocsService:
         """Re-chunk changed documents (no embedding) when due, then start the background embedder if vectors
         are missing. Returns the index stats, or None when not due."""
         now = time.monotonic()
-        if not force and now - self._last_refresh < self.refresh_seconds:
+        if not force and self._last_refresh is not None and now - self._last_refresh < self.refresh_seconds:
             return None
         stats = self.call(lambda c: di.index(c, self.root, embed=False, wait=False))
         self._last_refresh = now
