@@ -790,7 +790,8 @@ def health_summary(conn: psycopg.Connection, run_id: str | None = None) -> dict:
 
     Returns ``{run, reference_time, last_runs: [...10 newest], last_successful: {mode: run},
     breakers: {states: [...], tripped: [...], trips: n, resets: n, trips_by_breaker: {...}},
-    feed_freshness: [{symbol, timeframe, last_open_time, age_minutes, stale}], coverage: {available, rows|error},
+    feed_freshness: [{symbol, timeframe, last_open_time, age_minutes, stale}], stale_feeds: ["SYMBOL tf"],
+    coverage: {available, rows|error},
     errors: {total, by_component: {...}, by_type: {...}, recent: [...20]}, warnings: n, anomalies: {...},
     snapshot: {latest snapshot row}, queries}``.
 
@@ -832,16 +833,26 @@ def health_summary(conn: psycopg.Connection, run_id: str | None = None) -> dict:
             n_trips += int(r["n"])
         else:
             n_resets += int(r["n"])
+    # a loose index scan over the candles primary key (symbol, timeframe, open_time, source): one index probe per
+    # series instead of a full-table GROUP BY, so it stays fast (and under the read-only role's timeout)
     fresh = q.all("feed_freshness", """
-        SELECT symbol, timeframe, max(open_time) AS last_open_time, count(*) AS candles
-          FROM candles GROUP BY symbol, timeframe ORDER BY symbol, timeframe""", p)
+        WITH RECURSIVE k AS (
+            (SELECT symbol, timeframe FROM candles ORDER BY symbol, timeframe LIMIT 1)
+            UNION ALL
+            SELECT n.symbol, n.timeframe FROM k, LATERAL (
+                SELECT c.symbol, c.timeframe FROM candles c WHERE (c.symbol, c.timeframe) > (k.symbol, k.timeframe)
+                 ORDER BY c.symbol, c.timeframe LIMIT 1) n)
+        SELECT k.symbol, k.timeframe,
+               (SELECT max(c.open_time) FROM candles c WHERE c.symbol = k.symbol AND c.timeframe = k.timeframe)
+                   AS last_open_time
+          FROM k ORDER BY k.symbol, k.timeframe""", p)
     feed = []
     for r in fresh:
         tf_s = TIMEFRAME_SECONDS.get(r["timeframe"], 3600)
         # a candle is complete when its close (open + tf) is <= reference; stale when newer ones are missing
         age = (ref - r["last_open_time"]).total_seconds() - tf_s
         feed.append({"symbol": r["symbol"], "timeframe": r["timeframe"], "last_open_time": r["last_open_time"],
-                     "candles": r["candles"], "age_minutes": round(age / 60.0, 1),
+                     "age_minutes": round(age / 60.0, 1),
                      "stale": age > STALE_BARS * tf_s})
     cov: dict[str, Any]
     try:
