@@ -111,7 +111,8 @@ def md5_file(path: Path) -> str:
 
 
 def iter_sources(root: Path) -> Iterable[tuple[str, os.stat_result]]:
-    """(relative path, stat) of every source file under the SOURCE_ROOTS (non-empty, known suffix).
+    """(relative path, stat) of every source file under the SOURCE_ROOTS (non-empty; a known suffix or an
+    extension-less ``#!`` script).
 
     Plain strings and os.scandir (no pathlib in the loop): a scan of 10,000 files is dominated by this walk."""
     root_s = str(root)
@@ -132,12 +133,22 @@ def iter_sources(root: Path) -> Iterable[tuple[str, os.stat_result]]:
                     if e.is_dir(follow_symlinks=False):
                         if e.name not in SKIP_DIRS and not e.name.endswith(".egg-info"):
                             stack.append(e.path)
-                    elif e.name.endswith(SOURCE_SUFFIXES) and e.is_file(follow_symlinks=False):
+                    elif (e.name.endswith(SOURCE_SUFFIXES) or ("." not in e.name and _is_script(e.path))) \
+                            and e.is_file(follow_symlinks=False):
                         st = e.stat(follow_symlinks=False)
                         if st.st_size == 0:
                             continue
                         rel = e.path[cut:]
                         yield (rel if os.sep == "/" else rel.replace(os.sep, "/")), st
+
+
+def _is_script(path: str) -> bool:
+    """An extension-less executable script (``#!`` first line), e.g. ``mcp_servers/launch``."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"#!"
+    except OSError:
+        return False
 
 
 def existing_articles(root: Path) -> set[str]:

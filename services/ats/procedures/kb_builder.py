@@ -261,7 +261,7 @@ def build_article(index: ProjectIndex, rel: str) -> str:
         return "\n".join(head + _sql_article(text)) + "\n"
     if suffix == "md":
         return "\n".join(head + _md_article(text)) + "\n"
-    return "\n".join(head + _plain_article(text, suffix)) + "\n"
+    return "\n".join(head + _plain_article(text, suffix or "sh")) + "\n"
 
 
 def _python_article(index: ProjectIndex, rel: str, name: str, text: str) -> list[str]:
