@@ -238,3 +238,14 @@ def test_cli_backfill_loop_is_incremental(fresh_db_url, fake_bybit, monkeypatch,
     # first round: DEFAULT_LOOKBACK_BARS back from 05:00; second round starts after the last stored candle (04:00)
     assert fake.calls[-1]["start"] == ms("2022-04-01T05:00") and fake.calls[-1]["end"] == ms("2022-04-01T09:00") - 1
     assert "5 new" in out and "4 new" in out
+
+
+def test_backfill_commits_its_own_transaction(md_url, fake_bybit):
+    t0 = ms("2022-05-01T00:00")
+    fake_bybit({t0 + i * H: ("7", "8", "6", "7.5", "1") for i in range(3)})
+    c = psycopg.connect(md_url)
+    res = backfill(c, "OWNUSDT", "1h", end="2022-05-01T03:00")  # incremental: reads the store first
+    assert res.rows_inserted == 3
+    c.close()  # no commit by the caller: backfill owned the transaction and committed it
+    with psycopg.connect(md_url) as c2:
+        assert c2.execute("SELECT count(*) FROM candles WHERE symbol='OWNUSDT'").fetchone()[0] == 3

@@ -44,7 +44,7 @@ from ..timeutil import TIMEFRAME_SECONDS, UTC, parse_ts, utcnow
 from . import coverage as cov
 from .calendar import is_nyse_trading_day
 from .resample import RESAMPLE_SOURCE
-from .store import read_candles
+from .store import read_candles, write_scope
 
 KINDS = ("gap", "stale", "spike", "split", "cross_source")
 SPIKE_K = 5.0
@@ -277,9 +277,11 @@ def record_anomalies(conn: psycopg.Connection, anomalies: list[dict]) -> list[di
 def detect_anomalies(conn: psycopg.Connection, *, symbols: list[str] | None = None,
                      timeframes: list[str] | None = None, as_of=None, kinds=KINDS) -> list[dict]:
     """Find and store anomalies (see module docstring); returns only the NEW ones (each also a system_events
-    row). Safe to re-run: known anomalies are not duplicated."""
-    return record_anomalies(conn, find_anomalies(conn, symbols=symbols, timeframes=timeframes, as_of=as_of,
-                                                 kinds=kinds))
+    row). Safe to re-run: known anomalies are not duplicated. Commits when ``conn`` had no transaction open on
+    entry (else the caller commits)."""
+    with write_scope(conn):
+        return record_anomalies(conn, find_anomalies(conn, symbols=symbols, timeframes=timeframes, as_of=as_of,
+                                                     kinds=kinds))
 
 
 def _rows(conn: psycopg.Connection, sql: str, params) -> list[dict]:

@@ -34,7 +34,7 @@ from ..errors import AtsError, UsageError
 from ..timeutil import TIMEFRAME_SECONDS, UTC, parse_ts, utcnow
 from .loaders import (BYBIT_INTERVALS, CandleBatch, alpaca_bar_rows, parse_bybit_payload, store_batch,
                       _day_floor_eastern)
-from .store import last_open_time
+from .store import last_open_time, write_scope
 
 log = logging.getLogger("ats.market_data.backfill")
 
@@ -273,8 +273,16 @@ def backfill(conn: psycopg.Connection, symbol: str, timeframe: str, start=None, 
     them (source column = 'bybit' / 'alpaca') in one transaction; returns a BackfillResult.
 
     Window rules and failure behaviour: module docstring. ``client``: a pybit ``HTTP`` / alpaca-py data client
-    (default: constructed here). Also used by the demo to fetch real candles when no local files exist.
+    (default: constructed here). Commits when ``conn`` had no transaction open on entry (else the caller
+    commits). Also used by the demo to fetch real candles when no local files exist.
     """
+    with write_scope(conn):
+        return _backfill(conn, symbol, timeframe, start, end, source=source, category=category, client=client,
+                         retries=retries, backoff=backoff, sleep=sleep, now=now)
+
+
+def _backfill(conn, symbol, timeframe, start, end, *, source, category, client, retries, backoff, sleep,
+              now) -> BackfillResult:
     symbol = symbol.upper().replace("/", "")
     start_dt, end_dt = resolve_window(conn, symbol, timeframe, start, end, now=now)
     if start_dt >= end_dt:

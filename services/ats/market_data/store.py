@@ -8,7 +8,9 @@ alphabetical order, and ``resample`` last, so a native candle always beats one d
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -94,3 +96,20 @@ def series_list(conn: psycopg.Connection) -> list[tuple[str, str]]:
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
         rows = cur.execute("SELECT DISTINCT symbol, timeframe FROM candles").fetchall()
     return sorted(((s, t) for s, t in rows), key=lambda r: (r[0], TIMEFRAME_SECONDS.get(r[1], 0)))
+
+
+@contextmanager
+def write_scope(conn: psycopg.Connection) -> Iterator[None]:
+    """Commit (or roll back on error) at the end when ``conn`` had no transaction open on entry, i.e. this call
+    owns the transaction; inside a caller's open transaction nothing is committed (the caller decides)."""
+    from psycopg.pq import TransactionStatus
+
+    owned = not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+    try:
+        yield
+    except BaseException:
+        if owned:
+            conn.rollback()
+        raise
+    if owned:
+        conn.commit()
