@@ -1,0 +1,336 @@
+"""Benchmark (run by hand): latency of the MCP tools `investigate_symbol` and `search` at scale, each beside the
+same work done directly with psycopg.
+
+    .venv/bin/python bench/mcp.py [--rows 1000000] [--chunks 10000] [--iterations 50] [--admin-url URL] [--json]
+
+Data (built with generate_series, in a throw-away database on an embedded pgserver in a temp directory, or on
+``--admin-url`` / ``ATS_BENCH_ADMIN_URL``):
+- ``--rows`` rows in each of signals and order_executions (and one fill per order), 50 symbols over one year of
+  1-minute decision times (about 55 signals per symbol per day), 10 % of signals blocked;
+- ``--chunks`` markdown chunks: synthetic kb/ articles (20 sections each) indexed with embeddings.
+
+Measured (p50 / p95 / mean in ms over ``--iterations`` calls, after warm-up):
+- investigate_symbol(symbol, one-day window): MCP over stdio (the server as .mcp.json launches it), MCP
+  in-process SDK client, the procedure called directly on a psycopg connection, and the baseline: the raw
+  signals / blocked_signals / orders / fills SELECTs of that window run directly with psycopg;
+- search(query, k=8): MCP over stdio and in-process (hybrid), the core function (hybrid / bm25 / vector), and the
+  baselines run directly with psycopg: the pgvector (or float8[]) nearest-neighbour SQL for a precomputed query
+  vector, and PostgreSQL full-text search (GIN index on to_tsvector, ts_rank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# this file is named mcp.py: drop its own directory from sys.path so `import mcp` finds the SDK, not this script
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+import anyio  # noqa: E402
+import psycopg  # noqa: E402
+from psycopg.rows import dict_row  # noqa: E402
+
+SYMBOLS = [f"SYM{i:02d}USDT" for i in range(48)] + ["BTCUSDT", "ETHUSDT"]
+QUERIES = ["daily drawdown breaker tripped", "why was the entry blocked", "kelly fraction position sizing",
+           "stale feed anomaly", "how are hourly snapshots reconciled", "take profit stop loss trailing",
+           "regime strong bear", "cooldown after exit", "slippage and fees on fills", "walk-forward backtest",
+           "market volatility halts entries", "order rejected by broker", "net_pnl_daily_usd anti-pattern",
+           "coverage gaps in candles", "investigate BTCUSDT crash", "max hold hours exit"]
+WORDS = ("breaker drawdown equity snapshot fill slippage fee kelly fraction regime bull bear neutral signal "
+         "blocked gate cooldown trailing stop profit loss candle timeframe coverage anomaly stale feed broker "
+         "order position exit entry volatility range momentum backtest walk-forward reconcile report lesson "
+         "watchlist strategy parameter effective history migration readonly query index vector search").split()
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def summary(xs: list[float]) -> dict:
+    return {"p50_ms": round(pct(xs, 0.5), 2), "p95_ms": round(pct(xs, 0.95), 2),
+            "mean_ms": round(statistics.fmean(xs), 2), "n": len(xs)}
+
+
+def timed(fn, n: int, warmup: int = 3) -> dict:
+    for i in range(warmup):
+        fn(i)
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t0) * 1000)
+    return summary(out)
+
+
+# ---- data --------------------------------------------------------------------------------------------------
+
+def build_engine_rows(url: str, rows: int) -> float:
+    t0 = time.perf_counter()
+    syms = "ARRAY[" + ",".join(f"'{s}'" for s in SYMBOLS) + "]"
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("""INSERT INTO engine_runs (run_id, account_id, mode, status, params, started_at, finished_at,
+                         last_bar_time, bars_processed)
+                     VALUES ('bench-run', 'default', 'replay', 'completed', '{}', now(), now(),
+                             '2021-01-01'::timestamptz + interval '1 year', %s)""", (rows,))
+        c.execute(f"""INSERT INTO signals (signal_id, run_id, account_id, strategy_name, symbol, timeframe, ts, side,
+                          intent, position_side, price, strength, regime, status, context)
+                      SELECT g, 'bench-run', 'default', 'momentum', ({syms})[1 + g %% {len(SYMBOLS)}], '1h',
+                             '2021-01-01'::timestamptz + make_interval(secs => (g::bigint * 31536000 / %s)),
+                             CASE WHEN g %% 2 = 0 THEN 'buy' ELSE 'sell' END, CASE WHEN g %% 2 = 0 THEN 'open' ELSE 'close' END,
+                             'long', 100 + (g %% 1000) / 10.0, 0.5, 'bull',
+                             CASE WHEN g %% 10 = 0 THEN 'blocked' ELSE 'accepted' END,
+                             jsonb_build_object('ema_fast', g %% 97, 'ema_slow', g %% 89)
+                      FROM generate_series(1, %s) g""", (rows, rows))
+        c.execute("""INSERT INTO blocked_signals (signal_id, run_id, account_id, strategy_name, symbol, ts, gate, reason)
+                     SELECT signal_id, run_id, account_id, strategy_name, symbol, ts,
+                            CASE WHEN signal_id % 30 = 0 THEN 'breaker:daily_drawdown' ELSE 'cooldown' END,
+                            'bench reason' FROM signals WHERE status = 'blocked'""")
+        c.execute("""INSERT INTO order_executions (order_id, client_order_id, run_id, account_id, signal_id, strategy_name,
+                         symbol, side, position_side, intent, qty, notional_usd, decision_price, status, filled_qty,
+                         avg_fill_price, submitted_at, updated_at)
+                     SELECT g, 'bench-' || g, 'bench-run', 'default', g, 'momentum', s.symbol, s.side, 'long', s.intent,
+                            1, s.price, s.price, 'filled', 1, s.price, s.ts, s.ts
+                     FROM generate_series(1, %s) g JOIN signals s ON s.signal_id = g""", (rows,))
+        c.execute("""INSERT INTO fills (order_id, client_order_id, run_id, account_id, symbol, side, qty, price, fee_usd, ts)
+                     SELECT order_id, client_order_id, run_id, account_id, symbol, side, qty, avg_fill_price,
+                            avg_fill_price * 0.001, submitted_at + interval '1 hour' FROM order_executions""")
+        for seq, tbl, col in (("signals_signal_id_seq", "signals", "signal_id"),
+                              ("order_executions_order_id_seq", "order_executions", "order_id")):
+            c.execute(f"SELECT setval('{seq}', (SELECT max({col}) FROM {tbl}))")
+        c.execute("ANALYZE")
+    return time.perf_counter() - t0
+
+
+def write_docs(root: Path, chunks: int) -> int:
+    rnd = random.Random(42)
+    per_file = 20
+    files = max(1, chunks // per_file)
+    for f in range(files):
+        d = root / "kb" / "bench" / f"area{f % 25:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        parts = [f"# Article {f}: {' '.join(rnd.sample(WORDS, 3))}\n"]
+        for s in range(per_file - 1 if f else per_file):
+            words = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(40, 90)))
+            parts.append(f"## Section {s}: {' '.join(rnd.sample(WORDS, 2))}\n\n{words}.\n")
+            if s % 7 == 3:
+                parts.append("```sql\n# not a heading\nSELECT * FROM signals WHERE symbol = 'BTCUSDT';\n```\n")
+        (d / f"article-{f:04d}.md").write_text("\n".join(parts), encoding="utf-8")
+    return files
+
+
+# ---- MCP calls ---------------------------------------------------------------------------------------------
+
+def stdio_bench(name: str, env: dict, calls: list[tuple[str, dict]], n: int) -> dict:
+    from mcp import Client, StdioServerParameters
+
+    decl = json.loads((ROOT / ".mcp.json").read_text())["mcpServers"][name]
+    params = StdioServerParameters(command=decl["command"], args=decl["args"], env=env, cwd=str(ROOT))
+
+    async def go():
+        async with Client(params) as c:
+            for i in range(3):
+                r = await c.call_tool(*calls[i % len(calls)])
+                if r.is_error:
+                    raise RuntimeError(r.content[0].text)
+            out = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                await c.call_tool(*calls[i % len(calls)])
+                out.append((time.perf_counter() - t0) * 1000)
+            return out
+
+    return summary(anyio.run(go))
+
+
+def inproc_bench(server, calls: list[tuple[str, dict]], n: int) -> dict:
+    from mcp import Client
+
+    async def go():
+        async with Client(server) as c:
+            for i in range(3):
+                await c.call_tool(*calls[i % len(calls)])
+            out = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                r = await c.call_tool(*calls[i % len(calls)])
+                out.append((time.perf_counter() - t0) * 1000)
+                if r.is_error:
+                    raise RuntimeError(r.content[0].text)
+            return out
+
+    return summary(anyio.run(go))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--chunks", type=int, default=10_000)
+    ap.add_argument("--iterations", type=int, default=50)
+    ap.add_argument("--admin-url", default=os.environ.get("ATS_BENCH_ADMIN_URL"))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    from ats.db.connection import readonly_url, with_dbname
+    from ats.db.migrate import migrate
+
+    tmp = Path(tempfile.mkdtemp(prefix="ats-bench-mcp-"))
+    srv = None
+    admin = args.admin_url
+    if not admin:
+        import pgserver
+
+        srv = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
+        admin = srv.get_uri()
+    dbname = f"ats_bench_mcp_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{dbname}"')
+    url = with_dbname(admin, dbname)
+    os.environ["ATS_DATABASE_URL"] = url
+    os.environ.setdefault("ATS_LOG_DIR", str(tmp / "logs"))
+    os.environ["ATS_MCP_TOOL_TIMEOUT_MS"] = "120000"
+    res: dict = {"rows": args.rows, "chunks_target": args.chunks, "iterations": args.iterations}
+    try:
+        migrate(url)
+        log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+        log(f"building {args.rows:,} signals / order_executions / fills ...")
+        res["build_engine_rows_s"] = round(build_engine_rows(url, args.rows), 1)
+        with psycopg.connect(url) as c:
+            res["table_rows"] = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                                 for t in ("signals", "blocked_signals", "order_executions", "fills")}
+
+        # ---- investigate_symbol ------------------------------------------------------------------------
+        from ats.procedures import forensics as fx
+        from mcp_servers.postgres import build_server as pg_server
+
+        days = [f"2021-{m:02d}-{d:02d}" for m in range(2, 12) for d in (3, 11, 19, 27)]
+        calls = [("investigate_symbol", {"symbol": "BTCUSDT", "since": f"{day}T00:00:00Z",
+                                         "until": f"{day}T23:59:59Z"}) for day in days]
+        with psycopg.connect(url, row_factory=dict_row) as c:
+            sample = fx.investigate_symbol(c, "BTCUSDT", since=calls[0][1]["since"], until=calls[0][1]["until"])
+            c.rollback()
+        res["investigate_window_counts"] = sample["counts"]
+        inv: dict = {}
+        log("investigate_symbol: stdio ...")
+        inv["mcp_stdio"] = stdio_bench("ats-postgres", {"ATS_DATABASE_URL": url, "ATS_LOG_DIR": os.environ["ATS_LOG_DIR"],
+                                                        "ATS_MCP_TOOL_TIMEOUT_MS": "120000",
+                                                        "PATH": os.environ.get("PATH", "")}, calls, args.iterations)
+        server = pg_server(readonly_url=readonly_url(url))
+        log("investigate_symbol: in-process ...")
+        inv["mcp_inprocess"] = inproc_bench(server, calls, args.iterations)
+        server._ats_readonly.close()
+        with psycopg.connect(url, row_factory=dict_row) as c:
+            def direct(i):
+                a = calls[i % len(calls)][1]
+                fx.investigate_symbol(c, "BTCUSDT", since=a["since"], until=a["until"])
+                c.rollback()
+            log("investigate_symbol: direct function ...")
+            inv["direct_function_psycopg"] = timed(direct, args.iterations)
+
+            def raw(i):
+                a = calls[i % len(calls)][1]
+                p = {"s": "BTCUSDT", "a": a["since"], "b": a["until"]}
+                c.execute("SELECT * FROM signals WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
+                c.execute("SELECT * FROM blocked_signals WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
+                c.execute("SELECT * FROM order_executions WHERE symbol = %(s)s AND submitted_at BETWEEN %(a)s AND %(b)s "
+                          "ORDER BY submitted_at", p).fetchall()
+                c.execute("SELECT * FROM fills WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
+                c.rollback()
+            log("investigate_symbol: raw SELECTs ...")
+            inv["baseline_raw_selects_psycopg"] = timed(raw, args.iterations)
+        res["investigate_symbol"] = inv
+
+        # ---- docs search -------------------------------------------------------------------------------
+        from ats.procedures import docs_index as di
+        from mcp_servers.docs import build_server as docs_server
+
+        home = tmp / "home"
+        home.mkdir()
+        shutil.copy(ROOT / "pyproject.toml", home / "pyproject.toml")
+        res["doc_files"] = write_docs(home, args.chunks)
+        emb, note = di.load_embedder()
+        log(f"indexing {res['doc_files']} files (model: {emb.model_id if emb else note}) ...")
+        with psycopg.connect(url, row_factory=dict_row) as c:
+            st = di.index(c, home, embedder=emb)
+            res["docs_index"] = {k: st[k] for k in ("documents", "chunks", "embedded", "vector_backend", "seconds")}
+            t0 = time.perf_counter()
+            st2 = di.index(c, home, embedder=emb)
+            res["docs_reindex_unchanged_s"] = round(time.perf_counter() - t0, 2)
+            assert st2["embedded"] == 0
+            c.execute("CREATE INDEX bench_fts ON doc_chunks USING gin (to_tsvector('english', heading || ' ' || content))")
+            c.commit()
+        scalls = [("search", {"query": q, "k": 8}) for q in QUERIES]
+        srch: dict = {}
+        env = {"ATS_DATABASE_URL": url, "ATS_LOG_DIR": os.environ["ATS_LOG_DIR"], "ATS_HOME": str(home),
+               "ATS_DOCS_REFRESH_SECONDS": "3600", "PATH": os.environ.get("PATH", "")}
+        log("search: stdio ...")
+        srch["mcp_stdio_hybrid"] = stdio_bench("ats-docs", env, scalls, args.iterations)
+        os.environ["ATS_DOCS_REFRESH_SECONDS"] = "3600"
+        server = docs_server(url=url, root=home, preload_model=False)
+        log("search: in-process ...")
+        srch["mcp_inprocess_hybrid"] = inproc_bench(server, scalls, args.iterations)
+        server._ats_docs.close()
+        with psycopg.connect(url, row_factory=dict_row) as c:
+            for mode in ("hybrid", "bm25", "vector"):
+                log(f"search: direct {mode} ...")
+                srch[f"direct_function_{mode}"] = timed(
+                    lambda i, m=mode: (di.search(c, QUERIES[i % len(QUERIES)], k=8, mode=m, embedder=emb),
+                                       c.rollback()), args.iterations)
+            if emb is not None:
+                qvecs = [emb.encode([q])[0] for q in QUERIES]
+                srch["query_embedding_only"] = timed(lambda i: emb.encode([QUERIES[i % len(QUERIES)]]), args.iterations)
+                if di.vector_backend(c) == "pgvector":
+                    def knn(i):
+                        c.execute("""SELECT c.chunk_id, c.path, c.heading, 1 - (e.embedding <=> %s::vector) AS sim
+                                     FROM doc_chunks c JOIN doc_embeddings e ON e.content_hash = c.content_hash
+                                      AND e.model = %s ORDER BY e.embedding <=> %s::vector LIMIT 8""",
+                                  (di._vec_literal(qvecs[i % len(qvecs)]), emb.model_id,
+                                   di._vec_literal(qvecs[i % len(qvecs)]))).fetchall()
+                        c.rollback()
+                    srch["baseline_pgvector_knn_sql_psycopg"] = timed(knn, args.iterations)
+
+            def fts(i):
+                c.execute("""SELECT chunk_id, path, heading,
+                                    ts_rank(to_tsvector('english', heading || ' ' || content), q) AS r
+                             FROM doc_chunks, plainto_tsquery('english', %s) q
+                             WHERE to_tsvector('english', heading || ' ' || content) @@ q
+                             ORDER BY r DESC LIMIT 8""", (QUERIES[i % len(QUERIES)],)).fetchall()
+                c.rollback()
+            srch["baseline_postgres_fts_psycopg"] = timed(fts, args.iterations)
+        res["search"] = srch
+    finally:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"\nrows: {res['table_rows']}  (built in {res['build_engine_rows_s']} s)")
+    print(f"investigate_symbol window (1 day, BTCUSDT) counts: {res['investigate_window_counts']}")
+    print(f"docs: {res['doc_files']} files, index {res['docs_index']}, unchanged re-index {res['docs_reindex_unchanged_s']} s")
+    for section in ("investigate_symbol", "search"):
+        print(f"\n{section}:")
+        print(f"  {'path':<38} {'p50 ms':>9} {'p95 ms':>9} {'mean ms':>9}")
+        for k, v in res[section].items():
+            print(f"  {k:<38} {v['p50_ms']:>9.2f} {v['p95_ms']:>9.2f} {v['mean_ms']:>9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
