@@ -244,6 +244,16 @@ def test_get_and_corpus_boundary(iconn, corpus_root):
         di.get(iconn, "kb/missing.md", corpus_root)
 
 
+def test_symlinks_out_of_the_root_are_neither_indexed_nor_served(tmp_path, iconn):
+    root = write_corpus(tmp_path / "root")
+    outside = tmp_path / "outside.md"
+    outside.write_text("# secret\n\nnot for agents\n")
+    (root / "kb" / "link.md").symlink_to(outside)
+    assert "kb/link.md" not in di.doc_files(root) and "kb/risk/circuit-breakers.md" in di.doc_files(root)
+    with pytest.raises(Exception, match="outside the project root"):
+        di.get(iconn, "kb/link.md", root)
+
+
 # ---- incremental indexing ---------------------------------------------------------------------------------
 
 def test_reindex_embeds_only_changed_chunks(fresh_db_url, tmp_path, embedder):

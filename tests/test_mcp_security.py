@@ -24,6 +24,8 @@ from conftest import clone_template, drop_database
 
 PWNED = Path("/tmp/ats_mcp_security_pwned")
 
+pytestmark = pytest.mark.dblayer  # role privileges differ per server: CI runs these on PostgreSQL 15 too
+
 
 @pytest.fixture(scope="module")
 def sec_url(pg_admin_url, template_db, db_url):

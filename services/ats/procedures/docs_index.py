@@ -212,18 +212,24 @@ def tokenize(text: str) -> list[str]:
 def doc_files(root: Path | None = None) -> list[str]:
     """Relative paths ('/' separators) of every markdown file in the corpus, sorted; files over 2 MB skipped."""
     root = Path(root or project_root())
+    real_root = root.resolve()
     found: set[str] = set()
-    for d in DOC_DIRS:
-        base = root / d
-        if base.is_dir():
-            for p in base.rglob("*.md"):
-                if p.is_file() and p.stat().st_size <= MAX_FILE_BYTES:
-                    found.add(p.relative_to(root).as_posix())
-    for f in DOC_FILES:
-        p = root / f
-        if p.is_file() and p.stat().st_size <= MAX_FILE_BYTES:
-            found.add(f)
+    candidates = [p for d in DOC_DIRS if (root / d).is_dir() for p in (root / d).rglob("*.md")]
+    candidates += [root / f for f in DOC_FILES]
+    for p in candidates:
+        if _inside(p, real_root) and p.is_file() and p.stat().st_size <= MAX_FILE_BYTES:
+            found.add(p.relative_to(root).as_posix())
     return sorted(found)
+
+
+def _inside(p: Path, real_root: Path) -> bool:
+    """True when ``p`` (after resolving symlinks) is inside the project root: a symlinked document pointing
+    elsewhere is neither indexed nor served by `get`."""
+    try:
+        p.resolve().relative_to(real_root)
+        return True
+    except (ValueError, OSError):
+        return False
 
 
 def is_corpus_path(rel: str) -> bool:
@@ -744,6 +750,8 @@ def get(conn: psycopg.Connection, path: str, root: Path | None = None, *, max_ch
         p = root / rel
         if not p.is_file():
             raise AtsError(f"no such document: {rel} (under {root})")
+        if not _inside(p, root.resolve()):
+            raise AtsError(f"{path!r} resolves outside the project root {root}: refused")
         text = p.read_text(encoding="utf-8", errors="replace")
     sha = _sha(text)
     doc = conn.execute("SELECT sha256 FROM doc_documents WHERE path = %s", (rel,)).fetchone()
