@@ -1,7 +1,7 @@
 """Shared fixtures and helpers for the engine tests (tests/test_engine_*.py).
 
 ``engine_template``: a migrated database with the shared 1h crypto candles plus the AVAX and BTC 5m files loaded
-and their feed anomalies scanned, created once per session (cached across test modules) and used as a CREATE
+and the 1h feed anomalies scanned (as `ats demo` does), created once per session (cached across test modules) and used as a CREATE
 DATABASE template; ``engine_db`` clones it per test (a fresh, writable database with real candles; exported as
 ATS_DATABASE_URL for CLI subprocesses).
 """
@@ -48,7 +48,7 @@ def _build_template(admin_url: str, base_template: str) -> str:
     files = sorted((SHARED_DATA / "binance").glob("*-1h.json")) + [SHARED_DATA / "binance" / f for f in FILES_5M]
     load_paths(url, files)
     with psycopg.connect(url, row_factory=dict_row) as conn:
-        detect_anomalies(conn, timeframes=["1h", "5m"], as_of="2021-07-18")
+        detect_anomalies(conn, timeframes=["1h"], as_of="2021-07-18")  # as the demo does (1h only)
         conn.commit()
     return name
 
