@@ -320,6 +320,11 @@ def test_resume_in_process_equals_uninterrupted_run(engine_db):
     part = _replay(engine_db, list(SEEDED), syms, "2021-04-01", "2021-06-01", tag="a", max_steps=700,
                    commit_every=64)
     assert part["status"] == "running"
+    with connect(engine_db) as c:  # a graceful stop commits its last batch: checkpoint after step 700
+        run = c.execute("SELECT * FROM engine_runs WHERE run_id=%s", (part["run_id"],)).fetchone()
+        assert run["bars_processed"] == 4 * 700 and run["checkpoint"]["steps_done"] == 700
+        assert c.execute("SELECT count(*) AS n FROM order_executions WHERE run_id=%s",
+                         (part["run_id"],)).fetchone()["n"] > 10
     again = _replay(engine_db, list(SEEDED), syms, "2021-04-01", "2021-06-01", tag="a", commit_every=64)
     assert again["state"] == "resume" and again["status"] == "completed"
     ref = _replay(engine_db, list(SEEDED), syms, "2021-04-01", "2021-06-01", tag="b")
@@ -336,6 +341,6 @@ def test_resume_in_process_equals_uninterrupted_run(engine_db):
         assert snaps(again["run_id"]) == snaps(ref["run_id"])
         for k in ("trades", "signals", "blocked_by_gate", "breaker_trips", "end_equity_usd"):
             assert again[k] == ref[k], k
-        ev = c.execute("SELECT count(*) AS n FROM system_events WHERE event_type='run_resumed' AND payload->>'run_id'=%s",
-                       (again["run_id"],)).fetchone()["n"]
-        assert ev == 1
+        ev = c.execute("SELECT payload FROM system_events WHERE event_type='run_resumed' AND payload->>'run_id'=%s",
+                       (again["run_id"],)).fetchall()
+        assert len(ev) == 1 and ev[0]["payload"]["bars_processed"] == 4 * 700

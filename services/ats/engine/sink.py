@@ -240,13 +240,14 @@ class PgSink:
 
     def flush(self, checkpoint: dict | None = None, *, last_bar_time: int | None = None,
               bars_processed: int = 0) -> None:
-        """Write everything buffered plus the checkpoint in ONE transaction (commits)."""
+        """Write everything buffered plus the checkpoint in ONE transaction and COMMIT it (the reads the engine made
+        since the last flush share that transaction; on any error everything since the last flush is rolled back)."""
         new_pos = [p for pid, p in self._dirty_pos.items() if pid not in self._persisted_pos]
         upd_pos = [p for pid, p in self._dirty_pos.items() if pid in self._persisted_pos]
         new_ord = [o for oid, o in self._dirty_ord.items() if oid not in self._persisted_ord]
         upd_ord = [o for oid, o in self._dirty_ord.items() if oid in self._persisted_ord]
         rid, acc = self.run_id, self.account_id
-        with self.conn.transaction():
+        try:
             with self.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
                 if self.buf["signals"]:
                     self._copy(cur, "signals", self.buf["signals"])
@@ -297,6 +298,10 @@ class PgSink:
                                     WHERE run_id = %s""",
                                 (to_dt(last_bar_time), bars_processed,
                                  None if checkpoint is None else _J(checkpoint), rid))
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
         self.rows_written += sum(len(v) for v in self.buf.values()) + len(new_pos) + len(new_ord)
         for v in self.buf.values():
             v.clear()
