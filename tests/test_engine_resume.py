@@ -37,14 +37,14 @@ def test_sigkill_mid_replay_then_restart_resumes_exactly(engine_db):
     env = {**os.environ, "ATS_DATABASE_URL": engine_db}
     proc = subprocess.Popen([sys.executable, "-m", "ats.cli", *ARGS], cwd=str(ROOT), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    rid, bars = None, 0
+    rid = None
     deadline = time.monotonic() + 180
     with connect(engine_db) as c:
         c.autocommit = True
         while time.monotonic() < deadline and proc.poll() is None:
             row = c.execute("SELECT run_id, bars_processed FROM engine_runs WHERE params->>'tag'='kill'").fetchone()
             if row and row["bars_processed"] >= 6 * 1200:
-                rid, bars = row["run_id"], row["bars_processed"]
+                rid = row["run_id"]
                 break
             time.sleep(0.05)
         assert proc.poll() is None, f"replay ended before it could be killed: {proc.stderr.read().decode()[-500:]}"

@@ -43,7 +43,8 @@ def _demo_files(data_dir: Path | None) -> list[Path]:
     return files
 
 
-def _load_candles(url: str, data_dir: Path | None, say) -> dict:
+def _load_candles(url: str, data_dir: Path | None, say, *, start: str = DEMO_START, end: str = DEMO_END,
+                  backfill_options: dict | None = None) -> dict:
     """Load local 1h crypto files, or backfill from Bybit; returns {source, symbols, rows_inserted, files}."""
     from .market_data.loaders import load_paths
 
@@ -62,8 +63,8 @@ def _load_candles(url: str, data_dir: Path | None, say) -> dict:
     with connection.connect(url) as conn:
         for sym in DEMO_SYMBOLS:
             try:
-                r = backfill(conn, sym, DEMO_TIMEFRAME, DEMO_START, DEMO_END, source="bybit", category="linear",
-                             retries=2, backoff=1.0)
+                r = backfill(conn, sym, DEMO_TIMEFRAME, start, end, source="bybit", category="linear",
+                             **{"retries": 2, "backoff": 1.0, **(backfill_options or {})})
             except AtsError as exc:
                 if not got:
                     raise AtsError(f"no local candle files under {data_dir} and the Bybit public API is not reachable "
@@ -101,7 +102,7 @@ def crash_day_trips(conn, run_id: str, day: str = CRASH_DAY) -> list[dict]:
 
 def prepare_demo(url: str | None = None, *, data_dir=None, progress: bool = True, fresh: bool = False,
                  account_id: str = "default", start: str = DEMO_START, end: str = DEMO_END,
-                 scan_anomalies: bool = True, say=None) -> dict:
+                 scan_anomalies: bool = True, say=None, backfill_options: dict | None = None) -> dict:
     """Bring the database to the demo state and return the demo summary (JSON-ready dict).
 
     ``url``: DSN (default: ats.db.database_url(), starting the embedded server if needed); ``data_dir``: a
@@ -109,7 +110,9 @@ def prepare_demo(url: str | None = None, *, data_dir=None, progress: bool = True
     Keys: run_id, state ('new' | 'resume' | 'completed' = reused), database, candles, strategies, symbols, the
     run summary (equity, return_pct, max_drawdown_pct, sharpe, trades, win_rate, blocked_by_gate,
     breaker_trips, breaker_trips_by_day, pnl), crash_day and crash_day_trips, timings (seconds).
-    Raises BusyError when another heavy run holds the lock, AtsError when no candles can be loaded.
+    ``backfill_options`` go to ats.market_data.backfill.backfill (client, retries, backoff, sleep) when candles are
+    fetched from Bybit. Raises BusyError when another heavy run holds the lock, AtsError when no candles can be
+    loaded (offline and no local files).
     """
     from .engine.replay import run_replay
     from .engine.runs import heavy_lock, make_spec
@@ -128,7 +131,7 @@ def prepare_demo(url: str | None = None, *, data_dir=None, progress: bool = True
     timings = {}
     with heavy_lock(url, what="demo"):
         t = time.monotonic()
-        candles = _load_candles(url, data_dir, say)
+        candles = _load_candles(url, data_dir, say, start=start, end=end, backfill_options=backfill_options)
         timings["load_s"] = round(time.monotonic() - t, 2)
         with connection.connect(url) as conn:
             seed_defaults(conn, account_id=account_id)

@@ -137,7 +137,7 @@ def _memory_run(conn, spec: RunSpec, overrides: dict) -> tuple[list[int], list[f
     sink = MemorySink(sp.run_id, sp.account_id)
     eng = Engine(conn, sp, sink=sink, feed=feed, commit_every=10 ** 9)
     eng.run()
-    conn.rollback()  # nothing was written; end the read transaction
+    conn.commit()  # the engine only read (settings, configurations); end that transaction
     snaps = sink.rows["portfolio_hourly_snapshots"]
     ts = [r[2] for r in snaps]
     eq = [r[5] for r in snaps]
@@ -203,6 +203,7 @@ def _walk_forward(conn: psycopg.Connection, spec: RunSpec, bid: int, folds: int,
                      _dec(p.avg_entry), _dec(p.avg_exit), _dec(p.entry_qty), _dec(p.realized_usd),
                      p.realized_usd / (p.avg_entry * p.entry_qty) * 100 if p.entry_qty else None,
                      _dec(p.fees_usd), p.close_reason))
+        conn.commit()
         oos_pnls += [p.realized_usd for p in closed]
         for a, b in zip(eq[:-1], eq[1:]):
             oos_returns.append(b / a - 1.0)

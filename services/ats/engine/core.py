@@ -24,8 +24,6 @@ engine_runs.last_bar_time) in one transaction; a restart with the same run id re
 
 from __future__ import annotations
 
-import math
-import time
 from datetime import datetime, timezone
 
 import numpy as np
