@@ -43,6 +43,7 @@ from ..timeutil import TIMEFRAME_SECONDS
 from .config import GateCache
 from .feed import ReplayClock
 from .runs import RunSpec
+from .sink import RawJson
 
 CHECKPOINT_VERSION = 1
 
@@ -75,6 +76,12 @@ class Engine:
         self._prep: dict = {}
         self._vel: dict = {}
         self._vol: dict = {}
+        self._vol_j: dict = {}
+        self._anom_at: dict = {}
+        self._ref_j: dict[int, int] = {}
+        self._s_key = None
+        self._pend: list[Order] = []
+        self._closing: set[int] = set()
         self.bars = feed.bars
         self.logret = {s: np.diff(np.log(b.close), prepend=np.nan) for s, b in self.bars.items()}
         self._setup_regime()
@@ -92,6 +99,10 @@ class Engine:
         if ref is None or len(ref) == 0:
             return
         self.regime = classify(ref.t, ref.close, self.tf_s)
+        tl = getattr(self.feed, "timeline", None)
+        if tl is not None and len(tl):
+            js = np.searchsorted(ref.t, tl, side="right") - 1
+            self._ref_j = dict(zip(tl.tolist(), js.tolist()))
         for s, b in self.bars.items():
             j = np.searchsorted(ref.t, b.t, side="right") - 1
             ok = j >= 0
@@ -215,7 +226,7 @@ class Engine:
         return v
 
     def market_vol(self, minutes: float):
-        """(times, annualized vol %) of BTC (the regime reference) or the equal-weight index of the symbols."""
+        """(times, annualized vol %, source) of BTC (the regime reference) or the equal-weight index."""
         k = brk.window_bars(minutes, self.tf_s)
         hit = self._vol.get(k)
         if hit is None:
@@ -231,6 +242,30 @@ class Engine:
                 src = "equal-weight index"
             hit = self._vol[k] = (t, brk.realized_vol_annual_pct(lr, k, self.tf_s), src)
         return hit
+
+    def _vol_index(self, vt: np.ndarray, T: int) -> int:
+        """Index of the last vol-series bar opening at or before T (cached per series and T)."""
+        key = (id(vt), T)
+        j = self._vol_j.get(key)
+        if j is None:
+            j = self._vol_j[key] = int(np.searchsorted(vt, T, side="right") - 1)
+        return j
+
+    def anomaly_index(self, sym: str, win: int) -> np.ndarray:
+        """Per bar of ``sym``: index into self.anom[sym] of a market-data anomaly active at the bar's close
+        (a0 < close <= a1 + win), or -1."""
+        key = (sym, win)
+        arr = self._anom_at.get(key)
+        if arr is None:
+            closes = self.bars[sym].t + self.tf_s
+            arr = np.full(len(closes), -1, dtype=np.int64)
+            for n, (a0, a1, _info) in enumerate(self.anom.get(sym, ())):
+                lo = int(np.searchsorted(closes, a0, side="right"))
+                hi = int(np.searchsorted(closes, a1 + win, side="right"))
+                seg = arr[lo:hi]
+                seg[seg < 0] = n
+            self._anom_at[key] = arr
+        return arr
 
     # ------------------------------------------------------------------ main loop
     def run(self, max_steps: int | None = None) -> int:
@@ -261,6 +296,13 @@ class Engine:
                 if max_steps is not None and n >= max_steps:
                     break
             self.flush()
+            self.sink.close()
+        except BaseException:
+            try:
+                self.sink.close()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                pass
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -288,45 +330,57 @@ class Engine:
         self.clock.advance(C)
         s = self.settings.at(C)
         bars = self.bars
-        has_pending = getattr(self.broker, "has_pending", None) or (lambda _s: True)
+        broker = self.broker
+        has_pending = getattr(broker, "has_pending", None) or (lambda _s: True)
         # 1. fills at this bar's open
+        last_bar_t = self.last_bar_t
         for sym, i in present:
             b = bars[sym]
-            prev = self.last_bar_t.get(sym)
+            prev = last_bar_t.get(sym)
             if prev is not None and T - prev > self.tf_s:
                 self.gaps[sym].append((prev + self.tf_s, T, {"kind": "gap", "open_time": _iso(prev + self.tf_s),
                                                              "source": "stream", "missing_bars": (T - prev) // self.tf_s - 1}))
                 self.gaps[sym] = self.gaps[sym][-5:]
-            self.last_bar_t[sym] = T
+            last_bar_t[sym] = T
             if has_pending(sym):
-                for rep in self.broker.on_bar(sym, T, float(b.open[i]), float(b.high[i]), float(b.low[i]),
-                                              float(b.close[i]), float(b.volume[i]), s):
+                for rep in broker.on_bar(sym, T, float(b.open[i]), float(b.high[i]), float(b.low[i]),
+                                         float(b.close[i]), float(b.volume[i]), s):
                     self._on_report(rep, T)
         # 2. marks
         marks = self.marks
         for sym, i in present:
             marks[sym] = float(bars[sym].close[i])
         self.cur_index = dict(present)
-        equity = self.pf.equity(marks)
+        equity = self.pf.equity(marks) if self.pf.positions else self.pf.cash
         day = C // 86400
         if self.day != day:
             self.day, self.day_start_equity = day, equity
         # 3. regime
         reg_code, reg_conf = self._regime_step(T, C)
         # 4. breakers
-        self._breakers_step(C, s, equity, present)
-        # 5. exits
+        self._breakers_step(T, C, s, equity, present)
+        # 5. exits (never blocked by breakers)
+        pend = self._pend = broker.pending()
+        self._closing = {o.position_id for o in pend if o.intent == "close"}
         if self.pf.positions:
-            for key, pos in list(self.pf.positions.items()):
-                i = self.cur_index.get(pos.symbol)
-                if i is not None:
+            cur = self.cur_index
+            for pos in list(self.pf.positions.values()):
+                i = cur.get(pos.symbol)
+                if i is not None and pos.position_id not in self._closing:
                     self._check_exit(pos, i, C, s)
         # 6. entries
-        self._reserved = sum(o.qty * o.decision_price for o in self.broker.pending() if o.intent != "close")
-        self._pending_opens = sum(1 for o in self.broker.pending() if o.intent == "open")
+        self._reserved = 0.0
+        self._pending_opens = 0
+        for o in self._pend:
+            if o.intent != "close":
+                self._reserved += o.qty * o.decision_price
+                if o.intent == "open":
+                    self._pending_opens += 1
+        strats = self.strats
+        gates = self.gates
         for sym, i in present:
-            for strat in self.strats:
-                cfg = self.gates.get(strat.name, C)
+            for strat in strats:
+                cfg = gates.get(strat.name, C)
                 if cfg is None or not cfg.watchlist:
                     continue
                 prep = self.prepared(sym, strat, cfg)
@@ -352,7 +406,9 @@ class Engine:
         if self.regime is None:
             return 0, False
         rs = self.regime
-        j = int(np.searchsorted(rs.t, T, side="right") - 1)
+        j = self._ref_j.get(T)
+        if j is None:
+            j = int(np.searchsorted(rs.t, T, side="right") - 1)
         if j < 0:
             return 0, False
         code, conf = int(rs.effective[j]), bool(rs.confirmed[j])
@@ -368,38 +424,46 @@ class Engine:
         return code, conf
 
     # ------------------------------------------------------------------ breakers
-    def _breakers_step(self, C: int, s: dict, equity: float, present) -> None:
-        b = self.board
-        b.update_manual(C, s["breaker.manual_stop"])
-        b.update_daily_drawdown(C, equity, self.day_start_equity, float(s["breaker.daily_drawdown_pct"]))
-        b.update_consecutive_losses(C, int(s["breaker.consecutive_losses"]),
-                                    float(s["breaker.consecutive_losses_cooloff_minutes"]))
-        vt, vv, vsrc = self.market_vol(float(s["breaker.market_vol_window_minutes"]))
-        j = int(np.searchsorted(vt, C - self.tf_s, side="right") - 1)
-        if j >= 0:
-            b.update_market_vol(C, float(vv[j]), float(s["breaker.market_vol_annual_pct"]),
-                                float(s["breaker.market_vol_reset_ratio"]))
-        vmin = float(s["breaker.velocity_minutes"])
-        vthr = float(s["breaker.velocity_pct"])
-        vcool = float(s["breaker.velocity_cooloff_minutes"])
-        win = float(s["breaker.feed_anomaly_window_minutes"]) * 60
-        for sym, i in present:
-            b.update_velocity(C, sym, float(self.velocity(sym, vmin)[i]), vthr, vmin, vcool)
-            b.update_feed(C, sym, self._active_anomaly(sym, C, win))
-        for tr in b.drain():
-            self._record_transition(tr, vsrc)
+    def _breaker_params(self, s: dict) -> tuple:
+        """Settings-derived inputs of the breakers, recomputed only when the settings in force change."""
+        if self._s_key is not s:
+            vt, vv, vsrc = self.market_vol(float(s["breaker.market_vol_window_minutes"]))
+            vmin = float(s["breaker.velocity_minutes"])
+            win = int(float(s["breaker.feed_anomaly_window_minutes"]) * 60)
+            self._bp = (float(s["breaker.daily_drawdown_pct"]), int(s["breaker.consecutive_losses"]),
+                        float(s["breaker.consecutive_losses_cooloff_minutes"]), vt, vv, vsrc,
+                        float(s["breaker.market_vol_annual_pct"]), float(s["breaker.market_vol_reset_ratio"]),
+                        {sym: self.velocity(sym, vmin) for sym in self.bars}, float(s["breaker.velocity_pct"]), vmin,
+                        float(s["breaker.velocity_cooloff_minutes"]), win,
+                        {sym: self.anomaly_index(sym, win) for sym in self.bars})
+            self._s_key = s
+        return self._bp
 
-    def _active_anomaly(self, sym: str, C: int, win: float) -> dict | None:
-        for lst in (self.gaps.get(sym, ()), self.anom.get(sym, ())):
-            n = 0
-            for k in range(len(lst) - 1, -1, -1):
-                a0, a1, info = lst[k]
-                if a0 < C <= a1 + win:
-                    return info
-                n += 1
-                if n > 20 or a1 + win < C - 30 * 86400:
-                    break
-        return None
+    def _breakers_step(self, T: int, C: int, s: dict, equity: float, present) -> None:
+        b = self.board
+        (dd_thr, cl_n, cl_cool, vt, vv, vsrc, mv_thr, mv_ratio, vel, v_thr, v_min, v_cool, win,
+         anom_at) = self._breaker_params(s)
+        b.update_manual(C, s["breaker.manual_stop"])
+        b.update_daily_drawdown(C, equity, self.day_start_equity, dd_thr)
+        if cl_n > 0 and (b.loss_streak >= cl_n or b.is_tripped("consecutive_losses")):
+            b.update_consecutive_losses(C, cl_n, cl_cool)
+        j = self._ref_j.get(T) if vt is getattr(self.feed.reference, "t", None) else None
+        if j is None:
+            j = self._vol_index(vt, T)
+        if j >= 0:
+            b.update_market_vol(C, float(vv[j]), mv_thr, mv_ratio)
+        for sym, i in present:
+            b.update_velocity(C, sym, float(vel[sym][i]), v_thr, v_min, v_cool)
+            k = int(anom_at[sym][i])
+            info = self.anom[sym][k][2] if k >= 0 else None
+            if info is None and self.gaps[sym]:
+                g0, g1, ginfo = self.gaps[sym][-1]
+                if g0 < C <= g1 + win:
+                    info = ginfo
+            b.update_feed(C, sym, info)
+        if b._pending:
+            for tr in b.drain():
+                self._record_transition(tr, vsrc)
 
     def _record_transition(self, tr, vol_source: str) -> None:
         ctx = dict(tr.context)
@@ -416,8 +480,6 @@ class Engine:
 
     # ------------------------------------------------------------------ exits
     def _check_exit(self, pos: Position, i: int, C: int, s: dict) -> None:
-        if any(o.position_id == pos.position_id and o.intent == "close" for o in self.broker.pending()):
-            return
         b = self.bars[pos.symbol]
         c = float(b.close[i])
         p = pos.params
@@ -453,7 +515,7 @@ class Engine:
                 prep = self.prepared(pos.symbol, strat, cfg)
                 if (prep.exit_long[i] if long else prep.exit_short[i]):
                     decision, reason = "exit_signal", f"{pos.strategy} exit signal"
-        ctx = {"best_price": pos.best_price}
+        ctx = RawJson('{"best_price":%s}' % float.__repr__(pos.best_price))
         if decision != "hold":
             cfg = self.gates.get(pos.strategy, C)
             sell_ok = cfg.sell if cfg is not None else True
@@ -473,6 +535,7 @@ class Engine:
                                           "close", pos.side, c, None, self._regime_name(), "accepted", sctx))
                 self._submit(pos.strategy, pos.symbol, side, pos.side, "close", pos.qty, i, C, sig_id,
                              pos.position_id, {"exit_reason": decision[5:], "reason": reason})
+                self._closing.add(pos.position_id)
         self.stats["evaluations"] += 1
         self.sink.add("position_evaluations", (pos.position_id, self.run_id, C, c, pnl_pct, pos.tp_price, pos.sl_price,
                                                pos.trail_stop, hold_min, decision, reason, ctx))
@@ -507,7 +570,7 @@ class Engine:
         qty = extra["notional"] / price
         parent = None
         if pos is not None and intent == "open":  # reversal: the open executes only after the close filled
-            parent = next((o.client_order_id for o in self.broker.pending()
+            parent = next((o.client_order_id for o in self._pend
                            if o.position_id == pos.position_id and o.intent == "close"), None)
         self._submit(strat.name, sym, side, pside, intent, qty, i, C, sig_id,
                      pos.position_id if intent == "add" else None, parent=parent, ctx=
@@ -525,15 +588,15 @@ class Engine:
         """(gate, reason, extra) with gate None when every check passed (extra['notional'] = USD size)."""
         if not cfg.buy:
             return "buy_gate", f"buy gate of {strat.name} is off (configuration valid from {_iso(cfg.valid_from)})", None
-        if self.regime is not None and pauses(pside, reg_code, reg_conf):
+        if self.regime is not None and cfg.params.get("regime_pause", True) and pauses(pside, reg_code, reg_conf):
             return "regime", f"{pside} entries pause in confirmed {REGIME_NAME[reg_code]} regime", None
         if pos is not None:
-            closing = any(o.position_id == pos.position_id and o.intent == "close" for o in self.broker.pending())
+            closing = pos.position_id in self._closing
             if pos.side != pside and not closing:
                 return "risk:opposite_position", f"an open {pos.side} position of {strat.name} in {sym}", None
             if pos.side == pside and closing:
                 return "risk:position_closing", f"the {pos.side} position of {strat.name} in {sym} is being closed", None
-        if any(o.strategy == strat.name and o.symbol == sym and o.intent != "close" for o in self.broker.pending()):
+        if any(o.strategy == strat.name and o.symbol == sym and o.intent != "close" for o in self._pend):
             return "risk:pending_order", "an entry order for this strategy and symbol is still pending", None
         cd = float(cfg.params.get("cooldown_min") or 0) * 60
         last = max(self.last_entry.get(key, -1), self.last_exit.get(key, -1))
@@ -551,11 +614,20 @@ class Engine:
         k = kelly_estimate(self.trades.get(strat.name, []), multiplier=float(s["risk.kelly_multiplier"]),
                            cap_pct=float(s["risk.kelly_cap_pct"]), floor_pct=float(s["risk.kelly_floor_pct"]),
                            min_trades=int(s["risk.kelly_min_trades"]), lookback=int(s["risk.kelly_lookback_trades"]))
-        reserved_cash = sum(o.qty * o.decision_price for o in self.broker.pending()
-                            if o.intent != "close" and o.position_side == "long")
-        d = check_entry(intent=intent, position_side=pside, equity=equity, cash=self.pf.cash - reserved_cash,
-                        gross_exposure_usd=self.pf.gross_exposure(marks) + self._reserved,
-                        open_positions=len(self.pf.positions) + self._pending_opens,
+        # pending orders reserve exposure and cash; positions being closed release theirs (the close fills first)
+        cash = self.pf.cash - sum(o.qty * o.decision_price for o in self._pend
+                                  if o.intent != "close" and o.position_side == "long")
+        gross = self._reserved
+        n_open = self._pending_opens
+        for p in self.pf.positions.values():
+            v = p.value(marks.get(p.symbol, p.avg_entry))
+            if p.position_id in self._closing:
+                cash += v  # selling a long adds its value; buying back a short costs it (v < 0)
+            else:
+                gross += abs(v)
+                n_open += 1
+        d = check_entry(intent=intent, position_side=pside, equity=equity, cash=cash,
+                        gross_exposure_usd=gross, open_positions=n_open,
                         position_value_usd=pos_value, position_pnl_pct=pnl_pct,
                         position_adds=pos.adds if pos is not None else 0, params=cfg.params, kelly=k,
                         correlation=corr, settings=s, taker_fee_bps=float(s["broker.taker_fee_bps"]))
@@ -599,6 +671,7 @@ class Engine:
                   signal_id=sig_id, position_id=position_id, updated_at=C, context=ctx,
                   parent_client_order_id=parent)
         self.broker.submit(o)
+        self._pend.append(o)
         self.sink.order_changed(o)
         self.stats["orders"] += 1
         return o

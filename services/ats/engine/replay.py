@@ -23,13 +23,15 @@ from .sink import PgSink, to_dt
 
 
 def run_replay(spec: RunSpec, *, url: str | None = None, progress: bool = False, commit_every: int = 200,
-               lock: bool = True, max_steps: int | None = None, progress_desc: str | None = None) -> dict:
+               lock: bool = True, max_steps: int | None = None, progress_desc: str | None = None,
+               background_writes: bool = True) -> dict:
     """Run (or resume, or reuse) the replay of ``spec``; returns the run summary (ats.engine.metrics.run_summary)
     plus ``state``: 'new' | 'resume' | 'completed' (reused) and ``status``.
 
     Raises BusyError when another heavy run holds the lock (``lock=False`` when the caller already holds it),
     AtsError on missing candles or configuration. ``max_steps`` stops early (status stays 'running'; the next
-    call resumes).
+    call resumes). ``background_writes``: commit batches from a writer thread on a second connection while the
+    engine computes (ats.engine.sink.PgSink), in order, each with its checkpoint.
     """
     url = url or database_url()
     guard = heavy_lock(url, what=spec.run_id) if lock else contextlib.nullcontext()
@@ -37,12 +39,13 @@ def run_replay(spec: RunSpec, *, url: str | None = None, progress: bool = False,
         conn = connect(url, application_name=f"ats-engine:{spec.run_id}"[:60])
         try:
             return _run(conn, spec, progress=progress, commit_every=commit_every, max_steps=max_steps,
-                        progress_desc=progress_desc)
+                        progress_desc=progress_desc, url=url, background_writes=background_writes)
         finally:
             conn.close()
 
 
-def _run(conn: psycopg.Connection, spec: RunSpec, *, progress, commit_every, max_steps, progress_desc) -> dict:
+def _run(conn: psycopg.Connection, spec: RunSpec, *, progress, commit_every, max_steps, progress_desc, url,
+         background_writes) -> dict:
     spec = resolve(conn, spec)
     state, row = begin_run(conn, spec)
     rid = spec.run_id
@@ -58,7 +61,8 @@ def _run(conn: psycopg.Connection, spec: RunSpec, *, progress, commit_every, max
                            "--buy on`)")
     feed = ReplayFeed.load(conn, spec.symbols, spec.timeframe, spec.start, spec.end)
     conn.commit()
-    sink = PgSink(conn, rid, spec.account_id, write_regime_singleton=spec.mode != "backtest")
+    sink = PgSink(conn, rid, spec.account_id, write_regime_singleton=spec.mode != "backtest",
+                  writer_url=url if background_writes else None)
     checkpoint = row["checkpoint"] if state == "resume" else None
     eng = Engine(conn, spec, sink=sink, feed=feed, checkpoint=checkpoint, progress=progress,
                  commit_every=commit_every, progress_desc=progress_desc)

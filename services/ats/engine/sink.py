@@ -19,7 +19,6 @@ import math
 from datetime import datetime, timezone
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ..errors import AtsError
 from ..execution.broker import Order
@@ -50,6 +49,7 @@ TABLES = {
 }
 _SPEC = {t: ([c.split(":")[0] for c in spec.split()], [c.split(":")[1] for c in spec.split()])
          for t, spec in TABLES.items()}
+_FMT = {t: None for t in TABLES}  # filled below (formatter is defined later in the module)
 # FK-safe write order
 APPEND_ORDER = ("signals", "positions", "order_executions", "fills", "blocked_signals", "position_evaluations",
                 "position_targets", "portfolio_hourly_snapshots", "system_events", "btc_market_state_history")
@@ -105,8 +105,55 @@ def dumps(v) -> str:
         return json.dumps(_sanitize(v), separators=(",", ":"), default=str)
 
 
+def _n_text(v) -> str:
+    if v is None:
+        return "\\N"
+    if v.__class__ is float:
+        return "\\N" if v != v else float.__repr__(v)
+    return _num(v)
+
+
+def _s_text(v) -> str:
+    return "\\N" if v is None else _esc(v if v.__class__ is str else str(v))
+
+
+def _t_text(v) -> str:
+    return "\\N" if v is None else (_ts_cache.get(v) or ts_text(v))
+
+
+class RawJson(str):
+    """A JSON document already serialised (hot paths pre-format small objects); written as is."""
+
+
+def _j_text(v) -> str:
+    if v is None:
+        return "\\N"
+    return _esc(v) if v.__class__ is RawJson else _esc(dumps(v))
+
+
+def _b_text(v) -> str:
+    return "\\N" if v is None else ("t" if v else "f")
+
+
+_CONV = {"n": "_n_text", "s": "_s_text", "t": "_t_text", "j": "_j_text", "b": "_b_text"}
+_FORMATTERS: dict[tuple, object] = {}
+
+
+def formatter(kinds) -> object:
+    """A compiled function row -> COPY text line for the column ``kinds`` (one call per value, no loop)."""
+    key = tuple(kinds)
+    f = _FORMATTERS.get(key)
+    if f is None:
+        body = " + '\\t' + ".join(f"{_CONV[k]}(r[{i}])" for i, k in enumerate(key))
+        ns = {"_n_text": _n_text, "_s_text": _s_text, "_t_text": _t_text, "_j_text": _j_text, "_b_text": _b_text}
+        exec(f"def _fmt(r):\n    return {body}\n", ns)  # noqa: S102 - generated from the fixed kind letters
+        f = _FORMATTERS[key] = ns["_fmt"]
+    return f
+
+
 def format_row(row: tuple, kinds: list[str]) -> str:
-    """One COPY text-format line (without newline) for ``row`` typed by ``kinds``."""
+    """One COPY text-format line (without newline) for ``row`` typed by ``kinds`` (reference implementation;
+    the sink uses ``formatter(kinds)``, which tests check against this)."""
     out = []
     for v, k in zip(row, kinds):
         if v is None:
@@ -142,6 +189,10 @@ def order_row(run_id: str, account_id: str, o: Order, broker: str) -> tuple:
             o.side, o.position_side, o.intent, o.order_type, o.qty, o.qty * o.decision_price, o.decision_price,
             o.status, o.reject_reason, o.filled_qty, o.avg_fill_price, broker, None, o.submitted_at,
             o.updated_at or o.submitted_at, ctx)
+
+
+for _t in TABLES:
+    _FMT[_t] = formatter(_SPEC[_t][1])
 
 
 class MemorySink:
@@ -182,14 +233,23 @@ class MemorySink:
               bars_processed: int = 0) -> None:
         self.checkpoints += 1
 
+    def close(self) -> None:
+        pass
+
 
 class PgSink:
-    """Buffered, transactional writer of the audit trail of one run (see module docstring)."""
+    """Buffered, transactional writer of the audit trail of one run (see module docstring).
+
+    ``writer_url``: when given, batches are written by a background thread on its own connection while the engine
+    computes the next bars (the database work overlaps the Python work); batches still commit strictly in order,
+    each with its checkpoint, and a writer error is raised in the engine thread at the next flush or at
+    ``close()``. Without it, ``flush`` writes and commits on ``conn`` before returning.
+    """
 
     persistent = True
 
     def __init__(self, conn: psycopg.Connection, run_id: str, account_id: str, *, broker: str = "paper",
-                 write_regime_singleton: bool = True):
+                 write_regime_singleton: bool = True, writer_url: str | None = None, max_queued: int = 4):
         self.conn, self.run_id, self.account_id, self.broker = conn, run_id, account_id, broker
         self.write_regime_singleton = write_regime_singleton
         self.buf: dict[str, list[str]] = {t: [] for t in TABLES}
@@ -201,6 +261,9 @@ class PgSink:
         self._breakers: dict[tuple, dict] = {}
         self._regime: dict | None = None
         self.rows_written = 0
+        self._writer = None
+        if writer_url is not None:
+            self._writer = _Writer(writer_url, self, max_queued)
 
     # ---- ids ----
     def next_id(self, table: str) -> int:
@@ -213,7 +276,7 @@ class PgSink:
 
     # ---- buffering ----
     def add(self, table: str, row: tuple) -> None:
-        self.buf[table].append(format_row(row, _SPEC[table][1]))
+        self.buf[table].append(_FMT[table](row))
 
     def position_changed(self, p: Position) -> None:
         self._dirty_pos[p.position_id] = p
@@ -233,104 +296,169 @@ class PgSink:
         self._regime = state
 
     # ---- flush ----
-    def _copy(self, cur, table: str, lines: list[str]) -> None:
-        cols = ", ".join(_SPEC[table][0])
-        with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
-            cp.write("\n".join(lines) + "\n")
-
     def flush(self, checkpoint: dict | None = None, *, last_bar_time: int | None = None,
               bars_processed: int = 0) -> None:
-        """Write everything buffered plus the checkpoint in ONE transaction and COMMIT it (the reads the engine made
-        since the last flush share that transaction; on any error everything since the last flush is rolled back)."""
+        """Write everything buffered plus the checkpoint in ONE transaction and COMMIT it (synchronously, or queued
+        to the background writer). Everything is snapshotted here - rows formatted, JSON (the checkpoint included)
+        serialised to text - so the engine may keep mutating its objects."""
+        batch = self._take_batch(checkpoint, last_bar_time, bars_processed)
+        if self._writer is not None:
+            self._writer.put(batch)
+            self.conn.commit()  # end the engine connection's read transaction (settings, configurations, ids)
+            return
+        write_batch(self.conn, batch)
+
+    def close(self) -> None:
+        """Wait for queued batches (background writer) and raise its error, if any. Idempotent."""
+        if self._writer is not None:
+            w, self._writer = self._writer, None
+            w.close()
+
+    def _take_batch(self, checkpoint, last_bar_time, bars_processed) -> dict:
+        rid, acc = self.run_id, self.account_id
         new_pos = [p for pid, p in self._dirty_pos.items() if pid not in self._persisted_pos]
         upd_pos = [p for pid, p in self._dirty_pos.items() if pid in self._persisted_pos]
         new_ord = [o for oid, o in self._dirty_ord.items() if oid not in self._persisted_ord]
         upd_ord = [o for oid, o in self._dirty_ord.items() if oid in self._persisted_ord]
-        rid, acc = self.run_id, self.account_id
-        try:
-            with self.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-                if self.buf["signals"]:
-                    self._copy(cur, "signals", self.buf["signals"])
-                if new_pos:
-                    self._copy(cur, "positions", [format_row(position_row(rid, acc, p), _SPEC["positions"][1])
-                                                  for p in new_pos])
-                if new_ord:
-                    self._insert_orders(cur, new_ord)
-                for t in APPEND_ORDER:
-                    if t in ("signals",) or not self.buf[t]:
-                        continue
-                    self._copy(cur, t, self.buf[t])
-                if upd_pos:
-                    cur.executemany(
-                        """UPDATE positions SET status=%s, qty=%s, entry_qty=%s, avg_entry_price=%s, avg_exit_price=%s,
-                                  realized_pnl_usd=%s, fees_usd=%s, closed_at=%s, close_reason=%s, context=%s
-                            WHERE position_id=%s""",
-                        [(p.status, _dec(p.qty), _dec(p.entry_qty), _dec(p.avg_entry), _dec(p.avg_exit),
-                          _dec(p.realized_usd), _dec(p.fees_usd), to_dt(p.closed_at), p.close_reason,
-                          _J(position_row(rid, acc, p)[-1]), p.position_id) for p in upd_pos])
-                if upd_ord:
-                    cur.executemany(
-                        """UPDATE order_executions SET status=%s, reject_reason=%s, filled_qty=%s, avg_fill_price=%s,
-                                  position_id=%s, updated_at=%s, context=%s WHERE order_id=%s""",
-                        [(o.status, o.reject_reason, _dec(o.filled_qty), _dec(o.avg_fill_price), o.position_id,
-                          to_dt(o.updated_at or o.submitted_at), _J({**o.context, "fees_usd": o.fees_usd}),
-                          o.order_id) for o in upd_ord])
-                if self._breakers:
-                    cur.executemany(
-                        """INSERT INTO breaker_states (account_id, run_id, breaker, scope, state, since, reason, context)
-                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-                           ON CONFLICT (run_id, breaker, scope) DO UPDATE SET state=EXCLUDED.state,
-                               since=EXCLUDED.since, reason=EXCLUDED.reason, context=EXCLUDED.context""",
-                        [(acc, rid, b, sc, st["state"], to_dt(st["since"]), st["reason"], _J(st["context"]))
-                         for (b, sc), st in self._breakers.items()])
-                if self._regime is not None and self.write_regime_singleton:
-                    r = self._regime
-                    cur.execute(
-                        """INSERT INTO btc_market_state (singleton, ts, regime, confirmed, metrics, run_id, updated_at)
-                           VALUES (true, %s, %s, %s, %s, %s, now())
-                           ON CONFLICT (singleton) DO UPDATE SET ts=EXCLUDED.ts, regime=EXCLUDED.regime,
-                               confirmed=EXCLUDED.confirmed, metrics=EXCLUDED.metrics, run_id=EXCLUDED.run_id,
-                               updated_at=now()""",
-                        (to_dt(r["ts"]), r["regime"], r["confirmed"], _J(r["metrics"]), rid))
-                if checkpoint is not None or last_bar_time is not None:
-                    cur.execute("""UPDATE engine_runs SET last_bar_time = coalesce(%s, last_bar_time),
-                                          bars_processed = %s, checkpoint = coalesce(%s, checkpoint)
-                                    WHERE run_id = %s""",
-                                (to_dt(last_bar_time), bars_processed,
-                                 None if checkpoint is None else _J(checkpoint), rid))
-            self.conn.commit()
-        except BaseException:
-            self.conn.rollback()
-            raise
+        batch = {
+            "run_id": rid, "account_id": acc,
+            "append": {t: v for t, v in self.buf.items() if v},
+            "new_positions": [_FMT["positions"](position_row(rid, acc, p)) for p in new_pos],
+            "new_orders": [(o.client_order_id, _FMT["order_executions"](order_row(rid, acc, o, self.broker)))
+                           for o in new_ord],
+            "upd_positions": [(p.status, _dec(p.qty), _dec(p.entry_qty), _dec(p.avg_entry), _dec(p.avg_exit),
+                               _dec(p.realized_usd), _dec(p.fees_usd), to_dt(p.closed_at), p.close_reason,
+                               dumps(position_row(rid, acc, p)[-1]), p.position_id) for p in upd_pos],
+            "upd_orders": [(o.status, o.reject_reason, _dec(o.filled_qty), _dec(o.avg_fill_price), o.position_id,
+                            to_dt(o.updated_at or o.submitted_at), dumps({**o.context, "fees_usd": o.fees_usd}),
+                            o.order_id) for o in upd_ord],
+            "breakers": [(acc, rid, b, sc, st["state"], to_dt(st["since"]), st["reason"], dumps(st["context"]))
+                         for (b, sc), st in self._breakers.items()],
+            "regime": None if (self._regime is None or not self.write_regime_singleton) else (
+                to_dt(self._regime["ts"]), self._regime["regime"], self._regime["confirmed"],
+                dumps(self._regime["metrics"]), rid),
+            "checkpoint": None if (checkpoint is None and last_bar_time is None) else (
+                to_dt(last_bar_time), bars_processed, None if checkpoint is None else dumps(checkpoint), rid),
+        }
         self.rows_written += sum(len(v) for v in self.buf.values()) + len(new_pos) + len(new_ord)
-        for v in self.buf.values():
-            v.clear()
+        self.buf = {t: [] for t in TABLES}
         self._persisted_pos.update(p.position_id for p in new_pos)
         self._persisted_ord.update(o.order_id for o in new_ord)
         self._dirty_pos.clear()
         self._dirty_ord.clear()
         self._breakers.clear()
         self._regime = None
-
-    def _insert_orders(self, cur, orders: list[Order]) -> None:
-        cols = _SPEC["order_executions"][0]
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS _ats_order_stage (LIKE order_executions) ON COMMIT DELETE ROWS")
-        with cur.copy(f"COPY _ats_order_stage ({', '.join(cols)}) FROM STDIN") as cp:
-            cp.write("\n".join(format_row(order_row(self.run_id, self.account_id, o, self.broker),
-                                          _SPEC["order_executions"][1]) for o in orders) + "\n")
-        got = cur.execute(
-            f"""INSERT INTO order_executions ({', '.join(cols)})
-                SELECT {', '.join(cols)} FROM _ats_order_stage ORDER BY order_id
-                ON CONFLICT (client_order_id) DO NOTHING RETURNING client_order_id""").fetchall()
-        if len(got) != len(orders):
-            inserted = {r[0] for r in got}
-            dup = [o.client_order_id for o in orders if o.client_order_id not in inserted]
-            raise AtsError(f"order(s) already submitted, refusing duplicates: {', '.join(dup[:3])}"
-                           f"{' ...' if len(dup) > 3 else ''} (client_order_id UNIQUE in order_executions)")
+        return batch
 
 
-def _J(obj) -> Jsonb:
-    return Jsonb(obj, dumps)
+def _copy(cur, table: str, lines: list[str]) -> None:
+    cols = ", ".join(_SPEC[table][0])
+    with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+        cp.write("\n".join(lines) + "\n")
+
+
+def write_batch(conn: psycopg.Connection, batch: dict) -> None:
+    """Write one batch (see PgSink._take_batch) in one transaction and commit; roll back and raise on error."""
+    try:
+        with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            app = batch["append"]
+            if app.get("signals"):
+                _copy(cur, "signals", app["signals"])
+            if batch["new_positions"]:
+                _copy(cur, "positions", batch["new_positions"])
+            if batch["new_orders"]:
+                _insert_orders(cur, batch["new_orders"])
+            for t in APPEND_ORDER:
+                if t != "signals" and app.get(t):
+                    _copy(cur, t, app[t])
+            if batch["upd_positions"]:
+                cur.executemany(
+                    """UPDATE positions SET status=%s, qty=%s, entry_qty=%s, avg_entry_price=%s, avg_exit_price=%s,
+                              realized_pnl_usd=%s, fees_usd=%s, closed_at=%s, close_reason=%s, context=%s::jsonb
+                        WHERE position_id=%s""", batch["upd_positions"])
+            if batch["upd_orders"]:
+                cur.executemany(
+                    """UPDATE order_executions SET status=%s, reject_reason=%s, filled_qty=%s, avg_fill_price=%s,
+                              position_id=%s, updated_at=%s, context=%s::jsonb WHERE order_id=%s""", batch["upd_orders"])
+            if batch["breakers"]:
+                cur.executemany(
+                    """INSERT INTO breaker_states (account_id, run_id, breaker, scope, state, since, reason, context)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+                       ON CONFLICT (run_id, breaker, scope) DO UPDATE SET state=EXCLUDED.state,
+                           since=EXCLUDED.since, reason=EXCLUDED.reason, context=EXCLUDED.context""", batch["breakers"])
+            if batch["regime"] is not None:
+                cur.execute(
+                    """INSERT INTO btc_market_state (singleton, ts, regime, confirmed, metrics, run_id, updated_at)
+                       VALUES (true, %s, %s, %s, %s::jsonb, %s, now())
+                       ON CONFLICT (singleton) DO UPDATE SET ts=EXCLUDED.ts, regime=EXCLUDED.regime,
+                           confirmed=EXCLUDED.confirmed, metrics=EXCLUDED.metrics, run_id=EXCLUDED.run_id,
+                           updated_at=now()""", batch["regime"])
+            if batch["checkpoint"] is not None:
+                cur.execute("""UPDATE engine_runs SET last_bar_time = coalesce(%s, last_bar_time),
+                                      bars_processed = %s, checkpoint = coalesce(%s::jsonb, checkpoint)
+                                WHERE run_id = %s""", batch["checkpoint"])
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _insert_orders(cur, orders: list[tuple[str, str]]) -> None:
+    cols = _SPEC["order_executions"][0]
+    cur.execute("CREATE TEMP TABLE IF NOT EXISTS _ats_order_stage (LIKE order_executions) ON COMMIT DELETE ROWS")
+    with cur.copy(f"COPY _ats_order_stage ({', '.join(cols)}) FROM STDIN") as cp:
+        cp.write("\n".join(line for _, line in orders) + "\n")
+    got = cur.execute(
+        f"""INSERT INTO order_executions ({', '.join(cols)})
+            SELECT {', '.join(cols)} FROM _ats_order_stage ORDER BY order_id
+            ON CONFLICT (client_order_id) DO NOTHING RETURNING client_order_id""").fetchall()
+    if len(got) != len(orders):
+        inserted = {r[0] for r in got}
+        dup = [coid for coid, _ in orders if coid not in inserted]
+        raise AtsError(f"order(s) already submitted, refusing duplicates: {', '.join(dup[:3])}"
+                       f"{' ...' if len(dup) > 3 else ''} (client_order_id UNIQUE in order_executions)")
+
+
+class _Writer:
+    """Background writer: one thread, one connection, batches committed in order."""
+
+    def __init__(self, url: str, sink: PgSink, max_queued: int):
+        import queue
+        import threading
+
+        from ..db.connection import connect
+
+        self.conn = connect(url, application_name=f"ats-writer:{sink.run_id}"[:60])
+        self.q: "queue.Queue" = queue.Queue(maxsize=max(1, max_queued))
+        self.error: BaseException | None = None
+        self.t = threading.Thread(target=self._loop, name=f"ats-writer-{sink.run_id}", daemon=True)
+        self.t.start()
+
+    def _loop(self) -> None:
+        while True:
+            batch = self.q.get()
+            if batch is None:
+                return
+            if self.error is None:
+                try:
+                    write_batch(self.conn, batch)
+                except BaseException as exc:  # noqa: BLE001 - handed to the engine thread
+                    self.error = exc
+
+    def _check(self) -> None:
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
+
+    def put(self, batch: dict) -> None:
+        self._check()
+        self.q.put(batch)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.t.join()
+        self.conn.close()
+        self._check()
 
 
 def _dec(v):

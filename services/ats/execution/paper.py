@@ -30,18 +30,23 @@ class PaperBroker:
 
     def __init__(self):
         self._pending: dict[str, list[Order]] = {}
+        self._n = 0
 
     def submit(self, order: Order) -> None:
         self._pending.setdefault(order.symbol, []).append(order)
+        self._n += 1
 
     def pending(self) -> list[Order]:
+        if not self._n:
+            return []
         return [o for lst in self._pending.values() for o in lst]
 
     def has_pending(self, symbol: str) -> bool:
-        return bool(self._pending.get(symbol))
+        return bool(self._n and self._pending.get(symbol))
 
     def restore(self, orders: list[Order]) -> None:
         self._pending = {}
+        self._n = 0
         for o in orders:
             self.submit(o)
 
@@ -53,9 +58,11 @@ class PaperBroker:
         out = []
         done: dict[str, str] = {}
         todo, self._pending[symbol] = lst, []
+        self._n -= len(todo)
         for order in todo:
             if t_open < order.submitted_at:  # not yet: the bar opened before the decision bar closed
                 self._pending[symbol].append(order)
+                self._n += 1
                 continue
             parent = order.parent_client_order_id
             if parent is not None and done.get(parent) != "filled":

@@ -84,8 +84,7 @@ class BreakerBoard:
         self._pending.append(Transition(breaker, scope, trip, ts, cause, ctx))
 
     def is_tripped(self, breaker: str, scope: str = "*") -> bool:
-        st = self.states.get((breaker, scope))
-        return bool(st and st.tripped)
+        return (breaker, scope) in self._tripped_keys
 
     def drain(self) -> list[Transition]:
         out, self._pending = self._pending, []
@@ -106,6 +105,8 @@ class BreakerBoard:
     def update_manual(self, ts: int, flag) -> None:
         """Manual STOP flag (system setting ``breaker.manual_stop``)."""
         on = flag is True or (isinstance(flag, str) and flag.lower() in ("1", "true", "on", "yes")) or flag == 1
+        if on == self.is_tripped("manual_stop"):
+            return
         self._set("manual_stop", "*", on, ts, "manual STOP flag set" if on else "manual STOP flag cleared",
                   {"setting": "breaker.manual_stop", "value": flag})
 
@@ -116,6 +117,8 @@ class BreakerBoard:
             return
         dd = (day_start_equity - equity) / day_start_equity * 100.0
         trip = dd > threshold_pct
+        if trip == self.is_tripped("daily_drawdown"):
+            return
         self._set("daily_drawdown", "*", trip, ts,
                   f"daily drawdown {dd:.2f}% > {threshold_pct}%" if trip else f"daily drawdown {dd:.2f}% back within "
                   f"{threshold_pct}%", {"drawdown_pct": round(dd, 4), "threshold_pct": threshold_pct,
@@ -142,6 +145,8 @@ class BreakerBoard:
         if vol_pct != vol_pct:  # NaN: warming up
             return
         tripped = self.is_tripped("market_volatility")
+        if (not tripped and vol_pct <= threshold) or (tripped and vol_pct >= threshold * reset_ratio):
+            return
         ctx = {"vol_annual_pct": round(vol_pct, 2), "threshold_pct": threshold, "reset_ratio": reset_ratio}
         if not tripped and vol_pct > threshold:
             self._set("market_volatility", "*", True, ts, f"market volatility {vol_pct:.0f}% > {threshold:g}% annualized", ctx)
@@ -154,8 +159,10 @@ class BreakerBoard:
         if move_pct != move_pct:
             return
         key = ("velocity", symbol)
-        st = self.states.get(key)
         fast = abs(move_pct) > threshold
+        if not fast and key not in self._tripped_keys:
+            return
+        st = self.states.get(key)
         if fast:
             ctx = {"move_pct": round(move_pct, 3), "threshold_pct": threshold, "window_min": minutes}
             self._set("velocity", symbol, True, ts,
@@ -167,6 +174,8 @@ class BreakerBoard:
 
     def update_feed(self, ts: int, symbol: str, anomaly: dict | None) -> None:
         """``anomaly``: the active anomaly overlapping the window (kind, open_time, source, ...) or None."""
+        if (anomaly is not None) == self.is_tripped("feed_anomaly", symbol):
+            return
         if anomaly is not None:
             self._set("feed_anomaly", symbol, True, ts,
                       f"{symbol} feed anomaly: {anomaly.get('kind')} at {anomaly.get('open_time')} "

@@ -30,6 +30,8 @@ COMMON_PARAMS = {
     "max_hold_hours": 72,       # exit after holding this long (0 = off)
     "max_adds": 1,              # adds allowed on top of the opening order (0 = never add)
 }
+# A strategy may also set "regime_pause": false (sma_cross does) to trade through confirmed bull/bear regimes;
+# absent means true: longs pause in a confirmed bear, shorts in a confirmed bull.
 
 
 @dataclass

@@ -221,8 +221,9 @@ class SmaCross(Strategy):
     kind = "reference"
     description = "reference SMA(fast)/SMA(slow) cross, always in the market (the benchmark's strategy)"
     rules = ("long entry when SMA(fast) crosses above SMA(slow); short entry when it crosses below; each cross "
-             "also exits the opposite side; no TP/SL/trailing/max hold by default")
-    own_params = {"fast": 20, "slow": 50}
+             "also exits the opposite side; no TP/SL/trailing/max hold and no regime pause by default (like the "
+             "textbook version)")
+    own_params = {"fast": 20, "slow": 50, "regime_pause": False}
     common_overrides = {"tp_pct": 0.0, "sl_pct": 0.0, "trailing_pct": 0.0, "cooldown_min": 0,
                         "max_hold_hours": 0, "max_adds": 0, "trade_amount_usd": 10000.0}
 

@@ -1,0 +1,192 @@
+"""Replay benchmark (run by hand, not a test): ATS's full decision path with the audit trail persisted, side by
+side in one run with backtesting.py on the same SMA(20)/SMA(50) cross over the same BTC 5m file.
+
+* backtesting.py (0.6, the ``bench`` extra): the classic ``SmaCross`` (``crossover`` -> close, then buy / sell),
+  ``Backtest.run()`` timed; nothing persisted. Baseline.
+* ats (persisted): ``ats.engine.replay.run_replay`` of strategy ``sma_cross`` (long on the golden cross, short
+  on the death cross, each cross closing the other side) on BTCUSDT 5m through the whole decision path - regime,
+  signals, buy/sell gates as of each bar, risk limits and every circuit breaker, paper broker (next-open fills,
+  slippage, fees), positions, exit checks on every bar, hourly snapshots - with every row written to PostgreSQL
+  (signals, orders, fills, positions, position_evaluations, position_targets, snapshots, events, checkpoint).
+  Timed from the run call to its return (reading candles, computing indicators and the summary included).
+* ats (memory): the same engine into an in-memory sink (no persistence), for reference.
+
+Breakers and risk limits run on every bar, but their thresholds are set permissive for the benchmark account
+(velocity 100 %, market volatility 10,000 %, no consecutive-loss limit, daily drawdown 100 %, max 100 % of equity
+per position) so both engines take the same crosses; trade counts are printed side by side.
+
+Usage:  .venv/bin/python bench/replay.py [--data-dir DIR] [--admin-url DSN] [--commit-every N]
+Without --admin-url a temporary embedded PostgreSQL (pgserver) is started and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+from psycopg.rows import dict_row
+
+from ats.db.connection import with_dbname
+from ats.db.migrate import migrate
+from ats.paths import market_data_dir
+
+PERMISSIVE = {"breaker.velocity_pct": 100.0, "breaker.market_vol_annual_pct": 10_000.0,
+              "breaker.consecutive_losses": 0, "breaker.daily_drawdown_pct": 100.0,
+              "risk.max_allocation_pct": 100.0, "risk.max_position_usd": 1e9, "risk.kelly_min_trades": 10 ** 9,
+              "broker.max_slippage_bps": 10_000.0}
+
+
+def run_backtesting_py(path: Path) -> dict:
+    from backtesting import Backtest, Strategy
+    from backtesting.lib import crossover
+    from backtesting.test import SMA
+
+    rows = json.loads(path.read_text())
+    df = pd.DataFrame(rows, columns=["t", "Open", "High", "Low", "Close", "Volume"])
+    df.index = pd.to_datetime(df.pop("t"), unit="ms", utc=True)
+
+    class SmaCross(Strategy):
+        n1, n2 = 20, 50
+
+        def init(self):
+            self.sma1 = self.I(SMA, self.data.Close, self.n1)
+            self.sma2 = self.I(SMA, self.data.Close, self.n2)
+
+        def next(self):
+            if crossover(self.sma1, self.sma2):
+                self.position.close()
+                self.buy()
+            elif crossover(self.sma2, self.sma1):
+                self.position.close()
+                self.sell()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(df, SmaCross, cash=10_000_000, commission=0.001, finalize_trades=True)
+        t = time.perf_counter()
+        stats = bt.run()
+        secs = time.perf_counter() - t
+    return {"bars": len(df), "seconds": secs, "trades": int(stats["# Trades"]), "return_pct": float(stats["Return [%]"])}
+
+
+def setup_db(admin: str, path: Path) -> tuple[str, str, tuple[str, str]]:
+    from ats.db import config_store as cs
+    from ats.market_data.loaders import load_paths
+
+    name = f"ats_bench_replay_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = with_dbname(admin, name)
+    migrate(url)
+    load_paths(url, [path])
+    epoch = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        cs.upsert_strategy(conn, "sma_cross", params={}, effective_from=epoch, watchlist_enabled=True,
+                           buy_enabled=True, sell_enabled=True)
+        for k, v in PERMISSIVE.items():
+            cs.set_setting(conn, k, v, effective_from=epoch)
+        lo, hi = conn.execute("SELECT min(open_time) AS lo, max(open_time) AS hi FROM candles").fetchone().values()
+        conn.commit()
+    return name, url, (lo.isoformat(), (hi + pd.Timedelta(minutes=5)).isoformat())
+
+
+def run_ats(url: str, window: tuple[str, str], commit_every: int) -> tuple[dict, dict]:
+    from ats.engine.core import Engine
+    from ats.engine.feed import ReplayFeed
+    from ats.engine.replay import run_replay
+    from ats.engine.runs import make_spec, resolve
+    from ats.engine.sink import MemorySink
+
+    spec = make_spec("replay", strategies=["sma_cross"], symbols=["BTCUSDT"], timeframe="5m", start=window[0],
+                     end=window[1])
+    t = time.perf_counter()
+    res = run_replay(spec, url=url, commit_every=commit_every)
+    secs = time.perf_counter() - t
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        rows = conn.execute("""SELECT (SELECT count(*) FROM signals) AS signals, (SELECT count(*) FROM order_executions) AS orders,
+                                      (SELECT count(*) FROM fills) AS fills, (SELECT count(*) FROM positions) AS positions,
+                                      (SELECT count(*) FROM position_evaluations) AS evaluations,
+                                      (SELECT count(*) FROM position_targets) AS targets,
+                                      (SELECT count(*) FROM portfolio_hourly_snapshots) AS snapshots,
+                                      (SELECT count(*) FROM system_events) AS events""").fetchone()
+        persisted = {"bars": res["bars_processed"], "seconds": secs, "trades": res["trades"],
+                     "return_pct": res["return_pct"], "rows": rows}
+        sp = resolve(conn, make_spec("replay", strategies=["sma_cross"], symbols=["BTCUSDT"], timeframe="5m",
+                                     start=window[0], end=window[1], tag="memory"))
+        t = time.perf_counter()
+        feed = ReplayFeed.load(conn, sp.symbols, "5m", sp.start, sp.end)
+        eng = Engine(conn, sp, sink=MemorySink(sp.run_id, sp.account_id), feed=feed)
+        eng.run()
+        msecs = time.perf_counter() - t
+        memory = {"bars": eng.bars_done, "seconds": msecs, "trades": eng.stats["closed_trades"]}
+    return persisted, memory
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=market_data_dir(), help="OHLCV directory (default %(default)s)")
+    ap.add_argument("--admin-url", default=os.environ.get("ATS_BENCH_ADMIN_URL"),
+                    help="admin DSN of a PostgreSQL server for a scratch database (default: embedded)")
+    ap.add_argument("--commit-every", type=int, default=2000, help="decision steps per committed batch (default 2000)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args(argv)
+    path = (args.data_dir / "binance" / "BTC_USDT-5m.json").resolve()
+    if "holdout" in path.parts or not path.is_file():
+        print(f"need {path} (not from the holdout set)", file=sys.stderr)
+        return 1
+    try:
+        import backtesting  # noqa: F401
+    except ImportError:
+        print("backtesting.py is not installed: pip install -e '.[bench]'", file=sys.stderr)
+        return 1
+    tmp = srv = None
+    admin = args.admin_url
+    if not admin:
+        import pgserver
+
+        tmp = tempfile.mkdtemp(prefix="ats-bench-pg-")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            srv = pgserver.get_server(tmp, cleanup_mode="delete")
+        admin = srv.get_uri()
+    name = None
+    try:
+        base = run_backtesting_py(path)
+        name, url, window = setup_db(admin, path)
+        persisted, memory = run_ats(url, window, args.commit_every)
+    finally:
+        if name:
+            with psycopg.connect(admin, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if srv is not None:
+            srv.cleanup()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out = {"file": str(path), "backtesting_py": base, "ats_persisted": persisted, "ats_memory": memory}
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"SMA(20)/SMA(50) cross on {path.name}: {base['bars']:,} bars")
+    print(f"{'engine':<34} {'seconds':>8} {'bars/s':>10} {'vs bt.py':>9} {'trades':>7}")
+    for label, r in (("backtesting.py 0.6 (no persistence)", base), ("ats, audit trail persisted", persisted),
+                     ("ats, in-memory sink", memory)):
+        bps = r["bars"] / r["seconds"]
+        print(f"{label:<34} {r['seconds']:>8.2f} {bps:>10,.0f} {bps / (base['bars'] / base['seconds']):>8.2f}x "
+              f"{r['trades']:>7}")
+    print("rows persisted by ats: " + ", ".join(f"{k} {v:,}" for k, v in persisted["rows"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
