@@ -9,7 +9,9 @@ side in one run with backtesting.py on the same SMA(20)/SMA(50) cross over the s
   slippage, fees), positions, exit checks on every bar, hourly snapshots - with every row written to PostgreSQL
   (signals, orders, fills, positions, position_evaluations, position_targets, snapshots, events, checkpoint).
   Timed from the run call to its return (reading candles, computing indicators and the summary included).
-* ats (memory): the same engine into an in-memory sink (no persistence), for reference.
+* ats (memory): the same engine into an in-memory sink (no persistence), for reference; timed with its candle
+  read and indicator set-up, and the decision loop alone (comparable to ``Backtest.run()``, which gets a ready
+  DataFrame).
 
 Breakers and risk limits run on every bar, but their thresholds are set permissive for the benchmark account
 (velocity 100 %, market volatility 10,000 %, no consecutive-loss limit, daily drawdown 100 %, max 100 % of equity
@@ -127,10 +129,12 @@ def run_ats(url: str, window: tuple[str, str], commit_every: int) -> tuple[dict,
         t = time.perf_counter()
         feed = ReplayFeed.load(conn, sp.symbols, "5m", sp.start, sp.end)
         eng = Engine(conn, sp, sink=MemorySink(sp.run_id, sp.account_id), feed=feed)
+        t_loop = time.perf_counter()
         eng.run()
-        msecs = time.perf_counter() - t
-        memory = {"bars": eng.bars_done, "seconds": msecs, "trades": eng.stats["closed_trades"]}
-    return persisted, memory
+        end = time.perf_counter()
+        memory = {"bars": eng.bars_done, "seconds": end - t, "trades": eng.stats["closed_trades"]}
+        loop = {"bars": eng.bars_done, "seconds": end - t_loop, "trades": eng.stats["closed_trades"]}
+    return persisted, memory, loop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = run_backtesting_py(path)
         name, url, window = setup_db(admin, path)
-        persisted, memory = run_ats(url, window, args.commit_every)
+        persisted, memory, loop = run_ats(url, window, args.commit_every)
     finally:
         if name:
             with psycopg.connect(admin, autocommit=True) as c:
@@ -173,14 +177,15 @@ def main(argv: list[str] | None = None) -> int:
             srv.cleanup()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    out = {"file": str(path), "backtesting_py": base, "ats_persisted": persisted, "ats_memory": memory}
+    out = {"file": str(path), "backtesting_py": base, "ats_persisted": persisted, "ats_memory": memory,
+           "ats_loop_only": loop}
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
     print(f"SMA(20)/SMA(50) cross on {path.name}: {base['bars']:,} bars")
     print(f"{'engine':<34} {'seconds':>8} {'bars/s':>10} {'vs bt.py':>9} {'trades':>7}")
     for label, r in (("backtesting.py 0.6 (no persistence)", base), ("ats, audit trail persisted", persisted),
-                     ("ats, in-memory sink", memory)):
+                     ("ats, in-memory sink", memory), ("ats, decision loop only (memory)", loop)):
         bps = r["bars"] / r["seconds"]
         print(f"{label:<34} {r['seconds']:>8.2f} {bps:>10,.0f} {bps / (base['bars'] / base['seconds']):>8.2f}x "
               f"{r['trades']:>7}")

@@ -299,3 +299,46 @@ def test_migration_seeds_equal_python_defaults(conn):
         "SELECT key, value FROM system_settings WHERE account_id='default'").fetchall()}
     for k in SETTINGS:
         assert vals[k] == DEFAULTS[k], k
+
+
+def test_compiled_copy_formatters_equal_the_reference():
+    from ats.engine.sink import _SPEC, RawJson, format_row, formatter
+
+    kinds = _SPEC["position_evaluations"][1]
+    rows = [(1, "run\t1", 1610000000, 30000.125, float("nan"), None, 2.5, 3, 60.0, "hold", "a\\b\nc",
+             {"best_price": 1.5, "x": float("inf")}),
+            (2, "r", 1610003600, 1e-12, -0.0, 1, None, None, 0, "exit_tp", None, RawJson('{"best_price":2.0}'))]
+    f = formatter(kinds)
+    assert f(rows[0]) == format_row(rows[0], kinds)
+    assert f(rows[0]).split("\t")[1] == "run\\t1" and "\\N" in f(rows[0]) and '"x":null' in f(rows[0])
+    assert f(rows[1]).endswith('\t{"best_price":2.0}')
+
+
+def test_risk_stop_resume_seed_and_strategies_cli(fresh_db_url):
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from conftest import run_cli
+
+    env = {"ATS_DATABASE_URL": fresh_db_url}
+    assert run_cli("risk", "stop", "--reason", "test", env=env).returncode == 0
+    doc = json.loads(run_cli("risk", "breakers", "--json", env=env).stdout)
+    assert doc["manual_stop"] is True and doc["run_id"] is None
+    assert run_cli("risk", "resume", env=env).returncode == 0
+    with psycopg.connect(fresh_db_url, row_factory=dict_row) as c:
+        ev = [r["event_type"] for r in c.execute(
+            "SELECT event_type FROM system_events WHERE component='risk' ORDER BY event_id").fetchall()]
+        assert ev == ["manual_stop_set", "manual_stop_cleared"]
+        hist = c.execute("SELECT value FROM system_settings_history WHERE key='breaker.manual_stop' "
+                         "ORDER BY history_id").fetchall()
+        assert [h["value"] for h in hist] == [False, True, False]  # seed, stop, resume: effective-dated history
+        c.execute("INSERT INTO accounts (account_id) VALUES ('acct2')")
+        c.commit()
+    out = run_cli("engine", "seed", "--account", "acct2", env=env)
+    assert out.returncode == 0 and "seeded 7 strategy configuration(s)" in out.stdout
+    assert "seeded 0 strategy" in run_cli("engine", "seed", "--account", "acct2", env=env).stdout
+    st = json.loads(run_cli("risk", "settings", "--account", "acct2", "--json", env=env).stdout)
+    assert st == DEFAULTS
+    reg = json.loads(run_cli("engine", "strategies", "--json", env=env).stdout)
+    assert set(reg) == set(REGISTRY) and all(v["rules"] and v["defaults"] for v in reg.values())
+    assert [n for n, v in reg.items() if not v["seeded"]] == ["sma_cross"]
