@@ -58,31 +58,32 @@ def test_cli_migrate_idempotent_and_status(db_url):
 
 def test_three_updates_three_history_rows_and_as_of(fresh_conn):
     t0 = datetime(2021, 1, 1, tzinfo=UTC)
-    cs.upsert_strategy(fresh_conn, "momentum", buy_enabled=True, params={"tp_pct": 5}, effective_from=t0)
+    cs.upsert_strategy(fresh_conn, "cfg_test_alpha", buy_enabled=True, params={"tp_pct": 5}, effective_from=t0)
     for i, day in enumerate((10, 20, 30), start=1):
-        cs.upsert_strategy(fresh_conn, "momentum", params={"tp_pct": 5 + i},
+        cs.upsert_strategy(fresh_conn, "cfg_test_alpha", params={"tp_pct": 5 + i},
                            effective_from=t0 + timedelta(days=day))
     fresh_conn.commit()
-    hist = cs.strategy_timeline(fresh_conn, "momentum")
+    hist = cs.strategy_timeline(fresh_conn, "cfg_test_alpha")
     assert [h["operation"] for h in hist] == ["INSERT", "UPDATE", "UPDATE", "UPDATE"]
-    assert cs.strategy_as_of(fresh_conn, "momentum", t0 - timedelta(days=1)) is None
-    assert cs.strategy_as_of(fresh_conn, "momentum", t0 + timedelta(days=5))["params"]["tp_pct"] == 5
-    assert cs.strategy_as_of(fresh_conn, "momentum", t0 + timedelta(days=15))["params"]["tp_pct"] == 6
-    assert cs.strategy_as_of(fresh_conn, "momentum", t0 + timedelta(days=25))["params"]["tp_pct"] == 7
-    assert cs.strategy_as_of(fresh_conn, "momentum", t0 + timedelta(days=300))["params"]["tp_pct"] == 8
+    assert cs.strategy_as_of(fresh_conn, "cfg_test_alpha", t0 - timedelta(days=1)) is None
+    assert cs.strategy_as_of(fresh_conn, "cfg_test_alpha", t0 + timedelta(days=5))["params"]["tp_pct"] == 5
+    assert cs.strategy_as_of(fresh_conn, "cfg_test_alpha", t0 + timedelta(days=15))["params"]["tp_pct"] == 6
+    assert cs.strategy_as_of(fresh_conn, "cfg_test_alpha", t0 + timedelta(days=25))["params"]["tp_pct"] == 7
+    assert cs.strategy_as_of(fresh_conn, "cfg_test_alpha", t0 + timedelta(days=300))["params"]["tp_pct"] == 8
 
 
 def test_update_without_effective_from_takes_effect_now(fresh_conn):
-    cs.upsert_strategy(fresh_conn, "range_fade", buy_enabled=True, effective_from=datetime(2020, 1, 1, tzinfo=UTC))
+    cs.upsert_strategy(fresh_conn, "cfg_test_beta", buy_enabled=True, effective_from=datetime(2020, 1, 1, tzinfo=UTC))
     fresh_conn.commit()
-    cs.upsert_strategy(fresh_conn, "range_fade", buy_enabled=False)
+    cs.upsert_strategy(fresh_conn, "cfg_test_beta", buy_enabled=False)
     fresh_conn.commit()
-    assert cs.strategy_as_of(fresh_conn, "range_fade", datetime(2021, 1, 1, tzinfo=UTC))["buy_enabled"] is True
+    assert cs.strategy_as_of(fresh_conn, "cfg_test_beta", datetime(2021, 1, 1, tzinfo=UTC))["buy_enabled"] is True
     now = fresh_conn.execute("SELECT now() + interval '1 second' AS t").fetchone()["t"]
-    assert cs.strategy_as_of(fresh_conn, "range_fade", now)["buy_enabled"] is False
+    assert cs.strategy_as_of(fresh_conn, "cfg_test_beta", now)["buy_enabled"] is False
 
 
 def test_history_is_append_only(fresh_conn):
+    before = fresh_conn.execute("SELECT count(*) AS n FROM strategy_configurations_history").fetchone()["n"]
     cs.upsert_strategy(fresh_conn, "x", buy_enabled=True)
     cs.set_setting(fresh_conn, "k", 1)
     fresh_conn.commit()
@@ -95,7 +96,7 @@ def test_history_is_append_only(fresh_conn):
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
         fresh_conn.execute("TRUNCATE strategy_configurations_history")
     fresh_conn.rollback()
-    assert fresh_conn.execute("SELECT count(*) AS n FROM strategy_configurations_history").fetchone()["n"] == 1
+    assert fresh_conn.execute("SELECT count(*) AS n FROM strategy_configurations_history").fetchone()["n"] == before + 1
 
 
 def test_settings_as_of(fresh_conn):
