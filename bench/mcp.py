@@ -122,8 +122,9 @@ def write_docs(root: Path, chunks: int) -> int:
     for f in range(files):
         d = root / "kb" / "bench" / f"area{f % 25:02d}"
         d.mkdir(parents=True, exist_ok=True)
-        parts = [f"# Article {f}: {' '.join(rnd.sample(WORDS, 3))}\n"]
-        for s in range(per_file - 1 if f else per_file):
+        intro = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(20, 40)))
+        parts = [f"# Article {f}: {' '.join(rnd.sample(WORDS, 3))}\n\n{intro}.\n"]
+        for s in range(per_file - 1):
             words = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(40, 90)))
             parts.append(f"## Section {s}: {' '.join(rnd.sample(WORDS, 2))}\n\n{words}.\n")
             if s % 7 == 3:
@@ -175,18 +176,145 @@ def inproc_bench(server, calls: list[tuple[str, dict]], n: int) -> dict:
     return summary(anyio.run(go))
 
 
+def bench_investigate(url: str, iterations: int, log) -> tuple[dict, dict]:
+    """investigate_symbol over one-day windows: MCP stdio / in-process, direct function, raw SELECT baseline.
+    Returns (timings, counts of the first window)."""
+    from ats.db.connection import readonly_url
+    from ats.procedures import forensics as fx
+    from mcp_servers.postgres import build_server as pg_server
+
+    days = [f"2021-{m:02d}-{d:02d}" for m in range(2, 12) for d in (3, 11, 19, 27)]
+    calls = [("investigate_symbol", {"symbol": "BTCUSDT", "since": f"{day}T00:00:00Z",
+                                     "until": f"{day}T23:59:59Z"}) for day in days]
+    with psycopg.connect(url, row_factory=dict_row) as c:
+        sample = fx.investigate_symbol(c, "BTCUSDT", since=calls[0][1]["since"], until=calls[0][1]["until"])
+        c.rollback()
+    inv: dict = {}
+    log("investigate_symbol: stdio ...")
+    inv["mcp_stdio"] = stdio_bench("ats-postgres", {"ATS_DATABASE_URL": url, "ATS_LOG_DIR": os.environ["ATS_LOG_DIR"],
+                                                    "ATS_MCP_TOOL_TIMEOUT_MS": "120000",
+                                                    "PATH": os.environ.get("PATH", "")}, calls, iterations)
+    server = pg_server(readonly_url=readonly_url(url))
+    log("investigate_symbol: in-process ...")
+    inv["mcp_inprocess"] = inproc_bench(server, calls, iterations)
+    server._ats_readonly.close()
+    with psycopg.connect(url, row_factory=dict_row) as c:
+        def direct(i):
+            a = calls[i % len(calls)][1]
+            fx.investigate_symbol(c, "BTCUSDT", since=a["since"], until=a["until"])
+            c.rollback()
+        log("investigate_symbol: direct function ...")
+        inv["direct_function_psycopg"] = timed(direct, iterations)
+
+        def raw(i):
+            a = calls[i % len(calls)][1]
+            p = {"s": "BTCUSDT", "a": a["since"], "b": a["until"]}
+            c.execute("SELECT * FROM signals WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
+            c.execute("SELECT * FROM blocked_signals WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts",
+                      p).fetchall()
+            c.execute("SELECT * FROM order_executions WHERE symbol = %(s)s AND submitted_at BETWEEN %(a)s AND %(b)s "
+                      "ORDER BY submitted_at", p).fetchall()
+            c.execute("SELECT * FROM fills WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
+            c.rollback()
+        log("investigate_symbol: raw SELECTs ...")
+        inv["baseline_raw_selects_psycopg"] = timed(raw, iterations)
+    return inv, sample["counts"]
+
+
+def bench_search(url: str, tmp: Path, chunks: int, iterations: int, log) -> tuple[dict, dict]:
+    """search(query, k=8): MCP stdio / in-process (hybrid), direct hybrid/bm25/vector, pgvector kNN SQL and
+    PostgreSQL full-text search baselines. Returns (timings, index facts)."""
+    from ats.procedures import docs_index as di
+    from mcp_servers.docs import build_server as docs_server
+
+    facts: dict = {}
+    home = tmp / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", home / "pyproject.toml")
+    facts["doc_files"] = write_docs(home, chunks)
+    emb, note = di.load_embedder()
+    log(f"indexing {facts['doc_files']} files (model: {emb.model_id if emb else note}) ...")
+    with psycopg.connect(url, row_factory=dict_row) as c:
+        st = di.index(c, home, embedder=emb)
+        facts["docs_index"] = {k: st[k] for k in ("documents", "chunks", "embedded", "vector_backend", "seconds")}
+        t0 = time.perf_counter()
+        st2 = di.index(c, home, embedder=emb)
+        facts["docs_reindex_unchanged_s"] = round(time.perf_counter() - t0, 2)
+        assert st2["embedded"] == 0
+        c.execute("CREATE INDEX bench_fts ON doc_chunks USING gin (to_tsvector('english', heading || ' ' || content))")
+        c.commit()
+    scalls = [("search", {"query": q, "k": 8}) for q in QUERIES]
+    srch: dict = {}
+    env = {"ATS_DATABASE_URL": url, "ATS_LOG_DIR": os.environ["ATS_LOG_DIR"], "ATS_HOME": str(home),
+           "ATS_DOCS_REFRESH_SECONDS": "3600", "PATH": os.environ.get("PATH", "")}
+    log("search: stdio ...")
+    srch["mcp_stdio_hybrid"] = stdio_bench("ats-docs", env, scalls, iterations)
+    server = docs_server(url=url, root=home, preload_model=False, refresh_seconds=3600)
+    log("search: in-process ...")
+    srch["mcp_inprocess_hybrid"] = inproc_bench(server, scalls, iterations)
+    server._ats_docs.close()
+    with psycopg.connect(url, row_factory=dict_row) as c:
+        for mode in ("hybrid", "bm25", "vector"):
+            log(f"search: direct {mode} ...")
+            srch[f"direct_function_{mode}"] = timed(
+                lambda i, m=mode: (di.search(c, QUERIES[i % len(QUERIES)], k=8, mode=m, embedder=emb),
+                                   c.rollback()), iterations)
+        if emb is not None:
+            qvecs = [di._vec_literal(emb.encode([q])[0]) for q in QUERIES]
+            srch["query_embedding_only"] = timed(lambda i: emb.encode([QUERIES[i % len(QUERIES)]]), iterations)
+            if di.vector_backend(c) == "pgvector":
+                def knn(i):
+                    v = qvecs[i % len(qvecs)]
+                    c.execute("""SELECT c.chunk_id, c.path, c.heading, 1 - (e.embedding <=> %s::vector) AS sim
+                                 FROM doc_chunks c JOIN doc_embeddings e ON e.content_hash = c.content_hash
+                                  AND e.model = %s ORDER BY e.embedding <=> %s::vector LIMIT 8""",
+                              (v, emb.model_id, v)).fetchall()
+                    c.rollback()
+                srch["baseline_pgvector_knn_sql_psycopg"] = timed(knn, iterations)
+
+        def fts(i):
+            c.execute("""SELECT chunk_id, path, heading, ts_rank(to_tsvector('english', heading || ' ' || content), q) AS r
+                         FROM doc_chunks, plainto_tsquery('english', %s) q
+                         WHERE to_tsvector('english', heading || ' ' || content) @@ q
+                         ORDER BY r DESC LIMIT 8""", (QUERIES[i % len(QUERIES)],)).fetchall()
+            c.rollback()
+        srch["baseline_postgres_fts_psycopg"] = timed(fts, iterations)
+    return srch, facts
+
+
+def report(res: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res, indent=2))
+        return
+    print(f"\nrows: {res['table_rows']}  (built in {res['build_engine_rows_s']} s)")
+    if "investigate_window_counts" in res:
+        print(f"investigate_symbol window (1 day, BTCUSDT) counts: {res['investigate_window_counts']}")
+    if "docs_index" in res:
+        print(f"docs: {res['doc_files']} files, index {res['docs_index']}, "
+              f"unchanged re-index {res['docs_reindex_unchanged_s']} s")
+    for section in ("investigate_symbol", "search"):
+        if section not in res:
+            continue
+        print(f"\n{section}:")
+        print(f"  {'path':<38} {'p50 ms':>9} {'p95 ms':>9} {'mean ms':>9}")
+        for k, v in res[section].items():
+            print(f"  {k:<38} {v['p50_ms']:>9.2f} {v['p95_ms']:>9.2f} {v['mean_ms']:>9.2f}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--chunks", type=int, default=10_000)
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--admin-url", default=os.environ.get("ATS_BENCH_ADMIN_URL"))
+    ap.add_argument("--only", choices=("investigate", "search"), help="run one half of the benchmark")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from ats.db.connection import readonly_url, with_dbname
+    from ats.db.connection import with_dbname
     from ats.db.migrate import migrate
 
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     tmp = Path(tempfile.mkdtemp(prefix="ats-bench-mcp-"))
     srv = None
     admin = args.admin_url
@@ -202,133 +330,27 @@ def main(argv=None) -> int:
     os.environ["ATS_DATABASE_URL"] = url
     os.environ.setdefault("ATS_LOG_DIR", str(tmp / "logs"))
     os.environ["ATS_MCP_TOOL_TIMEOUT_MS"] = "120000"
-    res: dict = {"rows": args.rows, "chunks_target": args.chunks, "iterations": args.iterations}
+    rows = 0 if args.only == "search" else args.rows
+    res: dict = {"rows": rows, "chunks_target": args.chunks, "iterations": args.iterations}
     try:
         migrate(url)
-        log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
-        log(f"building {args.rows:,} signals / order_executions / fills ...")
-        res["build_engine_rows_s"] = round(build_engine_rows(url, args.rows), 1)
+        log(f"building {rows:,} signals / order_executions / fills ...")
+        res["build_engine_rows_s"] = round(build_engine_rows(url, rows), 1)
         with psycopg.connect(url) as c:
             res["table_rows"] = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                                  for t in ("signals", "blocked_signals", "order_executions", "fills")}
-
-        # ---- investigate_symbol ------------------------------------------------------------------------
-        from ats.procedures import forensics as fx
-        from mcp_servers.postgres import build_server as pg_server
-
-        days = [f"2021-{m:02d}-{d:02d}" for m in range(2, 12) for d in (3, 11, 19, 27)]
-        calls = [("investigate_symbol", {"symbol": "BTCUSDT", "since": f"{day}T00:00:00Z",
-                                         "until": f"{day}T23:59:59Z"}) for day in days]
-        with psycopg.connect(url, row_factory=dict_row) as c:
-            sample = fx.investigate_symbol(c, "BTCUSDT", since=calls[0][1]["since"], until=calls[0][1]["until"])
-            c.rollback()
-        res["investigate_window_counts"] = sample["counts"]
-        inv: dict = {}
-        log("investigate_symbol: stdio ...")
-        inv["mcp_stdio"] = stdio_bench("ats-postgres", {"ATS_DATABASE_URL": url, "ATS_LOG_DIR": os.environ["ATS_LOG_DIR"],
-                                                        "ATS_MCP_TOOL_TIMEOUT_MS": "120000",
-                                                        "PATH": os.environ.get("PATH", "")}, calls, args.iterations)
-        server = pg_server(readonly_url=readonly_url(url))
-        log("investigate_symbol: in-process ...")
-        inv["mcp_inprocess"] = inproc_bench(server, calls, args.iterations)
-        server._ats_readonly.close()
-        with psycopg.connect(url, row_factory=dict_row) as c:
-            def direct(i):
-                a = calls[i % len(calls)][1]
-                fx.investigate_symbol(c, "BTCUSDT", since=a["since"], until=a["until"])
-                c.rollback()
-            log("investigate_symbol: direct function ...")
-            inv["direct_function_psycopg"] = timed(direct, args.iterations)
-
-            def raw(i):
-                a = calls[i % len(calls)][1]
-                p = {"s": "BTCUSDT", "a": a["since"], "b": a["until"]}
-                c.execute("SELECT * FROM signals WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
-                c.execute("SELECT * FROM blocked_signals WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
-                c.execute("SELECT * FROM order_executions WHERE symbol = %(s)s AND submitted_at BETWEEN %(a)s AND %(b)s "
-                          "ORDER BY submitted_at", p).fetchall()
-                c.execute("SELECT * FROM fills WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
-                c.rollback()
-            log("investigate_symbol: raw SELECTs ...")
-            inv["baseline_raw_selects_psycopg"] = timed(raw, args.iterations)
-        res["investigate_symbol"] = inv
-
-        # ---- docs search -------------------------------------------------------------------------------
-        from ats.procedures import docs_index as di
-        from mcp_servers.docs import build_server as docs_server
-
-        home = tmp / "home"
-        home.mkdir()
-        shutil.copy(ROOT / "pyproject.toml", home / "pyproject.toml")
-        res["doc_files"] = write_docs(home, args.chunks)
-        emb, note = di.load_embedder()
-        log(f"indexing {res['doc_files']} files (model: {emb.model_id if emb else note}) ...")
-        with psycopg.connect(url, row_factory=dict_row) as c:
-            st = di.index(c, home, embedder=emb)
-            res["docs_index"] = {k: st[k] for k in ("documents", "chunks", "embedded", "vector_backend", "seconds")}
-            t0 = time.perf_counter()
-            st2 = di.index(c, home, embedder=emb)
-            res["docs_reindex_unchanged_s"] = round(time.perf_counter() - t0, 2)
-            assert st2["embedded"] == 0
-            c.execute("CREATE INDEX bench_fts ON doc_chunks USING gin (to_tsvector('english', heading || ' ' || content))")
-            c.commit()
-        scalls = [("search", {"query": q, "k": 8}) for q in QUERIES]
-        srch: dict = {}
-        env = {"ATS_DATABASE_URL": url, "ATS_LOG_DIR": os.environ["ATS_LOG_DIR"], "ATS_HOME": str(home),
-               "ATS_DOCS_REFRESH_SECONDS": "3600", "PATH": os.environ.get("PATH", "")}
-        log("search: stdio ...")
-        srch["mcp_stdio_hybrid"] = stdio_bench("ats-docs", env, scalls, args.iterations)
-        os.environ["ATS_DOCS_REFRESH_SECONDS"] = "3600"
-        server = docs_server(url=url, root=home, preload_model=False)
-        log("search: in-process ...")
-        srch["mcp_inprocess_hybrid"] = inproc_bench(server, scalls, args.iterations)
-        server._ats_docs.close()
-        with psycopg.connect(url, row_factory=dict_row) as c:
-            for mode in ("hybrid", "bm25", "vector"):
-                log(f"search: direct {mode} ...")
-                srch[f"direct_function_{mode}"] = timed(
-                    lambda i, m=mode: (di.search(c, QUERIES[i % len(QUERIES)], k=8, mode=m, embedder=emb),
-                                       c.rollback()), args.iterations)
-            if emb is not None:
-                qvecs = [emb.encode([q])[0] for q in QUERIES]
-                srch["query_embedding_only"] = timed(lambda i: emb.encode([QUERIES[i % len(QUERIES)]]), args.iterations)
-                if di.vector_backend(c) == "pgvector":
-                    def knn(i):
-                        c.execute("""SELECT c.chunk_id, c.path, c.heading, 1 - (e.embedding <=> %s::vector) AS sim
-                                     FROM doc_chunks c JOIN doc_embeddings e ON e.content_hash = c.content_hash
-                                      AND e.model = %s ORDER BY e.embedding <=> %s::vector LIMIT 8""",
-                                  (di._vec_literal(qvecs[i % len(qvecs)]), emb.model_id,
-                                   di._vec_literal(qvecs[i % len(qvecs)]))).fetchall()
-                        c.rollback()
-                    srch["baseline_pgvector_knn_sql_psycopg"] = timed(knn, args.iterations)
-
-            def fts(i):
-                c.execute("""SELECT chunk_id, path, heading,
-                                    ts_rank(to_tsvector('english', heading || ' ' || content), q) AS r
-                             FROM doc_chunks, plainto_tsquery('english', %s) q
-                             WHERE to_tsvector('english', heading || ' ' || content) @@ q
-                             ORDER BY r DESC LIMIT 8""", (QUERIES[i % len(QUERIES)],)).fetchall()
-                c.rollback()
-            srch["baseline_postgres_fts_psycopg"] = timed(fts, args.iterations)
-        res["search"] = srch
+        if args.only != "search":
+            res["investigate_symbol"], res["investigate_window_counts"] = bench_investigate(url, args.iterations, log)
+        if args.only != "investigate":
+            res["search"], facts = bench_search(url, tmp, args.chunks, args.iterations, log)
+            res.update(facts)
     finally:
         with psycopg.connect(admin, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         if srv is not None:
             srv.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
-
-    if args.json:
-        print(json.dumps(res, indent=2))
-        return 0
-    print(f"\nrows: {res['table_rows']}  (built in {res['build_engine_rows_s']} s)")
-    print(f"investigate_symbol window (1 day, BTCUSDT) counts: {res['investigate_window_counts']}")
-    print(f"docs: {res['doc_files']} files, index {res['docs_index']}, unchanged re-index {res['docs_reindex_unchanged_s']} s")
-    for section in ("investigate_symbol", "search"):
-        print(f"\n{section}:")
-        print(f"  {'path':<38} {'p50 ms':>9} {'p95 ms':>9} {'mean ms':>9}")
-        for k, v in res[section].items():
-            print(f"  {k:<38} {v['p50_ms']:>9.2f} {v['p95_ms']:>9.2f} {v['mean_ms']:>9.2f}")
+    report(res, args.json)
     return 0
 
 

@@ -278,13 +278,22 @@ class Embedder:
         getdim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(getdim())
         self._lock = threading.Lock()
+        self._threads: int | None = None
 
     def encode(self, texts: list[str], batch_size: int = 64):
+        """L2-normalized float32 vectors (n, dim). A query (<= 8 texts) is encoded on one thread: with several
+        intra-op threads on a busy machine, a 10 ms query encode spikes to hundreds of ms (OpenMP threads
+        waiting for cores); batches use ``ATS_EMBED_THREADS`` threads (default: torch's default)."""
         import numpy as np
 
         if not texts:
             return np.zeros((0, self.dim), dtype="float32")
+        import torch
+
         with self._lock:
+            if self._threads is None:
+                self._threads = int(os.environ.get("ATS_EMBED_THREADS", 0)) or torch.get_num_threads()
+            torch.set_num_threads(1 if len(texts) <= 8 else self._threads)
             v = self._model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                    convert_to_numpy=True, show_progress_bar=False)
         return v.astype("float32")
