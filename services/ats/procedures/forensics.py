@@ -235,10 +235,12 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
     # events: the symbol's own, plus market-wide breaker / engine events (scope '*'), restricted to this run
     # when the payload names one; the window defaults to the run's span on the engine clock.
     span = q.one("run_span", """
-        SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM (
-            SELECT ts FROM signals WHERE run_id = %(run_id)s
-            UNION ALL SELECT ts FROM blocked_signals WHERE run_id = %(run_id)s
-            UNION ALL SELECT ts FROM portfolio_hourly_snapshots WHERE run_id = %(run_id)s) t""", p, record=False) or {}
+        SELECT least(s.first_ts, b.first_ts, h.first_ts) AS first_ts,
+               greatest(s.last_ts, b.last_ts, h.last_ts) AS last_ts
+          FROM (SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM signals WHERE run_id = %(run_id)s) s,
+               (SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM blocked_signals WHERE run_id = %(run_id)s) b,
+               (SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM portfolio_hourly_snapshots
+                 WHERE run_id = %(run_id)s) h""", p, record=False) or {}
     p["ev_since"] = since_dt or span.get("first_ts") or run.get("started_at")
     p["ev_until"] = until_dt or span.get("last_ts") or run.get("last_bar_time") or utcnow()
     if p["ev_until"] and run.get("last_bar_time") and until_dt is None:
