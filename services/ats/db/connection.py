@@ -26,6 +26,10 @@ from psycopg.rows import dict_row
 from ..errors import AtsError
 from ..paths import state_dir
 
+# pgserver's lock path comes from platformdirs, which warns when XDG_RUNTIME_DIR is unset (cron, CI, root
+# shells); the fallback it picks is fine, so keep command output clean.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR is not set.*")
+
 READONLY_ROLE = "ats_readonly"
 EMBEDDED_DB = "ats"
 
