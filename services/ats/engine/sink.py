@@ -419,11 +419,21 @@ def _insert_orders(cur, orders: list[tuple[str, str]]) -> None:
                        f"{' ...' if len(dup) > 3 else ''} (client_order_id UNIQUE in order_executions)")
 
 
+#: GIL switch interval (s) while a background writer runs. The writer thread gives up the GIL on every socket
+#: wait of a COPY (psycopg sends 128 kB chunks) and, with CPython's default 5 ms interval, waits up to 5 ms to
+#: get it back from the busy engine thread each time: the writer then took ~3 s for what costs ~1 s alone
+#: (bench/replay.py), so the database work no longer overlapped the engine's. 0.5 ms lets it keep up.
+WRITER_SWITCH_INTERVAL = 0.0005
+_switch_users = [0, None]  # active writers, interval to restore
+
+
 class _Writer:
-    """Background writer: one thread, one connection, batches committed in order."""
+    """Background writer: one thread, one connection, batches committed in order. While any writer runs, the
+    process's GIL switch interval is lowered to WRITER_SWITCH_INTERVAL (restored when the last one closes)."""
 
     def __init__(self, url: str, sink: PgSink, max_queued: int):
         import queue
+        import sys
         import threading
 
         from ..db.connection import connect
@@ -431,8 +441,22 @@ class _Writer:
         self.conn = connect(url, application_name=f"ats-writer:{sink.run_id}"[:60])
         self.q: "queue.Queue" = queue.Queue(maxsize=max(1, max_queued))
         self.error: BaseException | None = None
+        if _switch_users[0] == 0:
+            _switch_users[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(WRITER_SWITCH_INTERVAL, _switch_users[1]))
+        _switch_users[0] += 1
+        self._switched = True
         self.t = threading.Thread(target=self._loop, name=f"ats-writer-{sink.run_id}", daemon=True)
         self.t.start()
+
+    def _restore_switch(self) -> None:
+        import sys
+
+        if self._switched:
+            self._switched = False
+            _switch_users[0] -= 1
+            if _switch_users[0] == 0 and _switch_users[1] is not None:
+                sys.setswitchinterval(_switch_users[1])
 
     def _loop(self) -> None:
         while True:
@@ -455,9 +479,12 @@ class _Writer:
         self.q.put(batch)
 
     def close(self) -> None:
-        self.q.put(None)
-        self.t.join()
-        self.conn.close()
+        try:
+            self.q.put(None)
+            self.t.join()
+            self.conn.close()
+        finally:
+            self._restore_switch()
         self._check()
 
 
