@@ -56,3 +56,11 @@ class GateCache:
                                  int(row["valid_from"].timestamp()))
         self._c[name] = (ts, hi, cfg)
         return cfg
+
+    def valid_until(self, name: str, ts: int) -> int:
+        """Unix seconds up to which (exclusive) ``get(name, ts)``'s answer stays in force (the next configuration
+        change), or ``ts`` when unknown (live, or not read yet)."""
+        hit = self._c.get(name)
+        if hit is None or self.live or not (hit[0] <= ts < hit[1]):
+            return ts
+        return hit[1]

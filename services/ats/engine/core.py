@@ -52,6 +52,12 @@ def _iso(t: int) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
 
 
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """NaNs replaced by the last non-NaN value before them (a[0] must not be NaN)."""
+    i = np.where(np.isnan(a), 0, np.arange(len(a)))
+    return a[np.maximum.accumulate(i)]
+
+
 class Engine:
     """Run the decision loop of ``spec`` over ``feed`` writing to ``sink`` (PgSink or MemorySink).
 
@@ -61,11 +67,13 @@ class Engine:
 
     def __init__(self, conn, spec: RunSpec, *, sink, feed, broker=None, clock=None, progress: bool = False,
                  commit_every: int = 200, live: bool = False, checkpoint: dict | None = None,
-                 anomalies: list[dict] | None = None, progress_desc: str | None = None):
+                 anomalies: list[dict] | None = None, progress_desc: str | None = None, fast: bool = True):
         self.conn, self.spec, self.sink, self.feed = conn, spec, sink, feed
         self.broker = broker or PaperBroker()
         self.clock = clock or ReplayClock()
         self.progress, self.commit_every, self.live = progress, max(1, int(commit_every)), live
+        self.fast = fast  # quiet spans in bulk (replays); False = every step through ``step`` (the reference)
+        self.bulk_steps = 0  # steps done by _apply_span in this process (not checkpointed)
         self.progress_desc = progress_desc or spec.run_id
         self.run_id, self.account = spec.run_id, spec.account_id
         self.tf = spec.timeframe
@@ -284,17 +292,20 @@ class Engine:
         n = 0
         since_flush = 0
         try:
-            for T, present in self.feed.steps(after):
-                self.step(T, present)
-                n += 1
-                since_flush += 1
-                if since_flush >= self.commit_every:
-                    self.flush()
-                    since_flush = 0
-                if bar is not None:
-                    bar.update(1)
-                if max_steps is not None and n >= max_steps:
-                    break
+            if self.fast and not self.live and hasattr(self.feed, "step_index"):
+                n = self._run_indexed(after, max_steps, bar)
+            else:
+                for T, present in self.feed.steps(after):
+                    self.step(T, present)
+                    n += 1
+                    since_flush += 1
+                    if since_flush >= self.commit_every:
+                        self.flush()
+                        since_flush = 0
+                    if bar is not None:
+                        bar.update(1)
+                    if max_steps is not None and n >= max_steps:
+                        break
             self.flush()
             self.sink.close()
         except BaseException:
@@ -307,6 +318,283 @@ class Engine:
             if bar is not None:
                 bar.close()
         return n
+
+    def _run_indexed(self, after, max_steps, bar) -> int:
+        """The main loop over a feed with ``step_index`` (replays): quiet spans (see ``_quiet_span``) are done in
+        bulk by ``_apply_span``, every other step by ``step``; flushes land on exactly the same steps as the
+        one-step-at-a-time loop (every ``commit_every`` steps), so checkpoints and batches are unchanged."""
+        tl, order, idx = self.feed.step_index()
+        K = len(tl)
+        k = 0 if after is None else int(np.searchsorted(tl, after, side="right"))
+        tl_l = tl.tolist()
+        idx_l = [(sym, idx[sym].tolist()) for sym in order]
+        self._span_env = (tl, order, idx, tl_l)
+        n = since_flush = 0
+        big = 1 << 62
+        while k < K:
+            lim = min(K - k, self.commit_every - since_flush, big if max_steps is None else max_steps - n)
+            L = self._quiet_span(k, lim) if lim >= 2 else 0
+            if L:
+                self._apply_span(k, L)
+            else:
+                L = 1
+                self.step(tl_l[k], [(sym, a[k]) for sym, a in idx_l if a[k] >= 0])
+            k += L
+            n += L
+            since_flush += L
+            if since_flush >= self.commit_every:
+                self.flush()
+                since_flush = 0
+            if bar is not None:
+                bar.update(L)
+            if max_steps is not None and n >= max_steps:
+                break
+        return n
+
+    # ------------------------------------------------------------------ quiet spans
+    def _static_events(self, s: dict, cfgs: tuple) -> np.ndarray:
+        """Per step of the feed: True where something may happen whatever the engine state is (for the settings
+        ``s`` and the strategy configurations ``cfgs`` in force): a symbol without a bar or after a feed gap, a
+        NaN close, an entry trigger of a watchlisted strategy, a fast move (velocity), market volatility above its
+        threshold, a market-data anomaly, a regime change or no regime yet. Returns ``nxt``: per step k the first
+        step >= k with such an event (len(timeline) when none). Cached per (settings, configurations)."""
+        key = (id(s), cfgs)
+        hit = getattr(self, "_ev_cache", None)
+        if hit is not None and hit[0] == key and hit[1] is s:
+            return hit[2]
+        tl, order, idx, _ = self._span_env
+        K = len(tl)
+        (_dd, _cl, _clc, vt, vv, _src, mv_thr, _mvr, vel, v_thr, _vm, _vc, _win, anom_at) = self._breaker_params(s)
+        ev = np.zeros(K, dtype=bool)
+        if K > 1:
+            ev[1:] |= np.diff(tl) != self.tf_s
+        for sym in order:
+            ii = idx[sym]
+            miss = ii < 0
+            ev |= miss
+            iv = np.where(miss, 0, ii)
+            b = self.bars[sym]
+            with np.errstate(invalid="ignore"):
+                ev |= np.isnan(b.close[iv])
+                ev |= np.abs(vel[sym][iv]) > v_thr
+            ev |= anom_at[sym][iv] >= 0
+            for cfg in cfgs:
+                if cfg is not None and cfg.watchlist:
+                    ev |= self.prepared(sym, get_strategy(cfg.name), cfg).entry[iv] != 0
+        jv = np.searchsorted(vt, tl, side="right") - 1
+        with np.errstate(invalid="ignore"):
+            ev |= (jv >= 0) & (vv[np.maximum(jv, 0)] > mv_thr)
+        if self.regime is not None:
+            rs = self.regime
+            jr = np.searchsorted(rs.t, tl, side="right") - 1
+            ok = jr >= 0
+            ev |= ~ok
+            code = np.where(ok, rs.effective[np.maximum(jr, 0)].astype(np.int64), -99)
+            conf = np.where(ok, rs.confirmed[np.maximum(jr, 0)], False)
+            if K > 1:
+                ev[1:] |= (code[1:] != code[:-1]) | (conf[1:] != conf[:-1])
+            self._span_reg = (jr, code, conf)
+        pos = np.where(ev, np.arange(K), K)
+        nxt = np.minimum.accumulate(pos[::-1])[::-1]
+        self._ev_cache = (key, s, nxt)
+        return nxt
+
+    def _quiet_span(self, k: int, lim: int) -> int:
+        """How many steps from step k (at most ``lim``) are quiet: no pending order (so no fill), no breaker
+        tripped or about to trip or reset, no regime change, no entry trigger, no exit (stop loss, take profit,
+        max hold, exit signal) of any open position, no trailing stop in play, every symbol has its next bar, and
+        neither the settings nor any strategy configuration change. In such a step ``step`` only marks to
+        market, writes a 'hold' evaluation per open position and the hourly snapshot - which ``_apply_span``
+        does for the whole span at once, with the same rows in the same order. 0 when step k is not quiet."""
+        if self.broker.pending() or self.board.any_tripped() or self.board._pending:
+            return 0
+        tl, order, idx, tl_l = self._span_env
+        T0 = tl_l[k]
+        C0 = T0 + self.tf_s
+        lbt = self.last_bar_t
+        tf = self.tf_s
+        for sym in order:
+            if lbt.get(sym) != T0 - tf:
+                return 0
+        s = self.settings.at(C0)
+        if brk.manual_on(s["breaker.manual_stop"]):
+            return 0
+        cl_n = int(s["breaker.consecutive_losses"])
+        if cl_n > 0 and self.board.loss_streak >= cl_n:
+            return 0
+        until = self.settings.valid_until(C0)
+        cfgs = []
+        for strat in self.strats:
+            cfgs.append(self.gates.get(strat.name, C0))
+            until = min(until, self.gates.valid_until(strat.name, C0))
+        for pos in self.pf.positions.values():
+            if pos.strategy not in self.spec.strategies:
+                return 0
+        nxt = self._static_events(s, tuple(cfgs))
+        e = min(k + lim, int(nxt[k]))
+        # settings/configuration changes: the last quiet step must decide before ``until``
+        if until <= C0:
+            return 0
+        e = min(e, k + int((until - C0 - 1) // tf) + 1)
+        if e - k < 2:
+            return 0
+        if self.regime is not None:
+            jr, code, conf = self._span_reg
+            if self.regime_last != (int(code[k]), bool(conf[k])):
+                return 0
+        # stream gaps the engine saw (feed_anomaly): quiet only where no gap window covers the close
+        win = self._bp[12]
+        for sym in order:
+            g = self.gaps[sym]
+            if g:
+                g0, g1, _ = g[-1]
+                if C0 <= g1 + win:
+                    if g0 < C0:
+                        return 0
+                    e = min(e, k + max(0, int((g0 - C0) // tf) + 1))
+        W = e - k
+        if W < 2:
+            return 0
+        C = tl[k:e] + tf
+        # open positions: the first step where an exit would fire
+        cut = W
+        for pos in self.pf.positions.values():
+            p = pos.params
+            if float(p.get("trailing_pct") or 0) > 0 or pos.trail_stop is not None:
+                return 0
+            i0 = idx[pos.symbol][k]
+            c = self.bars[pos.symbol].close[i0:i0 + W]
+            long = pos.side == "long"
+            hit = np.zeros(W, dtype=bool)
+            if pos.sl_price is not None:
+                hit |= (c <= pos.sl_price) if long else (c >= pos.sl_price)
+            if pos.tp_price is not None:
+                hit |= (c >= pos.tp_price) if long else (c <= pos.tp_price)
+            mh = float(p.get("max_hold_hours") or 0)
+            if mh > 0:
+                hit |= (C - pos.opened_at) / 60.0 >= mh * 60
+            cfg = cfgs[self.spec.strategies.index(pos.strategy)]
+            if cfg is not None:
+                prep = self.prepared(pos.symbol, get_strategy(pos.strategy), cfg)
+                hit |= (prep.exit_long if long else prep.exit_short)[i0:i0 + W]
+            if hit.any():
+                cut = min(cut, int(np.argmax(hit)))
+                if cut < 2:
+                    return 0
+        # daily drawdown: equity per step (same float operations as Portfolio.equity), reference reset per UTC day
+        if self.pf.positions:
+            pv = None
+            for pos in self.pf.positions.values():
+                i0 = idx[pos.symbol][k]
+                v = pos.sign * pos.qty * self.bars[pos.symbol].close[i0:i0 + W]
+                pv = v if pv is None else pv + v
+            eq = self.pf.cash + pv
+        else:
+            eq = np.full(W, self.pf.cash)
+        day = C // 86400
+        new_day = np.empty(W, dtype=bool)
+        new_day[0] = self.day != int(day[0])
+        new_day[1:] = day[1:] != day[:-1]
+        ref = np.where(new_day, eq, np.nan)
+        if not new_day[0]:
+            ref[0] = self.day_start_equity
+        ref = _ffill(ref)
+        dd_thr = self._bp[0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            trip = (ref > 0) & ((ref - eq) / ref * 100.0 > dd_thr)
+        if trip.any():
+            cut = min(cut, int(np.argmax(trip)))
+        if cut < 2:
+            return 0
+        self._span = (eq[:cut], ref[:cut], day[:cut])
+        return cut
+
+    def _apply_span(self, k: int, L: int) -> None:
+        """Do steps k .. k+L-1, all quiet (``_quiet_span``), in bulk: exactly the rows and state ``step`` would
+        leave - per step a 'hold' position_evaluations row per open position (best price tracked), the hourly
+        snapshot at each top of the hour, the regime singleton refresh every 24 steps - and the marks, clocks,
+        day reference and counters after the last step."""
+        tl, order, idx, tl_l = self._span_env
+        tf = self.tf_s
+        eq, ref, day = self._span
+        C_l = [t + tf for t in tl_l[k:k + L]]
+        rid = self.run_id
+        positions = list(self.pf.positions.values())
+        cols = []
+        closes = {}
+        for pos in positions:
+            i0 = idx[pos.symbol][k]
+            c = self.bars[pos.symbol].close[i0:i0 + L]
+            closes[pos.position_id] = c
+            long = pos.side == "long"
+            best = (np.maximum if long else np.minimum).accumulate(np.concatenate(([pos.best_price], c)))[1:]
+            pnl = pos.sign * (c / pos.avg_entry - 1.0) * 100.0 if pos.avg_entry else np.zeros(L)
+            hold = (np.asarray(C_l, dtype=np.int64) - pos.opened_at) / 60.0
+            pid, tp, sl = pos.position_id, pos.tp_price, pos.sl_price
+            cols.append([(pid, rid, C, cc, pp, tp, sl, None, hh, "hold", None,
+                          RawJson('{"best_price":%s}' % float.__repr__(bb)))
+                         for C, cc, pp, hh, bb in zip(C_l, c.tolist(), pnl.tolist(), hold.tolist(), best.tolist())])
+            pos.best_price = float(best[-1])
+        if cols:
+            rows = cols[0] if len(cols) == 1 else [r for step in zip(*cols) for r in step]
+            self.sink.add_many("position_evaluations", rows)
+            self.stats["evaluations"] += len(rows)
+        # hourly snapshots
+        first = (-(C_l[0] % 3600)) % 3600 // tf if 3600 % tf == 0 else None
+        snap_steps = (range(first, L, 3600 // tf) if first is not None
+                      else [m for m, C in enumerate(C_l) if C % 3600 == 0])
+        if snap_steps:
+            pf = self.pf
+            eq_l, ref_l = eq.tolist(), ref.tolist()
+            for m in snap_steps:
+                C = C_l[m]
+                pv = 0.0
+                unreal = 0.0
+                rows = []
+                for pos in positions:
+                    mk = float(closes[pos.position_id][m])
+                    v = pos.value(mk)
+                    u = pos.unrealized(mk)
+                    pv += v
+                    unreal += u
+                    rows.append({"strategy": pos.strategy, "symbol": pos.symbol, "side": pos.side, "qty": pos.qty,
+                                 "mark": mk, "value_usd": round(v, 6), "unrealized_usd": round(u, 6),
+                                 "position_id": pos.position_id})
+                e_ = pf.cash + pv
+                self.sink.add("portfolio_hourly_snapshots", (rid, self.account, C, pf.cash, pv, e_, pf.realized_usd,
+                                                             unreal, pf.fees_usd, e_ - ref_l[m], len(positions), rows))
+        # regime singleton refresh (every 24 steps, as _regime_step does when the regime is unchanged)
+        if self.regime is not None:
+            sd0 = self.steps_done
+            last = None
+            for m in range(L - 1, -1, -1):
+                if (sd0 + m) % 24 == 0:
+                    last = m
+                    break
+            if last is not None:
+                jr = int(self._span_reg[0][k + last])
+                code, conf = self.regime_last
+                self.sink.regime({"ts": C_l[last], "regime": REGIME_NAME[code], "confirmed": conf,
+                                  "metrics": self.regime.metrics(jr)})
+        # state after the last step
+        Tl = tl_l[k + L - 1]
+        self.clock.advance(Tl + tf)
+        cur = {}
+        for sym in order:
+            i = idx[sym][k + L - 1]
+            self.last_bar_t[sym] = Tl
+            self.marks[sym] = float(self.bars[sym].close[i])
+            cur[sym] = int(i)
+        self.cur_index = cur
+        self.day, self.day_start_equity = int(day[-1]), float(ref[-1])
+        self._pend = []
+        self._closing = set()
+        self._reserved = 0.0
+        self._pending_opens = 0
+        self.last_T = Tl
+        self.steps_done += L
+        self.bars_done += L * len(order)
+        self.bulk_steps += L
 
     def flush(self) -> None:
         self.sink.flush(self.checkpoint(), last_bar_time=None if self.last_T is None else self.last_T + self.tf_s,

@@ -103,6 +103,22 @@ class ReplayFeed:
         """Open time of the first decision step (None when the window is empty)."""
         return int(self.timeline[0]) if len(self.timeline) else None
 
+    def step_index(self) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
+        """(timeline, symbols in step order, {symbol: per step the symbol's bar index, -1 when it has no bar then})
+        - the same steps as ``steps()`` in array form (cached)."""
+        si = getattr(self, "_step_index", None)
+        if si is None:
+            K = len(self.timeline)
+            idx = {}
+            for sym, b in self.bars.items():
+                a = np.full(K, -1, dtype=np.int64)
+                m = (b.t >= self.start) & (b.t < self.end)
+                w = np.nonzero(m)[0]
+                a[self._pos[sym][w]] = w
+                idx[sym] = a
+            si = self._step_index = (self.timeline, sorted(self.bars), idx)
+        return si
+
     def steps(self, after: int | None = None) -> Iterator[tuple[int, list[tuple[str, int]]]]:
         k0 = 0 if after is None else int(np.searchsorted(self.timeline, after, side="right"))
         # per step, the symbols having a bar at that open time

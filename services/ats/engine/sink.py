@@ -217,6 +217,10 @@ class MemorySink:
     def add(self, table: str, row: tuple) -> None:
         self.rows[table].append(row)
 
+    def add_many(self, table: str, rows) -> None:
+        """``add`` for each row, in order."""
+        self.rows[table].extend(rows)
+
     def position_changed(self, p: Position) -> None:
         self.positions[p.position_id] = p
 
@@ -277,6 +281,10 @@ class PgSink:
     # ---- buffering ----
     def add(self, table: str, row: tuple) -> None:
         self.buf[table].append(_FMT[table](row))
+
+    def add_many(self, table: str, rows) -> None:
+        """``add`` for each row, in order."""
+        self.buf[table].extend(map(_FMT[table], rows))
 
     def position_changed(self, p: Position) -> None:
         self._dirty_pos[p.position_id] = p

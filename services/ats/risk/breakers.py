@@ -104,7 +104,7 @@ class BreakerBoard:
     # ---- individual breakers ----
     def update_manual(self, ts: int, flag) -> None:
         """Manual STOP flag (system setting ``breaker.manual_stop``)."""
-        on = flag is True or (isinstance(flag, str) and flag.lower() in ("1", "true", "on", "yes")) or flag == 1
+        on = manual_on(flag)
         if on == self.is_tripped("manual_stop"):
             return
         self._set("manual_stop", "*", on, ts, "manual STOP flag set" if on else "manual STOP flag cleared",
@@ -197,6 +197,11 @@ class BreakerBoard:
             if st.tripped:
                 b._tripped_keys.add((st.breaker, st.scope))
         return b
+
+
+def manual_on(flag) -> bool:
+    """The manual STOP setting's value read as on/off (true, 1, or '1'/'true'/'on'/'yes' in any case)."""
+    return flag is True or (isinstance(flag, str) and flag.lower() in ("1", "true", "on", "yes")) or flag == 1
 
 
 # ---- vectorized inputs (causal) -----------------------------------------------------------------------

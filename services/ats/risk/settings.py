@@ -107,3 +107,10 @@ class SettingsView:
         self._cur, self._lo = cur, ts
         self._hi = int(n.timestamp()) if n is not None else 2 ** 62
         return cur
+
+    def valid_until(self, ts: int) -> int:
+        """Unix seconds up to which (exclusive) the dict ``at(ts)`` returned stays the settings in force (the next
+        scheduled change), or ``ts`` when it may change at any moment (live) or was never read."""
+        if self.live or self._lo is None or not (self._lo <= ts < self._hi):
+            return ts
+        return self._hi
