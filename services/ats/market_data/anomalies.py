@@ -44,7 +44,7 @@ from ..timeutil import TIMEFRAME_SECONDS, UTC, parse_ts, utcnow
 from . import coverage as cov
 from .calendar import is_nyse_trading_day
 from .resample import RESAMPLE_SOURCE
-from .store import read_candles, write_scope
+from .store import read_candles, series_filter, write_scope
 
 KINDS = ("gap", "stale", "spike", "split", "cross_source")
 SPIKE_K = 5.0
@@ -129,12 +129,7 @@ def _cross_source(conn: psycopg.Connection, symbols: list[str] | None, timeframe
     conds = ["a.source < b.source", f"a.source <> '{RESAMPLE_SOURCE}'", f"b.source <> '{RESAMPLE_SOURCE}'",
              "a.open_time <= %(as_of)s"]
     params: dict = {"tol": CROSS_SOURCE_TOLERANCE, "as_of": as_of}
-    if symbols:
-        conds.append("a.symbol = ANY(%(symbols)s)")
-        params["symbols"] = [s.upper() for s in symbols]
-    if timeframes:
-        conds.append("a.timeframe = ANY(%(tfs)s)")
-        params["tfs"] = list(timeframes)
+    series_filter(conds, params, symbols, timeframes, alias="a.")
     diff = "greatest(abs(a.{c} - b.{c}) / nullif(least(a.{c}, b.{c}), 0), 0)"
     sql = f"""
         SELECT a.symbol, a.timeframe, a.open_time, a.source AS sa, b.source AS sb,
@@ -170,12 +165,7 @@ def _cross_source(conn: psycopg.Connection, symbols: list[str] | None, timeframe
 def _native_series(conn: psycopg.Connection, symbols, timeframes) -> list[tuple[str, str]]:
     conds = ["source <> %(rs)s"]
     params: dict = {"rs": RESAMPLE_SOURCE}
-    if symbols:
-        conds.append("symbol = ANY(%(symbols)s)")
-        params["symbols"] = [s.upper() for s in symbols]
-    if timeframes:
-        conds.append("timeframe = ANY(%(tfs)s)")
-        params["tfs"] = list(timeframes)
+    series_filter(conds, params, symbols, timeframes)
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
         rows = cur.execute(f"SELECT DISTINCT symbol, timeframe FROM candles WHERE {' AND '.join(conds)}",
                            params).fetchall()

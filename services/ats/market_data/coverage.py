@@ -33,6 +33,7 @@ import psycopg
 
 from ..timeutil import TIMEFRAME_SECONDS, UTC, parse_ts, utcnow
 from .calendar import is_nyse_trading_day, nyse_trading_days
+from .store import series_filter
 
 COMPLETENESS_GREEN = 0.995
 COMPLETENESS_AMBER = 0.98
@@ -156,12 +157,7 @@ def series_times(conn: psycopg.Connection, as_of: datetime, symbols: list[str] |
     conds = ["open_time + (CASE timeframe " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in TIMEFRAME_SECONDS.items())
              + " END) * interval '1 second' <= %(as_of)s"]
     params: dict = {"as_of": as_of}
-    if symbols:
-        conds.append("symbol = ANY(%(symbols)s)")
-        params["symbols"] = [s.upper() for s in symbols]
-    if timeframes:
-        conds.append("timeframe = ANY(%(tfs)s)")
-        params["tfs"] = list(timeframes)
+    series_filter(conds, params, symbols, timeframes)
     sql = f"""SELECT symbol, timeframe, array_agg(DISTINCT extract(epoch FROM open_time)::bigint) AS ts
                 FROM candles WHERE {' AND '.join(conds)} GROUP BY symbol, timeframe"""
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:

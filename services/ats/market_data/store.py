@@ -113,3 +113,14 @@ def write_scope(conn: psycopg.Connection) -> Iterator[None]:
         raise
     if owned:
         conn.commit()
+
+
+def series_filter(conds: list[str], params: dict, symbols=None, timeframes=None, *, alias: str = "") -> None:
+    """Append ``symbol = ANY(...)`` / ``timeframe = ANY(...)`` conditions (symbols upper-cased) to ``conds``
+    and their values to ``params`` (keys ``symbols``, ``tfs``); ``alias`` prefixes the columns (e.g. "a.")."""
+    if symbols:
+        conds.append(f"{alias}symbol = ANY(%(symbols)s)")
+        params["symbols"] = [s.upper() for s in symbols]
+    if timeframes:
+        conds.append(f"{alias}timeframe = ANY(%(tfs)s)")
+        params["tfs"] = list(timeframes)

@@ -14,6 +14,8 @@ as named.
 
 from __future__ import annotations
 
+import abc
+
 import json
 from dataclasses import dataclass, field
 
@@ -97,7 +99,7 @@ class Prepared:
         return out
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Base class. Subclasses set ``name``, ``direction`` ('long' | 'short' | 'both'), ``kind``
     ('long' | 'short' | 'specialty' | 'reference'), ``description``, ``rules`` (human-readable) and
     ``own_params`` (indicator defaults), and implement ``prepare``."""
@@ -124,10 +126,10 @@ class Strategy:
         """Cache key of the params that change ``prepare``'s output (its own_params)."""
         return json.dumps({k: params.get(k) for k in sorted(self.own_params)}, sort_keys=True)
 
-    def prepare(self, bars: Bars, params: dict, regime: np.ndarray | None = None) -> Prepared:  # pragma: no cover
+    @abc.abstractmethod
+    def prepare(self, bars: Bars, params: dict, regime: np.ndarray | None = None) -> Prepared:
         """Compute the per-bar arrays; ``regime`` (int8 codes aligned with bars, see ats.regime.CODE) is given
-        to strategies with ``uses_regime``."""
-        raise NotImplementedError
+        to strategies with ``uses_regime``. Every concrete strategy implements it."""
 
 
 def empty_prepared(n: int) -> Prepared:
