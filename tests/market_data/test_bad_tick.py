@@ -134,3 +134,23 @@ def test_one_corrupted_field_of_a_binance_1h_bar(md_url, shared_data, tmp_path, 
         hour=datetime.fromisoformat(hour).hour + 1)]
     assert nxt == []
     assert [a["open_time"] for a in found if a["kind"] == "bad_tick"] == [at[0]["open_time"]]
+
+
+def test_the_engines_feed_anomaly_breaker_sees_the_bad_tick(md_url, aapl_bad_open):
+    """The engine reads every anomaly kind (ats.engine.core.load_anomalies, no kind filter) and the feed-anomaly
+    breaker trips on any of them: a bad tick halts new entries like a spike, because the price is doubtful."""
+    from ats.engine.core import load_anomalies
+    from ats.engine.runs import RunSpec
+    from ats.risk.breakers import BreakerBoard
+
+    start, end = datetime(2019, 3, 1, tzinfo=UTC), datetime(2019, 3, 31, tzinfo=UTC)
+    spec = RunSpec(mode="replay", strategies=("sma_cross",), symbols=("AAPL",), timeframe="1d",
+                   start=int(start.timestamp()), end=int(end.timestamp()))
+    with _db(md_url) as c:
+        rows, source = load_anomalies(c, spec, "1d")
+    bad = [a for a in rows if a["kind"] == "bad_tick"]
+    assert source == "anomalies_between" and [a["open_time"].date().isoformat() for a in bad] == ["2019-03-12"]
+    board = BreakerBoard()
+    board.update_feed(int(bad[0]["observed_at"].timestamp()), "AAPL",
+                      {"kind": bad[0]["kind"], "open_time": "2019-03-12T00:00:00Z", "source": "feed_anomalies"})
+    assert board.is_tripped("feed_anomaly", "AAPL")
