@@ -6,8 +6,9 @@ and executes orders on those bars:
 
 * The venue's clock (``GET /v2/clock``) starts at ``start_ms`` and runs ``speed`` times faster than the local
   monotonic clock; tests move it with :meth:`AlpacaSim.advance`.
-* A market order fills at the OPEN of the first bar of its symbol opening at or after the order's submission
-  (the bar after the decision bar), when the simulated clock has reached that open. A limit buy fills at the
+* A market order fills at the OPEN of the bar in session when it arrives (an order sent at the decision bar's
+  close lands in the next bar), or of the next bar to open while the market is closed, once the simulated clock
+  has reached that open. A limit buy fills at the
   open when the open is at or below the limit, else at the limit once a closed bar's low reached it (sell
   symmetrically); it rests until then.
 * Options: OCC symbols (``SPY261218P00450000``) priced by a deterministic model of the underlying's bar open
@@ -82,6 +83,14 @@ class Bars:
             else:
                 hi = mid
         return lo if lo < len(self.t) else None
+
+    def fill_bar(self, submitted_ms: int) -> int | None:
+        """The bar an order submitted at ``submitted_ms`` executes in: the bar in session at that moment, else the
+        next bar to open (an order sent at a bar's close, or while the market is closed, fills at the next open)."""
+        j = self.last_open_at_or_before(submitted_ms)
+        if j is not None and submitted_ms < self.t[j] + self.tf_ms:
+            return j
+        return self.first_open_at_or_after(submitted_ms)
 
     def last_open_at_or_before(self, ms: int) -> int | None:
         i = self.first_open_at_or_after(ms + 1)
@@ -304,7 +313,7 @@ class AlpacaSim:
     def _try_fill(self, o: SimOrder, now: int) -> None:
         und = self._underlying(o.symbol) if o.symbol else self._underlying(o.legs[0].symbol)
         b = self.bars[und]
-        i = b.first_open_at_or_after(o.submitted_ms)
+        i = b.fill_bar(o.submitted_ms)
         if i is None or b.t[i] > now:
             if o.status == "accepted":
                 o.status = "new"
