@@ -186,7 +186,7 @@ def venue_client_id(cid: str) -> str:
     return f"{cid[:39]}-{hashlib.sha256(cid.encode()).hexdigest()[:8]}"
 
 
-def endpoint_kind(url: str) -> str:
+def classify_endpoint(url: str) -> str:
     """``local`` (loopback), ``paper`` (paper-api.alpaca.markets) or ``production`` (anything else)."""
     host = (urlparse(url).hostname or "").lower()
     if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
@@ -303,16 +303,20 @@ class AlpacaBroker:
         from alpaca.trading import TradingClient
 
         self.base_url, self.data_url, self.run_id = base_url, data_url, run_id
-        self.endpoint_kind = endpoint_kind(base_url)
+        self._kind = classify_endpoint(base_url)
         self.retry = retry or RetryPolicy()
         self._secrets = (api_key, secret_key)
-        self.trading = TradingClient(api_key, secret_key, paper=self.endpoint_kind != "production",
+        self.trading = TradingClient(api_key, secret_key, paper=self._kind != "production",
                                      url_override=base_url)
         self.data = StockHistoricalDataClient(api_key, secret_key, url_override=data_url)
         for c in (self.trading, self.data):
             c._retry = 0            # alpaca-py would resend a POST on 504: we resolve ambiguity by lookup instead
             c._session = _TimeoutSession(self.retry.timeout_s)
         self._orders: dict[str, _Tracked] = {}   # our client_order_id -> tracked
+
+    def endpoint_kind(self) -> str:
+        """``local`` | ``paper`` | ``production`` for the trading endpoint (see :func:`classify_endpoint`)."""
+        return self._kind
 
     def __repr__(self) -> str:
         return f"AlpacaBroker(base_url={self.base_url!r}, run_id={self.run_id!r})"
@@ -708,7 +712,7 @@ class AlpacaBroker:
                   "trade_suspended_by_user": bool(a.trade_suspended_by_user),
                   "daytrade_count": a.daytrade_count, "options_trading_level": a.options_trading_level,
                   "currency": a.currency}
-        return PreflightFacts("alpaca", self.base_url, self.endpoint_kind, _val(a.status), Decimal(a.equity or "0"),
+        return PreflightFacts("alpaca", self.base_url, self._kind, _val(a.status), Decimal(a.equity or "0"),
                               Decimal(a.buying_power or "0"), Decimal(a.multiplier or "1"), bool(a.shorting_enabled),
                               "unknown", "n/a", checks)
 
