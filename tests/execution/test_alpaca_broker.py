@@ -15,7 +15,7 @@ import pytest
 
 from ats.errors import AtsError
 from ats.execution.alpaca import (AlpacaBroker, RetryPolicy, check_multi_leg, iron_condor_legs, load_keys,
-                                  venue_client_id)
+                                  venue_check_failures, venue_client_id)
 from ats.execution.broker import Broker, Order
 from ats.execution.venue import VenueAdapter
 from ats.execution.venue_sim.alpaca import AlpacaSim, load_bars, option_price
@@ -115,6 +115,23 @@ def test_ambiguous_outcome_is_looked_up_not_resubmitted(broker, sim, spy, fault)
     reps = bar(broker, spy, sim, I0 + 1)
     assert reps[0].status == "filled" and reps[0].fills[0].qty == 10
     assert [p.qty for p in broker.positions()] == [Decimal(10)]
+
+
+def test_timeout_is_looked_up_not_resubmitted(sim, spy, waits):
+    b = AlpacaBroker(KEY, SECRET, base_url=sim.url, data_url=sim.url, run_id="t1",
+                     retry=RetryPolicy(backoff_s=0.01, timeout_s=0.3, sleep=waits.append))
+    sim.faults.delay_next_order_response = 1.0
+    b.submit(order("t1-trend-SPY-199903-open-buy-slow0001", spy=spy))
+    assert len(sim.orders) == 1 and len(posts(sim)) == 1
+    assert ("GET", "/v2/orders:by_client_order_id") in sim.calls
+    assert bar(b, spy, sim, I0 + 1)[0].status == "filled"
+
+
+def test_order_the_venue_never_accepted_is_resent_once(broker, sim, spy):
+    sim.faults.unavailable_next_order = True        # 503 and nothing accepted: the lookup finds nothing
+    broker.submit(order("t1-trend-SPY-199903-open-buy-5030001", spy=spy))
+    assert len(posts(sim)) == 2 and len(sim.orders) == 1
+    assert bar(broker, spy, sim, I0 + 1)[0].status == "filled"
 
 
 def test_second_submission_of_the_same_decision_is_adopted_not_doubled(broker, sim, spy):
@@ -252,6 +269,24 @@ def test_preflight_is_read_only_and_reports_the_account(broker, sim):
     assert f.margin_multiplier == Decimal(2) and f.shorting_enabled is True
     assert f.checks["pattern_day_trader"] is True and f.checks["trading_blocked"] is False
     assert f.key_permissions == "unknown" and f.position_mode == "n/a"
+
+
+def test_preflight_refuses_a_blocked_small_pattern_day_trader(spy, waits):
+    s = AlpacaSim([spy], KEY, SECRET, start_ms=spy.t[I0] + spy.tf_ms, cash_usd=20_000, pattern_day_trader=True,
+                  trading_blocked=True, status="ACCOUNT_UPDATED").start()
+    try:
+        b = AlpacaBroker(KEY, SECRET, base_url=s.url, data_url=s.url, run_id="t1",
+                         retry=RetryPolicy(sleep=waits.append))
+        lines = venue_check_failures(b.preflight())
+        assert s.order_calls() == []
+    finally:
+        s.stop()
+    assert len(lines) == 3
+    assert "ACCOUNT_UPDATED" in lines[0] and "trading_blocked" in lines[1] and "pattern day trader" in lines[2]
+
+
+def test_preflight_passes_a_healthy_account(broker):
+    assert venue_check_failures(broker.preflight()) == []
 
 
 def test_venue_clock_and_closed_candles(broker, sim, spy):

@@ -724,6 +724,35 @@ class AlpacaBroker:
             raise AtsError(str(e)) from None
 
 
+PDT_MIN_EQUITY_USD = Decimal(25_000)   # FINRA pattern-day-trader minimum equity (Rule 4210(f)(8)(B))
+
+
+def venue_check_failures(facts: PreflightFacts) -> list[str]:
+    """Alpaca's own go-live refusals, one line each (the account's expected values are compared by the caller).
+
+    Parameters
+    ----------
+    facts : PreflightFacts
+        From :meth:`AlpacaBroker.preflight`.
+
+    Returns
+    -------
+    list of str
+        Empty when the account can trade: status ACTIVE; trading, account and user-suspension flags clear; a
+        pattern day trader holds at least 25,000 USD equity.
+    """
+    out = []
+    if facts.account_status != "ACTIVE":
+        out.append(f"alpaca account status is {facts.account_status}, not ACTIVE")
+    for flag in ("trading_blocked", "account_blocked", "trade_suspended_by_user"):
+        if facts.checks.get(flag):
+            out.append(f"alpaca account has {flag} = true")
+    if facts.checks.get("pattern_day_trader") and facts.equity_usd < PDT_MIN_EQUITY_USD:
+        out.append(f"alpaca account is a pattern day trader with equity {facts.equity_usd} USD < "
+                   f"{PDT_MIN_EQUITY_USD} USD (day trades would be refused)")
+    return out
+
+
 # ------------------------------------------------------------------ helpers
 class _VenueError(AtsError):
     """A failed Alpaca call: ``code`` the HTTP status (None: no answer), ``ambiguous`` when the order may exist."""

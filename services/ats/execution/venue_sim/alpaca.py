@@ -17,7 +17,8 @@ and executes orders on those bars:
 * Account: cash starts at ``cash_usd``; equity = cash + market value of positions at the latest open.
 
 Fault injection (one-shot flags in :class:`Faults`, set by tests): drop the response to the next accepted order
-(the order exists, the client sees a connection reset), answer it with 500 after accepting it, fill the next order
+(the order exists, the client sees a connection reset), answer it with 500 after accepting it, answer it late
+(after the client's timeout), answer 503 without accepting it (a resend is then right), fill the next order
 partially, reject the next order (403), reject the next MLEG order after accepting it, answer the next N
 requests with 429. Duplicate ``client_order_id`` -> 422 as Alpaca does. Every request is counted in
 :attr:`AlpacaSim.calls` as ``(method, path)``.
@@ -159,6 +160,8 @@ class Faults:
     reject_next_order: str | None = None        # 403 with this message
     reject_next_mleg: str | None = None         # accepted, then status rejected at fill time
     rate_limit_next: int = 0                    # the next N requests answer 429
+    unavailable_next_order: bool = False        # 503 WITHOUT accepting the next order (safe to resend)
+    delay_next_order_response: float = 0.0      # accept the next order, answer after this many seconds
 
 
 @dataclass
@@ -207,7 +210,8 @@ class AlpacaSim:
 
     def __init__(self, bars: list[Bars], api_key: str, secret_key: str, *, start_ms: int | None = None,
                  speed: float = 1.0, cash_usd: float = 100_000.0, multiplier: float = 2.0, port: int = 0,
-                 pattern_day_trader: bool = False, shorting_enabled: bool = True, status: str = "ACTIVE"):
+                 pattern_day_trader: bool = False, shorting_enabled: bool = True, status: str = "ACTIVE",
+                 trading_blocked: bool = False):
         self.bars = {b.symbol: b for b in bars}
         self._key, self._secret = api_key, secret_key
         first = bars[0]
@@ -220,6 +224,7 @@ class AlpacaSim:
         self.pattern_day_trader = pattern_day_trader
         self.shorting_enabled = shorting_enabled
         self.status = status
+        self.trading_blocked = trading_blocked
         self.account_id = str(uuid.uuid5(_NS, "account"))
         self.positions: dict[str, dict] = {}     # symbol -> {"qty": signed float, "avg": float}
         self.orders: list[SimOrder] = []
@@ -395,6 +400,9 @@ class AlpacaSim:
         if any(o.client_order_id == cid for o in self.orders):
             return 422, {"code": 40010001, "message": "client_order_id must be unique"}, ""
         f = self.faults
+        if f.unavailable_next_order:
+            f.unavailable_next_order = False
+            return 503, {"code": 50310000, "message": "service unavailable"}, ""
         if f.reject_next_order:
             msg, f.reject_next_order = f.reject_next_order, None
             return 403, {"code": 40310000, "message": msg}, ""
@@ -413,6 +421,8 @@ class AlpacaSim:
             f.drop_next_order_response, fault = False, "drop"
         elif f.error500_next_order:
             f.error500_next_order, fault = False, "500"
+        elif f.delay_next_order_response:
+            fault, f.delay_next_order_response = f"delay:{f.delay_next_order_response}", 0.0
         return 200, self.order_json(o), fault
 
     def _build(self, body: dict, cid: str) -> SimOrder:
@@ -514,7 +524,8 @@ class AlpacaSim:
             "daytrading_buying_power": "0", "non_marginable_buying_power": _num(round(self.cash, 2)),
             "cash": _num(round(self.cash, 2)), "accrued_fees": "0", "pending_transfer_out": None,
             "pending_transfer_in": "0", "portfolio_value": _num(round(equity, 2)),
-            "pattern_day_trader": self.pattern_day_trader, "trading_blocked": False, "transfers_blocked": False,
+            "pattern_day_trader": self.pattern_day_trader, "trading_blocked": self.trading_blocked,
+            "transfers_blocked": False,
             "account_blocked": False, "created_at": _iso(self._t0_ms), "trade_suspended_by_user": False,
             "multiplier": _num(self.multiplier), "shorting_enabled": self.shorting_enabled,
             "equity": _num(round(equity, 2)), "last_equity": _num(round(equity, 2)),
@@ -620,6 +631,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._drop()
         if fault == "500":
             return self._send(500, {"code": 50010000, "message": "internal server error"})
+        if fault.startswith("delay:"):
+            time.sleep(float(fault[6:]))            # outside the lock: the client times out meanwhile
         self._send(status, body)
 
     def _dispatch(self, method: str, path: str, q: dict, raw: bytes):
