@@ -56,7 +56,8 @@ def close_of(spy, i):
 
 
 def order(cid, *, side="buy", qty=10.0, intent="open", spy=None, i=I0, otype="market", limit=None, ctx=None):
-    return Order(1, cid, "trend", "SPY", side, "long" if side == "buy" else "short", intent, qty,
+    long_ = (side == "buy") != (intent == "close")       # a close sells a long / buys back a short
+    return Order(1, cid, "trend", "SPY", side, "long" if long_ else "short", intent, qty,
                  spy.rows[i][3], spy.rows[i][4], close_of(spy, i) // 1000, order_type=otype, limit_price=limit,
                  context=ctx or {})
 
@@ -201,6 +202,28 @@ def test_exit_goes_through_close_position_not_a_counter_order(broker, sim, spy):
     assert reps[0].status == "filled" and reps[0].fills[0].price == spy.rows[I0 + 2][0]
     assert broker.positions() == []
     assert sim.orders[-1].source == "close_position"
+
+
+def test_close_after_a_restart_adopts_the_close_already_sent(broker, sim, spy, waits):
+    broker.submit(order("t1-trend-SPY-199903-open-buy-ex000002", spy=spy))
+    bar(broker, spy, sim, I0 + 1)
+    close = order("t1-trend-SPY-199903-close-sell-ex000002", side="sell", intent="close", spy=spy, i=I0 + 1)
+    saved = Order.from_dict(close.to_dict())             # checkpointed before the close was sent
+    broker.submit(close)
+    fresh = AlpacaBroker(KEY, SECRET, base_url=sim.url, data_url=sim.url, run_id="t1",
+                         retry=RetryPolicy(sleep=waits.append))
+    fresh.restore([saved])
+    assert [c for c in sim.calls if c[0] == "DELETE"] == [("DELETE", "/v2/positions/SPY")]
+    assert bar(fresh, spy, sim, I0 + 2)[0].status == "filled" and fresh.positions() == []
+
+
+def test_close_of_the_wrong_side_is_refused(broker, sim, spy):
+    broker.submit(order("t1-trend-SPY-199903-open-buy-ex000003", spy=spy))
+    bar(broker, spy, sim, I0 + 1)
+    with pytest.raises(AtsError, match="holds SPY long"):
+        broker.submit(order("t1-trend-SPY-199903-close-buy-ex000003", side="buy", intent="close", spy=spy,
+                            i=I0 + 1))
+    assert not any(m == "DELETE" for m, _ in sim.calls)
 
 
 def _condor(spy, i):

@@ -44,7 +44,6 @@ PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
 DATA_URL = "https://data.alpaca.markets"
 MAX_CLIENT_ID_LEN = 48
-FINAL = {"filled", "cancelled", "rejected"}
 _STATUS = {"new": "new", "accepted": "new", "pending_new": "new", "accepted_for_bidding": "new", "held": "new",
            "calculated": "new", "pending_review": "new", "pending_cancel": "new", "pending_replace": "new",
            "partially_filled": "partially_filled", "filled": "filled", "done_for_day": "partially_filled",
@@ -482,17 +481,22 @@ class AlpacaBroker:
         o = t.order
         symbols = [lg.symbol for lg in t.structure.legs] if t.structure else [o.symbol]
         ids = o.context.setdefault("venue_close_ids", {})
-        held = {p.symbol: abs(float(p.qty)) for p in self._call("get_all_positions", self.trading.get_all_positions)}
+        held = {p.symbol: (abs(float(p.qty)), _val(p.side))
+                for p in self._call("get_all_positions", self.trading.get_all_positions)}
         for sym in symbols:
             if sym in ids:
                 continue
+            prior = self._find_close_order(sym, o.submitted_at)   # sent before a crash / a lost answer
+            if prior is not None:
+                ids[sym] = str(prior.id)
+                continue
             if sym not in held:
-                prior = self._find_close_order(sym, o.submitted_at)
-                if prior is not None:
-                    ids[sym] = str(prior.id)
-                    continue
                 raise _VenueError("close_position", 404, f"no position in {sym} to close")
-            whole = t.structure is not None or abs(held[sym] - o.qty) < 1e-9
+            qty_held, side = held[sym]
+            if t.structure is None and side != o.position_side:
+                raise AtsError(f"alpaca close {o.client_order_id}: the venue holds {sym} {side}, the engine closes "
+                               f"a {o.position_side} position; refusing (reconciliation needed)")
+            whole = t.structure is not None or abs(qty_held - o.qty) < 1e-9
             opts = None if whole else ClosePositionRequest(qty=str(o.qty))
             try:
                 vo = self._call("close_position", self.trading.close_position, sym, opts)
@@ -505,14 +509,18 @@ class AlpacaBroker:
             ids[sym] = str(vo.id)
 
     def _find_close_order(self, symbol: str, since_s: int):
-        """The most recent venue order on ``symbol`` submitted at or after ``since_s`` that is not one of ours."""
+        """The most recent venue order on ``symbol`` submitted at or after ``since_s`` that is not one of ours
+        (``close_position`` orders carry a venue-made client order id; ours start with ``<run_id>-``)."""
         from alpaca.trading.enums import QueryOrderStatus
         from alpaca.trading.requests import GetOrdersRequest
 
         ours = {t.venue_cid for t in self._orders.values()}
         req = GetOrdersRequest(status=QueryOrderStatus.ALL, symbols=[symbol], limit=50,
                                after=datetime.fromtimestamp(since_s - 1, tz=timezone.utc))
-        cands = [v for v in self._call("get_orders", self.trading.get_orders, req) if v.client_order_id not in ours]
+        mine = f"{self.run_id}-" if self.run_id else "\0"
+        cands = [v for v in self._call("get_orders", self.trading.get_orders, req)
+                 if v.client_order_id not in ours and not v.client_order_id.startswith(mine)
+                 and _STATUS.get(_val(v.status)) != "rejected"]
         return cands[0] if cands else None
 
     # -------------------------------------------------------------- Broker: on_bar / pending / restore
