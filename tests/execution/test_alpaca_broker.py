@@ -87,7 +87,7 @@ def test_equity_market_order_carries_our_client_order_id_and_fills_next_open(bro
     f = reps[0].fills[0]
     assert f.qty == 10 and f.price == spy.rows[I0 + 1][0] and f.slippage_bps == 0 and f.fee_usd == 0
     assert f.ts >= close_of(spy, I0) // 1000
-    assert broker.pending() == []
+    assert broker.pending() == [] and cid in broker.sent_at
     assert [(p.symbol, p.qty, p.category) for p in broker.positions()] == [("SPY", Decimal(10), "equity")]
     fills = broker.fills_since(spy.t[I0])
     assert [(x.client_order_id, x.qty, x.price) for x in fills] == [(cid, Decimal(10),
@@ -248,6 +248,7 @@ def test_iron_condor_is_one_mleg_order_with_four_legs(broker, sim, spy):
     pos = {p.symbol: p.qty for p in broker.positions()}
     assert pos == {lg.symbol: Decimal(2) * (1 if lg.side == "buy" else -1) for lg in ic.legs}
     assert all(p.category == "option" for p in broker.positions())
+    assert len(broker.positions(("SPY",))) == 4 and broker.positions(("AAPL",)) == []
     # the exit: close_position on each leg, no hand-built counter-order
     broker.submit(order("t1-ic-SPY-199903-close-buy-ic000001", side="buy", qty=2, intent="close", spy=spy,
                         i=I0 + 1, ctx={"structure": ic}))

@@ -312,6 +312,7 @@ class AlpacaBroker:
             c._retry = 0            # alpaca-py would resend a POST on 504: we resolve ambiguity by lookup instead
             c._session = _TimeoutSession(self.retry.timeout_s)
         self._orders: dict[str, _Tracked] = {}   # our client_order_id -> tracked
+        self.sent_at: dict[str, float] = {}      # our client_order_id -> time.perf_counter() when sent (bench)
 
     def endpoint_kind(self) -> str:
         """``local`` | ``paper`` | ``production`` for the trading endpoint (see :func:`classify_endpoint`)."""
@@ -420,6 +421,7 @@ class AlpacaBroker:
             t.rejected = f"alpaca refused: {e}"
             log.warning("alpaca order %s rejected: %s", order.client_order_id, t.rejected)
         else:
+            self.sent_at[order.client_order_id] = time.perf_counter()
             log.info("alpaca order sent", extra={"fields": {"client_order_id": order.client_order_id,
                                                             "run_id": self.run_id, "symbol": order.symbol}})
 
@@ -689,10 +691,13 @@ class AlpacaBroker:
                                          Decimal("0"), ts))
         return sorted(out, key=lambda f: f.ts_ms)
 
-    def positions(self) -> list[VenuePosition]:
-        """Positions at the venue, ``qty`` signed (short < 0); category ``equity`` or ``option``."""
+    def positions(self, symbols: tuple[str, ...] | None = None) -> list[VenuePosition]:
+        """Positions at the venue (only ``symbols`` when given; option legs match their underlying), ``qty``
+        signed (short < 0); category ``equity`` or ``option``."""
         out = []
         for p in self._read("get_all_positions", self.trading.get_all_positions):
+            if symbols is not None and p.symbol not in symbols and _underlying(p.symbol) not in symbols:
+                continue
             q = abs(Decimal(str(p.qty))) * (-1 if _val(p.side) == "short" else 1)
             if q:
                 out.append(VenuePosition(p.symbol, q, Decimal(str(p.avg_entry_price)),
@@ -796,6 +801,11 @@ def _message(e) -> str:
         return str(e.message)
     except Exception:  # noqa: BLE001 - body not JSON
         return str(e)[:200]
+
+
+def _underlying(symbol: str) -> str:
+    """The root of an OCC option symbol (``SPY261218P00450000`` -> ``SPY``); other symbols unchanged."""
+    return symbol[:-15] if len(symbol) > 15 and symbol[-9] in "CP" and symbol[-15:-9].isdigit() else symbol
 
 
 def _val(x) -> str:
