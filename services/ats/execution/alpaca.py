@@ -339,7 +339,7 @@ class AlpacaBroker:
     def _call(self, what: str, fn, *args, **kw):
         """Run one alpaca-py call, backing off HTTP 429; other errors become :class:`_VenueError`."""
         from alpaca.common.exceptions import APIError
-        from requests.exceptions import ConnectionError as ReqConnErr, Timeout
+        from requests.exceptions import RequestException
 
         for n in range(self.retry.max_retries + 1):
             try:
@@ -352,7 +352,7 @@ class AlpacaBroker:
                     self.retry.sleep(wait)
                     continue
                 raise _VenueError(what, code, self._scrub(_message(e)), ambiguous=code is not None and code >= 500)
-            except (ReqConnErr, Timeout) as e:
+            except RequestException as e:          # timeout, reset, broken chunked answer: the order may exist
                 raise _VenueError(what, None, self._scrub(type(e).__name__), ambiguous=True) from None
         raise _VenueError(what, 429, "rate limited: retries exhausted")
 
