@@ -147,6 +147,7 @@ def test_second_submission_of_the_same_decision_is_adopted_not_doubled(broker, s
 def test_partial_fill_reports_the_filled_part_and_cancels_the_rest(broker, sim, spy):
     sim.faults.partial_next_order = 0.4
     broker.submit(order("t1-trend-SPY-199903-open-buy-part0001", spy=spy, qty=100))
+    assert broker.in_flight() == {("SPY", "equity"): Decimal(40)}     # executed, not yet reported
     reps = bar(broker, spy, sim, I0 + 1)
     assert reps[0].status == "partially_filled" and [f.qty for f in reps[0].fills] == [40]
     assert sim.orders[0].status == "canceled" and sim.orders[0].filled_qty == 40
@@ -157,7 +158,10 @@ def test_rejection_is_reported_at_the_next_bar_with_the_venue_reason(broker, sim
     sim.faults.reject_next_order = "insufficient buying power"
     broker.submit(order("t1-trend-SPY-199903-open-buy-rej00001", spy=spy))
     assert sim.orders == []
-    reps = bar(broker, spy, sim, I0 + 1)
+    again = AlpacaBroker(KEY, SECRET, base_url=sim.url, data_url=sim.url, run_id="t1")
+    again.restore([Order.from_dict(o.to_dict()) for o in broker.pending()])   # the loop restores every bar
+    assert len(posts(sim)) == 1                                                 # a refused order is not resent
+    reps = bar(again, spy, sim, I0 + 1)
     assert reps[0].status == "rejected" and "insufficient buying power" in reps[0].reject_reason
     assert broker.positions() == []
 
@@ -288,11 +292,11 @@ def test_pre_trade_check_refuses_a_multi_leg_structure_not_sent_as_mleg(broker, 
 def test_preflight_is_read_only_and_reports_the_account(broker, sim):
     f = broker.preflight()
     assert sim.order_calls() == [] and {m for m, _ in sim.calls} == {"GET"}
-    assert (f.venue, f.endpoint_kind, f.account_status) == ("alpaca", "local", "ACTIVE")
+    assert (f.venue, f.endpoint_kind, f.account_status) == ("alpaca", "local", "active")
     assert f.equity_usd == Decimal(100000) and f.buying_power_usd == Decimal(200000)
     assert f.margin_multiplier == Decimal(2) and f.shorting_enabled is True
     assert f.checks["pattern_day_trader"] is True and f.checks["trading_blocked"] is False
-    assert f.key_permissions == "unknown" and f.position_mode == "n/a"
+    assert f.key_permissions == "trade" and f.position_mode == "one_way"
 
 
 def test_preflight_refuses_a_blocked_small_pattern_day_trader(spy, waits):

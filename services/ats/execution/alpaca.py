@@ -418,7 +418,7 @@ class AlpacaBroker:
                 vo = self._place(self._request(t), t.venue_cid)
                 order.context["venue_order_id"] = str(vo.id)
         except _VenueError as e:
-            t.rejected = f"alpaca refused: {e}"
+            t.rejected = order.context["venue_rejected"] = f"alpaca refused: {e}"
             log.warning("alpaca order %s rejected: %s", order.client_order_id, t.rejected)
         else:
             self.sent_at[order.client_order_id] = time.perf_counter()
@@ -542,11 +542,14 @@ class AlpacaBroker:
             t = _Tracked(o, venue_client_id(o.client_order_id),
                          _structure_from_dict(st) if isinstance(st, dict) else st)
             self._orders[o.client_order_id] = t
+            if o.context.get("venue_rejected"):        # refused at submission: report it, never resend it
+                t.rejected = o.context["venue_rejected"]
+                continue
             if o.intent == "close":
                 try:
                     self._send_close(t)        # skips symbols already closed (venue_close_ids / prior order)
                 except _VenueError as e:
-                    t.rejected = f"alpaca refused: {e}"
+                    t.rejected = o.context["venue_rejected"] = f"alpaca refused: {e}"
                 continue
             if "venue_order_id" not in o.context:
                 found = self._lookup(t.venue_cid)
@@ -715,19 +718,44 @@ class AlpacaBroker:
         Returns
         -------
         PreflightFacts
-            ``key_permissions = "unknown"`` (Alpaca has no key-information endpoint), ``position_mode = "n/a"``;
+            ``account_status`` lower-cased (``active``; the venue's spelling in ``checks["venue_account_status"]``);
+            ``key_permissions = "trade"`` (Alpaca API keys cannot be read-only and have no key-information or
+            IP-binding endpoint); ``position_mode = "one_way"`` (Alpaca nets one position per symbol);
             ``checks`` holds pattern_day_trader, trading_blocked, account_blocked, trade_suspended_by_user,
             daytrade_count, options_trading_level, currency.
         """
         a = self._read("get_account", self.trading.get_account)
-        checks = {"pattern_day_trader": bool(a.pattern_day_trader), "trading_blocked": bool(a.trading_blocked),
+        checks = {"venue_account_status": _val(a.status),"pattern_day_trader": bool(a.pattern_day_trader), "trading_blocked": bool(a.trading_blocked),
                   "account_blocked": bool(a.account_blocked),
                   "trade_suspended_by_user": bool(a.trade_suspended_by_user),
                   "daytrade_count": a.daytrade_count, "options_trading_level": a.options_trading_level,
                   "currency": a.currency}
-        return PreflightFacts("alpaca", self.base_url, self._kind, _val(a.status), Decimal(a.equity or "0"),
-                              Decimal(a.buying_power or "0"), Decimal(a.multiplier or "1"), bool(a.shorting_enabled),
-                              "unknown", "n/a", checks)
+        return PreflightFacts("alpaca", self.base_url, self._kind, _val(a.status).lower(),
+                              Decimal(a.equity or "0"), Decimal(a.buying_power or "0"), Decimal(a.multiplier or "1"), bool(a.shorting_enabled),
+                              "trade", "one_way", checks)
+
+    @staticmethod
+    def category_for(symbol: str, side: str | None = None) -> str:
+        """The :class:`VenuePosition` category of ``symbol`` at Alpaca: ``option`` (OCC symbol) or ``equity``
+        (long and short alike; Alpaca has no spot/linear split)."""
+        return "option" if _underlying(symbol) != symbol else "equity"
+
+    def in_flight(self) -> dict:
+        """``{(symbol, category): signed qty}`` executed at the venue for pending orders but not yet reported to
+        the engine (reconciliation adds it to the database side). Read-only."""
+        out: dict = {}
+        for t in self._orders.values():
+            od = t.order
+            if t.done or t.rejected or t.structure is not None:
+                continue
+            ids = list(od.context.get("venue_close_ids", {}).values()) or [od.context.get("venue_order_id")]
+            for i in [i for i in ids if i]:
+                x = self._read("get_order_by_id", self.trading.get_order_by_id, i)
+                q = Decimal(str(x.filled_qty or 0)) - Decimal(str(od.filled_qty))
+                if q > 0:
+                    key = (x.symbol, self.category_for(x.symbol))
+                    out[key] = out.get(key, Decimal(0)) + (q if _val(x.side) == "buy" else -q)
+        return out
 
     def _read(self, what: str, fn, *args):
         """A read-only call; any failure (ambiguous included) is an AtsError naming the call."""
@@ -755,8 +783,8 @@ def venue_check_failures(facts: PreflightFacts) -> list[str]:
         pattern day trader holds at least 25,000 USD equity.
     """
     out = []
-    if facts.account_status != "ACTIVE":
-        out.append(f"alpaca account status is {facts.account_status}, not ACTIVE")
+    if facts.account_status.upper() != "ACTIVE":
+        out.append(f"alpaca account status is {facts.account_status.upper()}, not ACTIVE")
     for flag in ("trading_blocked", "account_blocked", "trade_suspended_by_user"):
         if facts.checks.get(flag):
             out.append(f"alpaca account has {flag} = true")
