@@ -725,7 +725,8 @@ class AlpacaBroker:
             daytrade_count, options_trading_level, currency.
         """
         a = self._read("get_account", self.trading.get_account)
-        checks = {"venue_account_status": _val(a.status),"pattern_day_trader": bool(a.pattern_day_trader), "trading_blocked": bool(a.trading_blocked),
+        checks = {"venue_account_status": _val(a.status), "pattern_day_trader": bool(a.pattern_day_trader),
+                  "trading_blocked": bool(a.trading_blocked),
                   "account_blocked": bool(a.account_blocked),
                   "trade_suspended_by_user": bool(a.trade_suspended_by_user),
                   "daytrade_count": a.daytrade_count, "options_trading_level": a.options_trading_level,
