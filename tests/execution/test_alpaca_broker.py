@@ -101,9 +101,10 @@ def test_long_client_order_id_is_shortened_deterministically(broker, sim, spy):
     assert len(cid) > 48
     vid = venue_client_id(cid)
     assert len(vid) == 48 and vid == venue_client_id(cid) and vid != venue_client_id(cid + "x")
-    broker.submit(order(cid, spy=spy))
+    broker.submit(order(cid, spy=spy, otype="limit", limit=round(spy.rows[I0 + 1][2] * 0.9, 2)))
     assert [o.client_order_id for o in sim.orders] == [vid]
-    assert bar(broker, spy, sim, I0 + 1)[0].order.client_order_id == cid
+    assert [o.client_order_id for o in broker.open_orders()] == [cid]      # reconciliation sees the engine's id
+    assert bar(broker, spy, sim, I0 + 1)[0].order.client_order_id == cid and broker.open_orders() == []
 
 
 @pytest.mark.parametrize("fault", ["drop_next_order_response", "error500_next_order"])

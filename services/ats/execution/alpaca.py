@@ -669,12 +669,12 @@ class AlpacaBroker:
         return sorted(out, key=lambda x: x.open_time_ms)
 
     def open_orders(self) -> list[VenueOrder]:
-        """Orders not final at the venue."""
+        """Orders not final at the venue; ``client_order_id`` is the engine's id for orders this broker sent."""
         from alpaca.trading.enums import QueryOrderStatus
         from alpaca.trading.requests import GetOrdersRequest
 
         req = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
-        return [_venue_order(x) for x in self._read("get_orders", self.trading.get_orders, req)]
+        return [self._ours(_venue_order(x)) for x in self._read("get_orders", self.trading.get_orders, req)]
 
     def fills_since(self, since_ms: int) -> list[VenueFill]:
         """Executions at or after ``since_ms``, one per order (per leg for MLEG) with its cumulative filled qty
@@ -689,7 +689,8 @@ class AlpacaBroker:
                 q = float(y.filled_qty or 0)
                 ts = int((y.filled_at or y.updated_at).timestamp() * 1000)
                 if q > 0 and ts >= since_ms:
-                    out.append(VenueFill(f"{y.id}:{_num(q)}", x.client_order_id, y.symbol, _val(y.side),
+                    out.append(VenueFill(f"{y.id}:{_num(q)}", self._engine_cid(x.client_order_id), y.symbol,
+                                         _val(y.side),
                                          Decimal(str(y.filled_qty)), Decimal(str(y.filled_avg_price)),
                                          Decimal("0"), ts))
         return sorted(out, key=lambda f: f.ts_ms)
@@ -734,6 +735,19 @@ class AlpacaBroker:
         return PreflightFacts("alpaca", self.base_url, self._kind, _val(a.status).lower(),
                               Decimal(a.equity or "0"), Decimal(a.buying_power or "0"), Decimal(a.multiplier or "1"), bool(a.shorting_enabled),
                               "trade", "one_way", checks)
+
+    def _engine_cid(self, venue_cid: str) -> str:
+        """The engine's client order id behind a venue id (they differ when ours was longer than 48 chars)."""
+        for cid, t in self._orders.items():
+            if t.venue_cid == venue_cid:
+                return cid
+        return venue_cid
+
+    def _ours(self, vo: VenueOrder) -> VenueOrder:
+        from dataclasses import replace
+
+        cid = self._engine_cid(vo.client_order_id)
+        return vo if cid == vo.client_order_id else replace(vo, client_order_id=cid)
 
     @staticmethod
     def category_for(symbol: str, side: str | None = None) -> str:
