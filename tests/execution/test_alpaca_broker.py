@@ -328,6 +328,16 @@ def test_venue_clock_and_closed_candles(broker, sim, spy):
         broker.closed_candles("SPY", "2d", 0, now)
 
 
+def test_market_calendar_says_which_bars_are_due(broker, sim, spy):
+    from datetime import datetime, timezone
+
+    fri = next(t for t in spy.t[I0:] if datetime.fromtimestamp(t / 1000, tz=timezone.utc).weekday() == 4)
+    assert broker.expects_bar("SPY", "1d", fri) is True
+    assert broker.expects_bar("SPY", "1d", fri + 86_400_000) is False               # Saturday
+    assert broker.expects_bar("SPY", "1d", spy.t[5000]) is True                    # another year: refetched
+    assert sim.order_calls() == []
+
+
 def test_restart_restores_pending_orders_without_a_second_order(broker, sim, spy, waits):
     cid = "t1-trend-SPY-199903-open-buy-rs000001"
     broker.submit(order(cid, spy=spy))

@@ -313,6 +313,8 @@ class AlpacaBroker:
             c._session = _TimeoutSession(self.retry.timeout_s)
         self._orders: dict[str, _Tracked] = {}   # our client_order_id -> tracked
         self.sent_at: dict[str, float] = {}      # our client_order_id -> time.perf_counter() when sent (bench)
+        self._market_days: set[str] = set()
+        self._calendar_span: tuple[str, str] | None = None
 
     def endpoint_kind(self) -> str:
         """``local`` | ``paper`` | ``production`` for the trading endpoint (see :func:`classify_endpoint`)."""
@@ -748,6 +750,30 @@ class AlpacaBroker:
 
         cid = self._engine_cid(vo.client_order_id)
         return vo if cid == vo.client_order_id else replace(vo, client_order_id=cid)
+
+    def expects_bar(self, symbol: str, timeframe: str, open_ms: int) -> bool:
+        """Whether the venue trades in the bar opening at ``open_ms`` (UTC ms): its date is a market day of
+        Alpaca's calendar (``GET /v2/calendar``). False (weekend, holiday) means no bar is due, which is not a
+        feed anomaly. Daily bars are dated by their open's UTC date. Read-only; cached by year.
+
+        Raises
+        ------
+        AtsError
+            The calendar could not be read.
+        """
+        from datetime import date
+
+        from alpaca.trading.requests import GetCalendarRequest
+
+        day = _dt(open_ms).strftime("%Y-%m-%d")
+        span = self._calendar_span
+        if span is None or not span[0] <= day <= span[1]:
+            y = int(day[:4])
+            lo, hi = date(y - 1, 1, 1), date(y + 1, 12, 31)
+            cal = self._read("get_calendar", self.trading.get_calendar, GetCalendarRequest(start=lo, end=hi))
+            self._market_days = {c.date.isoformat() for c in cal}
+            self._calendar_span = (lo.isoformat(), hi.isoformat())
+        return day in self._market_days
 
     @staticmethod
     def category_for(symbol: str, side: str | None = None) -> str:

@@ -545,6 +545,15 @@ class AlpacaSim:
         close = (b.t[i] + b.tf_ms) if is_open else nxt + b.tf_ms
         return {"timestamp": _iso(now), "is_open": is_open, "next_open": _iso(nxt), "next_close": _iso(close)}
 
+    def calendar_json(self, q: dict) -> list[dict]:
+        """``GET /v2/calendar``: the market days (dates with a bar of the first symbol) in [start, end],
+        09:30-16:00 exchange time as Alpaca publishes it."""
+        b = next(iter(self.bars.values()))
+        lo, hi = q.get("start") or "1970-01-01", q.get("end") or "2099-12-31"
+        days = sorted({datetime.fromtimestamp(t / 1000, tz=timezone.utc).strftime("%Y-%m-%d") for t in b.t})
+        return [{"date": d, "open": "09:30", "close": "16:00", "session_open": "0400", "session_close": "2000",
+                 "settlement_date": d} for d in days if lo <= d <= hi]
+
     def bars_json(self, symbols: list[str], q: dict) -> tuple[int, dict]:
         """``{"bars": {SYM: [{t,o,h,l,c,v,n,vw}]}, "next_page_token": ...}`` of CLOSED bars in [start, end]."""
         now = self.now_ms()
@@ -641,6 +650,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, sim.account_json(), ""
         if method == "GET" and path == "/v2/clock":
             return 200, sim.clock_json(), ""
+        if method == "GET" and path == "/v2/calendar":
+            return 200, sim.calendar_json(q), ""
         if path == "/v2/orders" and method == "POST":
             return sim.new_order(json.loads(raw or b"{}"))
         if path == "/v2/orders" and method == "GET":
