@@ -735,8 +735,8 @@ class AlpacaBroker:
                   "daytrade_count": a.daytrade_count, "options_trading_level": a.options_trading_level,
                   "currency": a.currency}
         return PreflightFacts("alpaca", self.base_url, self._kind, _val(a.status).lower(),
-                              Decimal(a.equity or "0"), Decimal(a.buying_power or "0"), Decimal(a.multiplier or "1"), bool(a.shorting_enabled),
-                              "trade", "one_way", checks)
+                              Decimal(a.equity or "0"), Decimal(a.buying_power or "0"),
+                              Decimal(a.multiplier or "1"), bool(a.shorting_enabled), "trade", "one_way", checks)
 
     def _engine_cid(self, venue_cid: str) -> str:
         """The engine's client order id behind a venue id (they differ when ours was longer than 48 chars)."""
