@@ -20,16 +20,13 @@ from ats.execution.broker import Broker, Order
 from ats.execution.venue import VenueAdapter
 from ats.execution.venue_sim.alpaca import AlpacaSim, load_bars, option_price
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ohlcv", "equities")
-if not os.path.isdir(DATA):
-    DATA = "/work/shared/data/ohlcv/equities"
 KEY, SECRET = "PKSIMTESTKEY0000000001", "simsecret-PLANTED-9f8e7d6c5b4a"
 I0 = 300          # decision bar index in SPY_1d.csv (1999-03)
 
 
 @pytest.fixture(scope="module")
-def spy():
-    return load_bars(os.path.join(DATA, "SPY_1d.csv"))
+def spy(shared_data):
+    return load_bars(shared_data / "equities" / "SPY_1d.csv")
 
 
 @pytest.fixture

@@ -17,16 +17,13 @@ from alpaca.trading.requests import MarketOrderRequest, OptionLegRequest
 from ats.execution.alpaca import AlpacaBroker, RetryPolicy, iron_condor_legs
 from ats.execution.venue_sim.alpaca import AlpacaSim, load_bars
 
-DATA = "/work/shared/data/ohlcv/equities"
-if not os.path.isdir(DATA):
-    DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ohlcv", "equities")
 KEY, SECRET = "PKSIMTEST2", "simsecret2"
 
 
 @pytest.fixture
-def sim():
-    spy = load_bars(os.path.join(DATA, "SPY_1d.csv"))
-    s = AlpacaSim([spy, load_bars(os.path.join(DATA, "AAPL_1d.csv"))], KEY, SECRET,
+def sim(shared_data):
+    spy = load_bars(shared_data / "equities" / "SPY_1d.csv")
+    s = AlpacaSim([spy, load_bars(shared_data / "equities" / "AAPL_1d.csv")], KEY, SECRET,
                   start_ms=spy.t[400] + spy.tf_ms).start()
     yield s
     s.stop()
@@ -86,15 +83,16 @@ def test_option_leg_on_unknown_underlying_is_refused(sim):
     assert ei.value.status_code == 422 and sim.orders == []
 
 
-def test_cli_serves_an_accelerated_clock_and_bars(tmp_path):
+def test_cli_serves_an_accelerated_clock_and_bars(shared_data):
+    data = shared_data / "equities"
     env = dict(os.environ, ALPACA_API_KEY=KEY, ALPACA_SECRET_KEY=SECRET,
                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     code = ("import argparse, sys; from ats.execution.venue_sim.alpaca import register_alpaca_sim; "
             "p = argparse.ArgumentParser(); register_alpaca_sim(p.add_subparsers()); "
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     proc = subprocess.Popen([sys.executable, "-c", code, "alpaca", "--port", "0", "--speed", "86400",
-                             "--start", "2005-03-01T00:00:00Z", "--candles", os.path.join(DATA, "SPY_1d.csv"),
-                             "--candles", os.path.join(DATA, "AAPL_1d.csv")],
+                             "--start", "2005-03-01T00:00:00Z", "--candles", str(data / "SPY_1d.csv"),
+                             "--candles", str(data / "AAPL_1d.csv")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()

@@ -245,6 +245,11 @@ class AlpacaSim:
         with self.lock:
             self._offset_ms += int(seconds * 1000)
 
+    def pause(self) -> None:
+        """Freeze the simulated clock where it is (tests comparing venue and database at one instant)."""
+        with self.lock:
+            self._t0_ms, self._mono0, self._offset_ms, self.speed = self.now_ms(), time.monotonic(), 0, 0.0
+
     def set_now(self, ms: int) -> None:
         """Set the simulated clock to ``ms`` (UTC ms; never backwards)."""
         with self.lock:
