@@ -536,8 +536,20 @@ class AlpacaBroker:
         return any(t.order.symbol == symbol and not t.done for t in self._orders.values())
 
     def restore(self, orders: list[Order]) -> None:
-        """Re-attach checkpointed orders after a restart: each is looked up at the venue by client order id; one
-        the venue never received is sent again with the same id (so nothing is doubled and nothing lost)."""
+        """Re-attach checkpointed orders after a restart (the live loop does it at every bar).
+
+        Parameters
+        ----------
+        orders : list of Order
+            The checkpoint's pending orders; their ``context`` holds the venue ids. One without a venue id is
+            looked up by client order id and, when the venue never received it, sent again with the same id (so
+            nothing is doubled and nothing lost); one the venue refused is reported, never resent.
+
+        Raises
+        ------
+        AtsError
+            The venue could not be read.
+        """
         self._orders = {}
         for o in orders:
             st = o.context.get("structure")
@@ -564,11 +576,26 @@ class AlpacaBroker:
 
     def on_bar(self, symbol: str, t_open: int, o: float, h: float, l: float, c: float, v: float,
                settings: dict) -> list[BrokerReport]:
-        """Report what the venue did with this symbol's orders by the bar opening at ``t_open`` (Unix s).
+        """Report what the venue did with this symbol's orders by the bar opening at ``t_open``.
 
-        A fill's price is the venue's; ``slippage_bps`` is measured against the bar open ``o``; ``fee_usd`` is 0
-        (Alpaca charges no commission). A market order still working after its first bar is cancelled for the
-        rest (status partially_filled), a limit order after one bar (as the paper broker does).
+        Parameters
+        ----------
+        symbol : str
+            The bar's symbol (an options structure is filed under its underlying).
+        t_open : int
+            Bar open, Unix s; orders decided at a later close are left alone.
+        o, h, l, c, v : float
+            The bar (USD, shares); ``o`` is the reference of ``slippage_bps``.
+        settings : dict
+            Unused (the venue decides fills).
+
+        Returns
+        -------
+        list of BrokerReport
+            A fill's price is the venue's, ``fee_usd`` 0 (Alpaca charges no commission). A partially filled
+            market order is cancelled for the rest after its bar (status partially_filled), an unfilled limit
+            order after one bar (cancelled), as the paper broker does; a market order the venue has not executed
+            yet (market closed) stays pending.
         """
         out = []
         for cid, t in list(self._orders.items()):
