@@ -1,9 +1,5 @@
 """Accounts (issue 13): creation in one transaction, profiles, funding, and row-level-security isolation."""
 
-import pytest
-
-pytestmark = pytest.mark.dblayer
-
 from __future__ import annotations
 
 from decimal import Decimal
@@ -17,6 +13,8 @@ from ats.accounts.store import AccountSpec, create_account, fund_account, read_u
 from ats.db.connection import with_user
 from ats.errors import UsageError
 from conftest import run_cli
+
+pytestmark = pytest.mark.dblayer
 
 
 def _create(url, acct, broker="paper", profile="conservative", universe=None, cash="1000000"):
