@@ -15,6 +15,7 @@ CLI_ORDER = 85
 def register(subparsers) -> None:
     """Add the fleet's commands to the `ats` parser."""
     _register_security(subparsers)
+    _register_git(subparsers)
 
 
 # ---- ats security audit -------------------------------------------------------------------------------
@@ -49,3 +50,51 @@ def _cmd_security_audit(args) -> int:
                 print(f"       {e}")
         print(f"{len(findings)} findings ({high} high)" + (f"; report {path}" if path else ""))
     return 1 if high else 0
+
+
+# ---- ats git commit / ats session close ---------------------------------------------------------------
+
+def _register_git(subparsers) -> None:
+    p = subparsers.add_parser("git", help="commit explicit paths with the day's plan (no push, ever)",
+                              description="The git-workflow-agent's core (GitPython). There is no push command.")
+    s = p.add_subparsers(dest="git_command", required=True, metavar="SUBCOMMAND")
+    c = s.add_parser("commit", help="stage exactly --paths and commit; services/, mcp_servers/, tests/ need "
+                                    "today's plan in plans/",
+                     description="Stage the named paths only (refuses other staged changes), require a plan "
+                                 "saved today (UTC) for changes under services/, mcp_servers/, tests/ and commit "
+                                 "it with them; the message subject is the plan's title.")
+    c.add_argument("--paths", nargs="+", required=True, metavar="P", help="files or directories to commit")
+    c.add_argument("--hint", help="extra message text (the subject when no plan applies)")
+    c.set_defaults(func=_cmd_git_commit)
+    se = subparsers.add_parser("session", help="close an interactive session (commit, backup, health, summary)")
+    ss = se.add_subparsers(dest="session_command", required=True, metavar="SUBCOMMAND")
+    cl = ss.add_parser("close", help="commit --paths (optional), ats db backup, ats health-check, "
+                                     "reports/sessions/<date>_session.md",
+                       description="Close the session: commit (if --paths), DB backup, health check, and a "
+                                   "summary in reports/sessions/. Exit 1 when the commit or the backup failed.")
+    cl.add_argument("--paths", nargs="+", metavar="P", help="commit these paths first")
+    cl.add_argument("--hint", help="commit message hint")
+    cl.add_argument("--no-backup", action="store_true", help="skip the database backup")
+    cl.add_argument("--no-health", action="store_true", help="skip the health check")
+    cl.set_defaults(func=_cmd_session_close)
+
+
+def _cmd_git_commit(args) -> int:
+    from .gitflow import commit
+
+    res = commit(args.paths, args.hint)
+    print(f"committed {res.sha[:12]}: {res.message.splitlines()[0]} ({len(res.paths)} paths"
+          + (f", plan {res.plan.path}" if res.plan else "") + "); not pushed (ats never pushes)")
+    return 0
+
+
+def _cmd_session_close(args) -> int:
+    from .gitflow import close_session
+
+    path, steps = close_session(paths=args.paths, hint=args.hint, backup=not args.no_backup,
+                                health=not args.no_health)
+    for s in steps:
+        print(f"{s.name}: exit {s.exit_code}")
+    print(f"session summary {path}")
+    failed = [s for s in steps if s.exit_code != 0 and not (s.name == "ats health-check" and s.exit_code == 1)]
+    return 1 if failed else 0
