@@ -16,6 +16,7 @@ def register(subparsers) -> None:
     """Add the fleet's commands to the `ats` parser."""
     _register_security(subparsers)
     _register_git(subparsers)
+    _register_hook(subparsers)
 
 
 # ---- ats security audit -------------------------------------------------------------------------------
@@ -98,3 +99,26 @@ def _cmd_session_close(args) -> int:
     print(f"session summary {path}")
     failed = [s for s in steps if s.exit_code != 0 and not (s.name == "ats health-check" and s.exit_code == 1)]
     return 1 if failed else 0
+
+
+# ---- ats hook pretooluse ------------------------------------------------------------------------------
+
+def _register_hook(subparsers) -> None:
+    p = subparsers.add_parser("hook", help="Claude Code hooks (PreToolUse path rules)",
+                              description="Hooks called by Claude Code (.claude/settings.json).")
+    s = p.add_subparsers(dest="hook_command", required=True, metavar="EVENT")
+    h = s.add_parser("pretooluse", help="judge a Write/Edit from the hook JSON on stdin: exit 2 + stderr = refused",
+                     description="Headless runs may write only reports/, kb/, plans/; interactive edits under "
+                                 "services/, mcp_servers/, tests/ need a plan saved today in plans/.")
+    h.set_defaults(func=_cmd_hook_pretooluse)
+
+
+def _cmd_hook_pretooluse(args) -> int:
+    import sys
+
+    from .hooks import run
+
+    decision = run(sys.stdin.read())
+    if not decision.allow:
+        print(decision.reason, file=sys.stderr)
+    return decision.exit_code
