@@ -84,7 +84,7 @@ def decide(payload: dict, environ: dict | None = None) -> Decision:
         return Decision(True)
     raw = target_path(payload)
     if not raw:
-        return Decision(False, f"ats hook: {tool} without a file_path: refused")
+        return Decision(False, f"ats hook: {tool} without a file_path: denied")
     root = project_dir(payload, environ)
     path = Path(raw)
     full = (path if path.is_absolute() else Path(payload.get("cwd") or root) / path).resolve()
@@ -96,13 +96,13 @@ def decide(payload: dict, environ: dict | None = None) -> Decision:
     if is_headless(payload, environ):
         if top in HEADLESS_DIRS:
             return Decision(True)
-        return Decision(False, f"ats hook: headless runs may write only {', '.join(d + '/' for d in HEADLESS_DIRS)}"
-                               f" — {tool} of {full} refused (CLAUDE.md: headless runs are read-only)")
+        return Decision(False, f"ats hook: {tool} of {full} denied: headless runs may write only "
+                               f"{', '.join(d + '/' for d in HEADLESS_DIRS)} (CLAUDE.md: headless runs are read-only)")
     if top in GUARDED_DIRS and not todays_plans(root):
         from datetime import datetime, timezone
 
         day = datetime.now(timezone.utc).date().isoformat()
-        return Decision(False, f"ats hook: {tool} of {rel} refused: changes under {top}/ need a plan saved today "
+        return Decision(False, f"ats hook: {tool} of {rel} denied: changes under {top}/ need a plan saved today "
                                f"(no plans/{day}_*.md). Plan first, get it approved, run /save-plan \"title\".")
     return Decision(True)
 
@@ -114,12 +114,12 @@ def run(stdin_text: str, environ: dict | None = None) -> Decision:
         if not isinstance(payload, dict):
             raise ValueError("hook input is not a JSON object")
     except ValueError as exc:
-        return Decision(False, f"ats hook: unreadable hook input ({exc}): refused")
+        return Decision(False, f"ats hook: unreadable hook input ({exc}): denied")
     try:
         return decide(payload, environ)
     except Exception as exc:  # fail closed for write tools, open for the rest
         if payload.get("tool_name") in WRITE_TOOLS:
-            return Decision(False, f"ats hook: error while checking {payload.get('tool_name')}: {exc}: refused")
+            return Decision(False, f"ats hook: error while checking {payload.get('tool_name')}: {exc}: denied")
         return Decision(True)
 
 
