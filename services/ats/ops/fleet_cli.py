@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     _register_security(subparsers)
     _register_git(subparsers)
     _register_hook(subparsers)
+    _register_gh(subparsers)
 
 
 # ---- ats security audit -------------------------------------------------------------------------------
@@ -122,3 +123,95 @@ def _cmd_hook_pretooluse(args) -> int:
     if not decision.allow:
         print(decision.reason, file=sys.stderr)
     return decision.exit_code
+
+
+# ---- ats gh ... ---------------------------------------------------------------------------------------
+
+def _register_gh(subparsers) -> None:
+    p = subparsers.add_parser("gh", help="GitHub issues over the gh CLI (one line and exit 1 without gh/network)",
+                              description="The github-issues-agent's core: list, create, close, comment on issues "
+                                          "and link commits, through the gh CLI (ATS_GH_BIN or gh on PATH).")
+    s = p.add_subparsers(dest="gh_command", required=True, metavar="SUBCOMMAND")
+
+    def common(q):
+        q.add_argument("--repo", help="OWNER/NAME (default: gh infers it from the git remote)")
+        return q
+
+    q = common(s.add_parser("issues", help="list issues"))
+    q.add_argument("--state", choices=["open", "closed", "all"], default="open")
+    q.add_argument("--limit", type=int, default=30)
+    q.add_argument("--label")
+    q.add_argument("--json", action="store_true", help="print gh's JSON")
+    q.set_defaults(func=_cmd_gh_issues)
+    q = common(s.add_parser("create", help="create an issue, print its URL"))
+    q.add_argument("title")
+    body = q.add_mutually_exclusive_group()
+    body.add_argument("--body", default="")
+    body.add_argument("--body-file", type=Path, help="read the body from this file")
+    q.add_argument("--label", action="append", default=[])
+    q.set_defaults(func=_cmd_gh_create)
+    q = common(s.add_parser("close", help="close an issue"))
+    q.add_argument("number", type=int)
+    q.add_argument("--comment")
+    q.add_argument("--reason", choices=["completed", "not planned"])
+    q.set_defaults(func=_cmd_gh_close)
+    q = common(s.add_parser("comment", help="comment on an issue"))
+    q.add_argument("number", type=int)
+    q.add_argument("--body", required=True)
+    q.set_defaults(func=_cmd_gh_comment)
+    q = common(s.add_parser("link-commits", help="comment the commits naming #N (or of --range) on issue N"))
+    q.add_argument("number", type=int)
+    q.add_argument("--range", dest="rev_range", help="A..B: every commit of this range instead")
+    q.add_argument("--dry-run", action="store_true", help="print the comment, post nothing")
+    q.set_defaults(func=_cmd_gh_link)
+
+
+def _cmd_gh_issues(args) -> int:
+    from .gh import list_issues
+
+    issues = list_issues(state=args.state, limit=args.limit, label=args.label, repo=args.repo)
+    if args.json:
+        print(json.dumps(issues, indent=2))
+        return 0
+    for i in issues:
+        labels = ",".join(lab.get("name", "") for lab in i.get("labels") or [])
+        print(f"#{i['number']:<5} {i.get('state', ''):<7} {i.get('updatedAt', '')[:10]}  {i['title']}"
+              + (f"  [{labels}]" if labels else ""))
+    print(f"{len(issues)} {args.state} issues")
+    return 0
+
+
+def _cmd_gh_create(args) -> int:
+    from .gh import create_issue
+
+    body = args.body_file.read_text(encoding="utf-8") if args.body_file else args.body
+    print(create_issue(args.title, body, labels=args.label, repo=args.repo))
+    return 0
+
+
+def _cmd_gh_close(args) -> int:
+    from .gh import close_issue
+
+    close_issue(args.number, comment=args.comment, reason=args.reason, repo=args.repo)
+    print(f"closed #{args.number}")
+    return 0
+
+
+def _cmd_gh_comment(args) -> int:
+    from .gh import comment_issue
+
+    comment_issue(args.number, args.body, repo=args.repo)
+    print(f"commented on #{args.number}")
+    return 0
+
+
+def _cmd_gh_link(args) -> int:
+    from ..paths import project_root
+    from .gh import link_commits
+
+    body, commits = link_commits(args.number, project_root(), rev_range=args.rev_range, dry_run=args.dry_run,
+                                 repo=args.repo)
+    if args.dry_run:
+        print(body)
+    print(f"{'would link' if args.dry_run else 'linked'} {len(commits)} commits to #{args.number}")
+    return 0
