@@ -18,6 +18,7 @@ def register(subparsers) -> None:
     _register_git(subparsers)
     _register_hook(subparsers)
     _register_gh(subparsers)
+    _register_archive(subparsers)
 
 
 # ---- ats security audit -------------------------------------------------------------------------------
@@ -214,4 +215,32 @@ def _cmd_gh_link(args) -> int:
     if args.dry_run:
         print(body)
     print(f"{'would link' if args.dry_run else 'linked'} {len(commits)} commits to #{args.number}")
+    return 0
+
+
+# ---- ats archive --------------------------------------------------------------------------------------
+
+def _register_archive(subparsers) -> None:
+    p = subparsers.add_parser("archive", help="git bundle of all refs + reports/ kb/ plans/ tarball, rotated",
+                              description="Write ats-archive_<UTC>.bundle (git bundle --all, verified), .tar.gz "
+                                          "(reports/ kb/ plans/) and a .json manifest, then keep the newest N "
+                                          "(setting archive.keep). Directory: --dir, setting archive.dir, "
+                                          "ATS_ARCHIVE_DIR, <root>/.ats/archives.")
+    p.add_argument("--dir", type=Path, help="archive directory")
+    p.add_argument("--keep", type=int, help="keep the newest N archives (default: setting archive.keep)")
+    p.set_defaults(func=_cmd_archive)
+
+
+def _cmd_archive(args) -> int:
+    from ..paths import project_root
+    from .archive import create_archive, resolve_dir, rotate, settings
+
+    root = project_root()
+    configured, keep = settings()
+    directory = resolve_dir(root, args.dir, configured)
+    man = create_archive(root, directory)
+    deleted = rotate(directory, args.keep or keep)
+    sizes = ", ".join(f"{n} {f['size_bytes']} bytes" for n, f in man.files.items())
+    print(f"archive {directory / man.stem}: {len(man.refs)} refs (HEAD {man.head[:12]}), {man.members} files of "
+          f"{' '.join(man.dirs) or 'no content dirs'}; {sizes}; kept {args.keep or keep}, deleted {len(deleted)}")
     return 0
