@@ -76,11 +76,14 @@ def test_mcp_writes_dashboard_and_deny_list(tree):
     (tree / ".mcp.json").write_text(json.dumps(mcp))
     settings = json.loads((tree / ".claude/settings.json").read_text())
     settings["permissions"]["deny"].remove("Bash(git push --force:*)")
+    settings.pop("hooks")
     (tree / ".claude/settings.json").write_text(json.dumps(settings))
     found = sec.audit(_cfg(tree, ATS_DASHBOARD_HOST="0.0.0.0"))
     titles = {(f.check, f.severity): f for f in found}
     assert ("mcp_writes", "high") in titles
-    assert "git push --force" in "".join(titles[("claude_settings", "high")].evidence)
+    claude = [f for f in found if f.check == "claude_settings" and f.severity == "high"]
+    assert any("git push --force" in "".join(f.evidence) for f in claude)
+    assert any("PreToolUse path hook" in f.title for f in claude)
     assert titles[("dashboard", "high")].title.startswith("dashboard binds non-loopback 0.0.0.0")
     ok = sec.audit(_cfg(tree, ATS_DASHBOARD_HOST="0.0.0.0", ATS_DASHBOARD_TOKEN="x" * 32))
     assert not any(f.check == "dashboard" and f.severity == "high" for f in ok)

@@ -16,7 +16,8 @@ mcp_writes     ``.mcp.json`` does not start ats-postgres with ``--allow-writes``
                (headless runs add it per task); the variable is not set in the environment or env files
 dashboard      the dashboard binds loopback (``ATS_DASHBOARD_HOST`` / setting ``dashboard.host``, default
                127.0.0.1) or has ``ATS_DASHBOARD_TOKEN`` of at least 16 characters
-claude_settings ``.claude/settings.json`` deny list holds :data:`EXPECTED_DENY`; no bare Bash/Write/Edit allow
+claude_settings ``.claude/settings.json`` deny list holds :data:`EXPECTED_DENY`; no bare Bash/Write/Edit allow;
+               the PreToolUse hook ``.claude/hooks/ats-hook`` is registered for Write|Edit
 
 Severity: ``high`` (a secret exposed or a privilege that breaks a rule: exit 1), ``medium``, ``low``, ``info``.
 """
@@ -371,6 +372,13 @@ def check_claude_settings(cfg: AuditConfig) -> list[Finding]:
     if missing:
         out.append(Finding("claude_settings", "high", f"{len(missing)} rule(s) missing from the deny list",
                            [f"{path}: permissions.deny lacks {r}" for r in missing], "restore them (git log -p)"))
+    hooks = json.loads(path.read_text(encoding="utf-8")).get("hooks", {}).get("PreToolUse", [])
+    guarded = [h for h in hooks if "ats-hook" in json.dumps(h.get("hooks", []))
+               and {"Write", "Edit"} <= set(str(h.get("matcher", "")).split("|"))]
+    if not guarded:
+        out.append(Finding("claude_settings", "high", "the PreToolUse path hook (.claude/hooks/ats-hook) is not "
+                           "registered for Write|Edit", [f"{path}: hooks.PreToolUse"],
+                           "restore the hooks block (git log -p .claude/settings.json)"))
     broad = [r for r in perms.get("allow", []) if r in ("Bash", "Write", "Edit", "Bash(*)", "Edit(/**)", "Write(/**)")]
     if broad:
         out.append(Finding("claude_settings", "high", "broad allow rule(s)", [f"{path}: allow {r}" for r in broad],
