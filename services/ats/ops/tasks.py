@@ -222,6 +222,10 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         description="hourly MD5-drift scan of the source tree (deterministic, no model)",
         allowed_tools=(), core=_fixed(["kb", "scan"]), max_turns=0, timeout_s=600, writes=()),
     Task(
+        name="db-backup", command=None,
+        description="daily pg_dump -Fc + manifest + rotation (ats db backup; deterministic, no model)",
+        allowed_tools=(), core=_fixed(["db", "backup"]), max_turns=0, timeout_s=3600, writes=()),
+    Task(
         name="weekly-report", command="weekly-report",
         description="weekly P&L (snapshots), per-strategy stats, blocked signals, breaker trips (ats report weekly)",
         allowed_tools=("Bash(ats report weekly:*)", f"{PG}portfolio_pnl", f"{PG}blocked_signals",
