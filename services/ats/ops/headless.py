@@ -451,6 +451,7 @@ def _child_env(root: Path) -> dict:
     env["ATS_HOME"] = str(root)
     env["PATH"] = _venv_bin() + os.pathsep + env.get("PATH", "")
     env.setdefault("ATS_LOG_DIR", str(logs_dir()))
+    env["ATS_HEADLESS"] = "1"  # the PreToolUse hook (ats.ops.hooks) allows headless writes only under reports/ kb/ plans/
     return env
 
 
