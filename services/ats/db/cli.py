@@ -1,4 +1,4 @@
-"""`ats db ...`: up, status, url, migrate, down."""
+"""`ats db ...`: up, status, url, migrate, down, doctor."""
 
 from __future__ import annotations
 
@@ -58,6 +58,18 @@ def _down(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    from .doctor import run_doctor
+
+    res = run_doctor(repair=args.repair)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        for c in res.checks:
+            print(f"{c.status:<9} {c.name:<15} {c.detail}")
+    return 0 if res.ok else 1
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `ats db` and its subcommands to the top-level parser."""
     p = sub.add_parser("db", help="database: status, url, migrate, up, down",
@@ -76,3 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_migrate)
     q = dsub.add_parser("down", help="stop the embedded PostgreSQL")
     q.set_defaults(func=_down)
+    q = dsub.add_parser("doctor", help="check and repair the embedded server's state after a crash",
+                        description="Check (and by default repair) what a crash can leave behind in the embedded "
+                                    "PostgreSQL: stale postmaster.pid, corrupt .handle_pids.json, half-done initdb, "
+                                    "a server not running. Exit 1 when a problem remains.")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    mode = q.add_mutually_exclusive_group()
+    mode.add_argument("--repair", dest="repair", action="store_true", default=True, help="repair (default)")
+    mode.add_argument("--check-only", dest="repair", action="store_false", help="report only, change nothing")
+    q.set_defaults(func=_doctor)
