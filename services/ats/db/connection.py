@@ -62,8 +62,8 @@ def _ensure_embedded_database(admin_uri: str) -> None:
         if not exists:
             try:
                 conn.execute(f'CREATE DATABASE "{EMBEDDED_DB}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # a concurrent first start-up created it (the race surfaces as either error)
 
 
 _cached_url: dict[str, str] = {}

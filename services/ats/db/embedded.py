@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -378,9 +379,17 @@ def _prepare_permissions_for(path: Path) -> None:
     os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
-def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG: no orphaned initdb
+
+
+def _run(args: list[str], timeout: float, *, die_with_parent: bool = False) -> subprocess.CompletedProcess:
+    extra = {"preexec_fn": _die_with_parent} if die_with_parent and sys.platform.startswith("linux") else {}
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                          **_run_kwargs())
+                          **_run_kwargs(), **extra)
 
 
 def initdb(pgdata: Path) -> None:
@@ -401,7 +410,7 @@ def initdb(pgdata: Path) -> None:
     tmp.mkdir(parents=True)
     _prepare_permissions_for(tmp)
     res = _run([str(bin_dir() / "initdb"), "-D", str(tmp), "--auth=trust", "--auth-local=trust",
-                "--encoding=utf8", "-U", "postgres"], timeout=300)
+                "--encoding=utf8", "-U", "postgres"], timeout=300, die_with_parent=True)
     if res.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise AtsError(f"initdb failed for {pgdata}: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
