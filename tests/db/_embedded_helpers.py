@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,15 @@ def ats_popen(home: Path, *args: str) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, env=home_env(home), cwd=str(home))
 
 
+def new_home() -> Path:
+    """A new empty ATS_HOME under the system temp dir.
+
+    Not under pytest's tmp_path: pytest resets its base directory to mode 0700 whenever any session starts, and
+    when tests run as root the server runs as the unprivileged user 'pgserver', which must reach its data directory.
+    """
+    return Path(tempfile.mkdtemp(prefix="ats-dbcrash-"))
+
+
 def pgdata(home: Path) -> Path:
     """The data directory the helpers point ATS_PGDATA at."""
     return home / ".ats" / "pgdata"
@@ -55,5 +65,6 @@ def stop(home: Path) -> None:
     if not (d / "postmaster.pid").exists():
         return
     kw = {"user": "pgserver"} if os.geteuid() == 0 else {}
-    subprocess.run([str(Path(POSTGRES_BIN_PATH) / "pg_ctl"), "-D", str(d), "-m", "fast", "-w", "stop"],
-                   capture_output=True, timeout=60, **kw)
+    res = subprocess.run([str(Path(POSTGRES_BIN_PATH) / "pg_ctl"), "-D", str(d), "-m", "fast", "-w", "stop"],
+                         capture_output=True, text=True, timeout=60, **kw)
+    assert res.returncode == 0 or "Is server running?" in res.stderr, res.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,13 +19,13 @@ import time
 import psycopg
 import pytest
 
-from _embedded_helpers import admin_url, ats, home_env, pgdata, stop
+from _embedded_helpers import admin_url, ats, home_env, new_home, pgdata, stop
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home():
     """An ATS_HOME with a migrated embedded database holding one marker row (to prove nothing is lost)."""
-    h = tmp_path_factory.mktemp("atshome")
+    h = new_home()
     out = ats(h, "db", "up")
     assert out.returncode == 0, out.stderr
     with psycopg.connect(admin_url(h), autocommit=True) as c:
@@ -32,6 +33,16 @@ def home(tmp_path_factory):
         c.execute("INSERT INTO crash_marker VALUES (42)")
     yield h
     stop(h)
+    shutil.rmtree(h, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_home():
+    """An empty ATS_HOME (no data directory yet); its server is stopped and the directory removed afterwards."""
+    h = new_home()
+    yield h
+    stop(h)
+    shutil.rmtree(h, ignore_errors=True)
 
 
 def _works(h) -> None:
@@ -124,20 +135,20 @@ def test_doctor_check_only_reports_and_repair_fixes(home):
     _works(home)
 
 
-def test_doctor_exits_1_when_the_directory_is_not_a_cluster(tmp_path):
-    d = pgdata(tmp_path)
+def test_doctor_exits_1_when_the_directory_is_not_a_cluster(fresh_home):
+    d = pgdata(fresh_home)
     d.mkdir(parents=True)
     (d / "precious.txt").write_text("not ours")
-    out = ats(tmp_path, "db", "doctor")
+    out = ats(fresh_home, "db", "doctor")
     assert out.returncode == 1
     assert "problem   cluster" in out.stdout and "precious.txt" in out.stdout
     assert (d / "precious.txt").read_text() == "not ours"  # never deleted
 
 
-def test_crash_during_first_initdb_leaves_nothing_half_done(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "ats.cli", "db", "status"], env=home_env(tmp_path),
-                         cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    d = pgdata(tmp_path)
+def test_crash_during_first_initdb_leaves_nothing_half_done(fresh_home):
+    p = subprocess.Popen([sys.executable, "-m", "ats.cli", "db", "status"], env=home_env(fresh_home),
+                         cwd=str(fresh_home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    d = pgdata(fresh_home)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not any(x.name.startswith(".pgdata.initdb-")
                                                    for x in d.parent.glob(".*") if x.is_dir()):
@@ -145,22 +156,16 @@ def test_crash_during_first_initdb_leaves_nothing_half_done(tmp_path):
     p.kill()
     p.wait()
     time.sleep(0.3)  # let initdb (the orphaned child) notice or finish; either way nothing is in pgdata yet
-    try:
-        assert not (d / "PG_VERSION").exists() or (d / "global" / "pg_control").exists()
-        out = ats(tmp_path, "db", "status")
-        assert out.returncode == 0, out.stderr
-        assert not [x for x in d.parent.iterdir() if ".initdb-" in x.name]
-    finally:
-        stop(tmp_path)
+    assert not (d / "PG_VERSION").exists() or (d / "global" / "pg_control").exists()
+    out = ats(fresh_home, "db", "status")
+    assert out.returncode == 0, out.stderr
+    assert not [x for x in d.parent.iterdir() if ".initdb-" in x.name]
 
 
-def test_concurrent_first_start_ups_share_one_server(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-m", "ats.cli", "db", "status", "--json"], env=home_env(tmp_path),
-                              cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_concurrent_first_start_ups_share_one_server(fresh_home):
+    procs = [subprocess.Popen([sys.executable, "-m", "ats.cli", "db", "status", "--json"], env=home_env(fresh_home),
+                              cwd=str(fresh_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(3)]
-    try:
-        outs = [p.communicate(timeout=120) for p in procs]
-        assert [p.returncode for p in procs] == [0, 0, 0], [o[1] for o in outs]
-        assert len({json.loads(o[0])["dsn"] for o in outs}) == 1
-    finally:
-        stop(tmp_path)
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1] for o in outs]
+    assert len({json.loads(o[0])["dsn"] for o in outs}) == 1

@@ -556,6 +556,7 @@ def stop(pgdata: Path) -> str:
             if st.state in ("stale", "corrupt"):
                 set_aside_postmaster_pid(pgdata)
             return f"embedded PostgreSQL is not running ({pgdata})"
+        _prepare_permissions_for(pgdata)
         res = _run([str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], timeout=60)
         if res.returncode != 0:
             raise AtsError(f"pg_ctl stop failed for {pgdata}: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
