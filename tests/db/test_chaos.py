@@ -1,0 +1,147 @@
+"""Chaos: SIGKILL real `ats` processes at random moments; the embedded database must never brick (issue 11).
+
+One ATS_HOME whose embedded PostgreSQL is the one under test (ATS_DATABASE_URL is removed for every subprocess).
+Three phases, each killing real CLI processes at random moments (seed printed on failure, ``ATS_CHAOS_SEED`` to
+replay one):
+
+1. start-up: ``ats db up`` on a fresh home, killed during initdb / server start / migrations;
+2. ``ats data load`` of a real 5m file (65 742 candles, one transaction), killed mid-load;
+3. ``ats engine replay``, killed during its start-up and mid-run, then resumed.
+
+Afterwards every command works (``db status``, ``db doctor``, ``data coverage``, ``engine replay`` resumes), the
+candle table holds each row of the file exactly once (and after every kill either none or all of them), and the
+resumed replay's audit rows equal those of an uninterrupted replay of the same spec.
+Bounded: each phase stops killing when its time budget is spent (total well under 60 s on an idle machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import time
+
+import psycopg
+import pytest
+
+from _embedded_helpers import ROOT, admin_url, ats, ats_popen, new_home, stop
+
+pytestmark = pytest.mark.slow
+
+DATA_FILE = ROOT.parent / "shared" / "data" / "ohlcv" / "binance" / "ETH_USDT-5m.json"
+SHARED = "/work/shared/data/ohlcv/binance/ETH_USDT-5m.json"
+REPLAY = ["engine", "replay", "--symbols", "BTCUSDT", "--start", "2021-01-01", "--end", "2021-02-20",
+          "--commit-every", "8", "--no-progress"]
+# cumulative seconds after which each phase stops killing (then ~10 CLI calls verify): keeps the test < 60 s
+BUDGET_S = {"start-up": 8.0, "load": 17.0, "replay": 28.0}
+BTC_1H = "/work/shared/data/ohlcv/binance/BTC_USDT-1h.json"
+
+# (table, columns compared, order) of a run's audit rows: everything but surrogate ids and the run id itself
+AUDIT = [
+    ("signals", "strategy_name, symbol, timeframe, ts, side, intent, position_side, price, strength, regime, status",
+     "ts, strategy_name, symbol, intent, side"),
+    ("blocked_signals", "strategy_name, symbol, ts, gate, reason", "ts, strategy_name, symbol, gate"),
+    ("order_executions", "strategy_name, symbol, side, position_side, intent, order_type, qty, notional_usd, "
+                         "decision_price, status, reject_reason, filled_qty, avg_fill_price",
+     "strategy_name, symbol, intent, qty, decision_price"),
+    ("fills", "symbol, side, fill_seq, qty, price, fee_usd, liquidity, slippage_bps, ts", "ts, symbol, fill_seq, qty"),
+    ("positions", "strategy_name, symbol, side, status, qty, entry_qty, avg_entry_price, avg_exit_price, "
+                  "realized_pnl_usd, fees_usd, opened_at, closed_at, close_reason", "opened_at, strategy_name, symbol"),
+    ("position_evaluations", "ts, price, pnl_pct, decision, reason", "ts, price, decision"),
+    ("portfolio_hourly_snapshots", "ts, cash_usd, positions_value_usd, equity_usd, realized_pnl_usd, fees_usd, "
+                                   "open_positions", "ts"),
+]
+
+
+def _data_file():
+    for p in (DATA_FILE, __import__("pathlib").Path(SHARED)):
+        if p.is_file():
+            return p
+    pytest.skip("real market data not found under ../shared/data/ohlcv")
+
+
+def _kill_at_random(home, args, rng, delay_range, log) -> None:
+    p = ats_popen(home, *args)
+    delay = rng.uniform(*delay_range)
+    try:
+        p.wait(timeout=delay)
+        log.append(f"{args[0]} {args[1]}: finished before kill at {delay:.2f}s")
+    except Exception:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+        log.append(f"{args[0]} {args[1]}: SIGKILL at {delay:.2f}s")
+
+
+def _audit(conn, run_id) -> dict[str, list]:
+    return {t: conn.execute(f"SELECT {cols} FROM {t} WHERE run_id = %s ORDER BY {order}", (run_id,)).fetchall()
+            for t, cols, order in AUDIT}
+
+
+@pytest.fixture
+def home():
+    """A fresh ATS_HOME; its server is stopped and the directory removed afterwards."""
+    h = new_home()
+    yield h
+    stop(h)
+    shutil.rmtree(h, ignore_errors=True)
+
+
+def test_sigkill_at_random_moments_never_bricks_the_embedded_database(home):
+    data = _data_file()
+    n_rows = len(json.loads(data.read_text()))
+    seed = int(os.environ.get("ATS_CHAOS_SEED", time.time_ns() % 1_000_000))
+    rng, log = random.Random(seed), []
+    why = lambda: f"seed={seed}; " + "; ".join(log[-12:])  # noqa: E731
+    t0 = time.monotonic()
+
+    # 1. start-up: kills during initdb, pg_ctl start and migrations of a fresh home
+    for i in range(6):
+        _kill_at_random(home, ["db", "up"], rng, (0.2, 2.5), log)
+        if time.monotonic() - t0 > BUDGET_S["start-up"]:
+            break
+    out = ats(home, "db", "up")
+    assert out.returncode == 0, f"{out.stderr} ({why()})"
+    url = admin_url(home)
+
+    # 2. data load: one transaction, so after each kill the file's candles are all there or none
+    for i in range(5):
+        _kill_at_random(home, ["data", "load", str(data)], rng, (0.3, 3.5), log)
+        with psycopg.connect(url) as c:
+            n = c.execute("SELECT count(*) FROM candles WHERE symbol='ETHUSDT' AND timeframe='5m'").fetchone()[0]
+        assert n in (0, n_rows), f"partial load: {n} of {n_rows} candles ({why()})"
+        if time.monotonic() - t0 > BUDGET_S["load"]:
+            break
+    out = ats(home, "data", "load", str(data), BTC_1H)
+    assert out.returncode == 0, f"{out.stderr} ({why()})"
+
+    # 3. replay: kills during its start-up and mid-run; each restart resumes the same run
+    for i in range(6):
+        _kill_at_random(home, [*REPLAY, "--tag", "chaos"], rng, (0.1, 3.0), log)
+        if time.monotonic() - t0 > BUDGET_S["replay"]:
+            break
+    out = ats(home, *REPLAY, "--tag", "chaos")
+    assert out.returncode == 0, f"{out.stderr} ({why()})"
+    ref = ats(home, *REPLAY, "--tag", "reference")
+    assert ref.returncode == 0, ref.stderr
+
+    # every command works and the embedded server's state is clean
+    for args in (["db", "status"], ["data", "coverage", "--symbol", "ETHUSDT"]):
+        out = ats(home, *args)
+        assert out.returncode == 0, f"{args}: {out.stderr} ({why()})"
+    doc = ats(home, "db", "doctor", "--check-only", "--json")
+    assert doc.returncode == 0, f"{doc.stdout} ({why()})"
+
+    with psycopg.connect(url) as c:
+        n, distinct = c.execute("SELECT count(*), count(DISTINCT open_time) FROM candles "
+                                "WHERE symbol='ETHUSDT' AND timeframe='5m'").fetchone()
+        assert n == distinct == n_rows, why()  # no candle lost or duplicated
+        runs = c.execute("SELECT run_id, status, params->>'tag' FROM engine_runs ORDER BY params->>'tag'").fetchall()
+        assert [(r[1], r[2]) for r in runs] == [("completed", "chaos"), ("completed", "reference")], why()
+        chaos, reference = _audit(c, runs[0][0]), _audit(c, runs[1][0])
+    assert chaos["portfolio_hourly_snapshots"], "the replay produced no snapshots"
+    for table in chaos:
+        assert chaos[table] == reference[table], f"{table} differs after the kills ({why()})"
+    print(f"chaos: {len([x for x in log if 'SIGKILL' in x])} kills in {time.monotonic() - t0:.1f} s; {why()}")
+    assert time.monotonic() - t0 < 120, f"chaos test took {time.monotonic() - t0:.0f} s"  # hang guard
