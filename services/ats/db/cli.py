@@ -72,7 +72,7 @@ def _doctor(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `ats db` and its subcommands to the top-level parser."""
-    p = sub.add_parser("db", help="database: status, url, migrate, up, down",
+    p = sub.add_parser("db", help="database: status, url, migrate, up, down, doctor",
                        description="The ATS database: embedded PostgreSQL (pgserver) unless ATS_DATABASE_URL is set.")
     dsub = p.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     q = dsub.add_parser("up", help="start (embedded) and migrate the database, print its status")
