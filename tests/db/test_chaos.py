@@ -35,7 +35,7 @@ SHARED = "/work/shared/data/ohlcv/binance/ETH_USDT-5m.json"
 REPLAY = ["engine", "replay", "--symbols", "BTCUSDT", "--start", "2021-01-01", "--end", "2021-02-20",
           "--commit-every", "8", "--no-progress"]
 # cumulative seconds after which each phase stops killing (after a minimum of kills: 3 start-up, 2 load, 3 replay);
-# then ~8 CLI calls verify. About 40 s on an idle 2-core machine.
+# then ~8 CLI calls verify. Measured: 70-95 s wall (16-22 s CPU) at load average 8-11 on 2 shared cores.
 BUDGET_S = {"start-up": 8.0, "load": 18.0, "replay": 30.0}
 BTC_1H = "/work/shared/data/ohlcv/binance/BTC_USDT-1h.json"
 
