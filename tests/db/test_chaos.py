@@ -26,18 +26,18 @@ import time
 import psycopg
 import pytest
 
-from _embedded_helpers import ROOT, admin_url, ats, ats_popen, new_home, stop
+from _embedded_helpers import admin_url, ats, ats_popen, new_home, stop
+from conftest import SHARED_DATA
 
 pytestmark = pytest.mark.slow
 
-DATA_FILE = ROOT.parent / "shared" / "data" / "ohlcv" / "binance" / "ETH_USDT-5m.json"
-SHARED = "/work/shared/data/ohlcv/binance/ETH_USDT-5m.json"
+DATA_FILE = SHARED_DATA / "binance" / "ETH_USDT-5m.json"  # 65 742 real 5m candles
+BTC_1H = SHARED_DATA / "binance" / "BTC_USDT-1h.json"      # what the replay trades on
 REPLAY = ["engine", "replay", "--symbols", "BTCUSDT", "--start", "2021-01-01", "--end", "2021-02-20",
           "--commit-every", "8", "--no-progress"]
 # cumulative seconds after which each phase stops killing (after a minimum of kills: 3 start-up, 2 load, 3 replay);
-# then ~8 CLI calls verify. Measured: 70-95 s wall (16-22 s CPU) at load average 8-11 on 2 shared cores.
+# then ~8 CLI calls verify. Measured: 41 s wall (10 kills) at load average 3.6, 70-95 s at load 8-11, on 2 cores.
 BUDGET_S = {"start-up": 8.0, "load": 18.0, "replay": 30.0}
-BTC_1H = "/work/shared/data/ohlcv/binance/BTC_USDT-1h.json"
 
 # (table, columns compared, order) of a run's audit rows: everything but surrogate ids and the run id itself
 AUDIT = [
@@ -57,10 +57,9 @@ AUDIT = [
 
 
 def _data_file():
-    for p in (DATA_FILE, __import__("pathlib").Path(SHARED)):
-        if p.is_file():
-            return p
-    pytest.skip("real market data not found under ../shared/data/ohlcv")
+    if not (DATA_FILE.is_file() and BTC_1H.is_file()):
+        pytest.skip(f"real market data not found under {SHARED_DATA} (set ATS_DATA_DIR)")
+    return DATA_FILE
 
 
 def _kill_at_random(home, args, rng, delay_range, log, ready=None) -> None:
@@ -127,7 +126,7 @@ def test_sigkill_at_random_moments_never_bricks_the_embedded_database(home):
         assert n in (0, n_rows), f"partial load: {n} of {n_rows} candles ({why()})"
         if i + 1 >= 2 and time.monotonic() - t0 > BUDGET_S["load"]:
             break
-    out = ats(home, "data", "load", str(data), BTC_1H)
+    out = ats(home, "data", "load", str(data), str(BTC_1H))
     assert out.returncode == 0, f"{out.stderr} ({why()})"
 
     # 3. replay: kills during its start-up and mid-run; each restart resumes the same run
