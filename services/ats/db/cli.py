@@ -1,4 +1,4 @@
-"""`ats db ...`: up, status, url, migrate, down, backup, restore."""
+"""`ats db ...`: up, status, url, migrate, down, doctor, backup, restore."""
 
 from __future__ import annotations
 
@@ -96,11 +96,21 @@ def _restore(args) -> int:
         print(f"  {table}: manifest {want}, restored {got}")
     print(f"restore of {args.file} into {res.database}: {len(res.mismatches)} tables differ from the manifest")
     return 1
+def _doctor(args) -> int:
+    from .doctor import run_doctor
+
+    res = run_doctor(repair=args.repair)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        for c in res.checks:
+            print(f"{c.status:<9} {c.name:<15} {c.detail}")
+    return 0 if res.ok else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `ats db` and its subcommands to the top-level parser."""
-    p = sub.add_parser("db", help="database: status, url, migrate, up, down",
+    p = sub.add_parser("db", help="database: status, url, migrate, up, down, doctor",
                        description="The ATS database: embedded PostgreSQL (pgserver) unless ATS_DATABASE_URL is set.")
     dsub = p.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     q = dsub.add_parser("up", help="start (embedded) and migrate the database, print its status")
@@ -127,3 +137,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("file", type=Path, help="a .dump written by `ats db backup`")
     q.add_argument("--into", required=True, metavar="NAME", help="new scratch database (must not exist)")
     q.set_defaults(func=_restore)
+    q = dsub.add_parser("doctor", help="check and repair the embedded server's state after a crash",
+                        description="Check (and by default repair) what a crash can leave behind in the embedded "
+                                    "PostgreSQL: stale postmaster.pid, corrupt .handle_pids.json, half-done initdb, "
+                                    "a server not running. Exit 1 when a problem remains.")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    mode = q.add_mutually_exclusive_group()
+    mode.add_argument("--repair", dest="repair", action="store_true", default=True, help="repair (default)")
+    mode.add_argument("--check-only", dest="repair", action="store_false", help="report only, change nothing")
+    q.set_defaults(func=_doctor)

@@ -2,9 +2,9 @@
 
 DSN resolution (first match wins):
     1. ``ATS_DATABASE_URL``, then ``DATABASE_URL``: any PostgreSQL 15/16 server.
-    2. Otherwise an embedded PostgreSQL 16 (the `pgserver` package) in ``ATS_PGDATA`` or `<root>/.ats/pgdata`,
-       started on demand with ``cleanup_mode=None`` so it outlives the command and is reused by the next one;
-       ``ats db down`` stops it.
+    2. Otherwise an embedded PostgreSQL 16 (the binaries of the `pgserver` wheel) in ``ATS_PGDATA`` or
+       `<root>/.ats/pgdata`, started on demand by `ats.db.embedded` (crash-safe: file lock, atomic initdb, stale
+       state repaired) so it outlives the command and is reused by the next one; ``ats db down`` stops it.
 
 The read-only DSN (``readonly_url()``) is the same server and database as user ``ats_readonly`` (password from
 ``ATS_READONLY_PASSWORD`` when the server needs one). That role is created by migration 0001.
@@ -13,7 +13,6 @@ The read-only DSN (``readonly_url()``) is the same server and database as user `
 from __future__ import annotations
 
 import os
-import subprocess
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,21 +44,16 @@ def external_url() -> str | None:
     return os.environ.get("ATS_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
 
 
-def _embedded_server():
+def _embedded_server() -> str:
+    """Admin DSN of the embedded server, started (or reused) robustly; see `ats.db.embedded`."""
+    from . import embedded
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pgserver  # noqa: WPS433 (imported lazily: only the embedded path needs it)
-    except ImportError as exc:  # pragma: no cover - dependency is declared
-        raise AtsError("embedded PostgreSQL needs the 'pgserver' package (pip install pgserver)") from exc
-    d = pgdata_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (headless/cron)
-            warnings.simplefilter("ignore")
-            return pgserver.get_server(d, cleanup_mode=None)
-    except Exception as exc:  # pgserver raises plain exceptions with initdb/pg_ctl output
-        raise AtsError(f"could not start the embedded PostgreSQL in {d}: {exc}") from exc
+        return embedded.ensure_running(pgdata_dir())
+    except AtsError:
+        raise
+    except Exception as exc:  # initdb/pg_ctl failures surface as CalledProcessError/OSError
+        raise AtsError(f"could not start the embedded PostgreSQL in {pgdata_dir()}: {exc}") from exc
 
 
 def _ensure_embedded_database(admin_uri: str) -> None:
@@ -68,8 +62,8 @@ def _ensure_embedded_database(admin_uri: str) -> None:
         if not exists:
             try:
                 conn.execute(f'CREATE DATABASE "{EMBEDDED_DB}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # a concurrent first start-up created it (the race surfaces as either error)
 
 
 _cached_url: dict[str, str] = {}
@@ -83,10 +77,9 @@ def database_url() -> str:
     key = str(pgdata_dir().resolve())
     if key in _cached_url:
         return _cached_url[key]
-    srv = _embedded_server()
-    admin = srv.get_uri()
+    admin = _embedded_server()
     _ensure_embedded_database(admin)
-    url = srv.get_uri(EMBEDDED_DB)
+    url = with_dbname(admin, EMBEDDED_DB)
     _cached_url[key] = url
     return url
 
@@ -172,21 +165,13 @@ def server_info(url: str | None = None) -> dict:
 
 def stop_embedded() -> str:
     """Stop the embedded server (pg_ctl stop -m fast). Returns a one-line status; no-op message if not running."""
-    d = pgdata_dir()
     if external_url():
         return "ATS_DATABASE_URL is set: no embedded server to stop"
-    if not (d / "postmaster.pid").exists():
-        return f"embedded PostgreSQL is not running ({d})"
-    from pgserver._commands import POSTGRES_BIN_PATH  # the binaries shipped inside the wheel
+    from . import embedded
 
-    cmd = [str(Path(POSTGRES_BIN_PATH) / "pg_ctl"), "-D", str(d), "-m", "fast", "-w", "stop"]
-    # pgserver runs the server as the unprivileged user 'pgserver' when started by root: stop it as that user
-    kwargs = {"user": "pgserver"} if os.geteuid() == 0 else {}
-    res = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
-    if res.returncode != 0:
-        raise AtsError(f"pg_ctl stop failed for {d}: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
+    msg = embedded.stop(pgdata_dir())
     _cached_url.clear()
-    return f"embedded PostgreSQL stopped ({d})"
+    return msg
 
 
 def with_dbname(url: str, dbname: str) -> str:
