@@ -96,6 +96,18 @@ def test_assets_pnl_equals_ats_pnl_json(client, dash_db_url, account):
     assert [v for ctx, v in page.nums if ctx.get("id") == "equity"] == [cli["equity_usd"]]
 
 
+def test_a_chosen_run_equals_ats_pnl_json_run(client, dash_db_url):
+    with _conn(dash_db_url) as c:
+        rid = c.execute("SELECT run_id FROM engine_runs WHERE account_id='default' AND mode='replay'").fetchone()["run_id"]
+    out = run_cli("pnl", "--json", "--run", rid, env={"ATS_DATABASE_URL": dash_db_url})
+    assert out.returncode == 0, out.stderr
+    assert client.get("/api/pnl", params={"run": rid}).json()["pnl"] == json.loads(out.stdout)
+    page = client.get("/assets", params={"run": rid}).text
+    assert f'<option value="{rid}" selected>' in page
+    r = client.get("/api/positions", params={"account": FAMILY, "run": rid})
+    assert r.status_code == 422 and r.json()["parameter"] == "run"
+
+
 def test_assets_holdings_equal_positions_table(client, dash_db_url):
     api = client.get("/api/positions", params={"account": FAMILY}).json()
     rid = api["run_id"]

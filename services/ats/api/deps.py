@@ -57,6 +57,29 @@ def check_account(conn: psycopg.Connection, account: str) -> None:
         raise param_error("account", f"unknown account {account!r} (no engine_runs row)")
 
 
+def run_param(run: str | None = Query(None, description="engine run id (default: the account's latest run, as "
+                                                         "`ats pnl`)")) -> str | None:
+    """Validate the ``run`` query parameter's form (422 naming it otherwise)."""
+    if run is not None and not _ACCOUNT_RE.match(run):
+        raise param_error("run", "expected 1-64 letters, digits or _.:- characters")
+    return run or None
+
+
+def account_runs(conn: psycopg.Connection, account: str) -> list[dict]:
+    """Runs of ``account`` that have snapshots, newest first: [{run_id, mode, status, started_at}]."""
+    return conn.execute(
+        """SELECT r.run_id, r.mode, r.status, r.started_at FROM engine_runs r
+            WHERE r.account_id = %s AND EXISTS (SELECT 1 FROM portfolio_hourly_snapshots s WHERE s.run_id = r.run_id)
+            ORDER BY r.started_at DESC, r.run_id DESC LIMIT 50""", (account,)).fetchall()
+
+
+def check_run(conn: psycopg.Connection, account: str, run: str | None) -> None:
+    """422 naming ``run`` when it is not a run of ``account``."""
+    if run is not None and conn.execute("SELECT 1 FROM engine_runs WHERE run_id = %s AND account_id = %s",
+                                        (run, account)).fetchone() is None:
+        raise param_error("run", f"no engine run {run!r} for account {account!r}")
+
+
 def lang_of(request: Request) -> str:
     """Server-side render language: ``?lang=zh`` or the ``ats_lang`` cookie, else English."""
     lang = request.query_params.get("lang") or request.cookies.get("ats_lang") or "en"

@@ -8,20 +8,21 @@ from datetime import datetime, timedelta
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 
-from ..deps import account_param, accounts, check_account, get_conn, param_error, plain, render
+from ..deps import (account_param, account_runs, accounts, check_account, check_run, get_conn, param_error,
+                    plain, render, run_param)
 from .assets import pnl
 
 router = APIRouter()
 
 
-def analytics(conn: psycopg.Connection, account: str, days: int = 30) -> dict:
+def analytics(conn: psycopg.Connection, account: str, days: int = 30, run: str | None = None) -> dict:
     """Series of the account's latest run over the last ``days`` days before its last snapshot.
 
     Returns ``{"run_id", "as_of", "days", "hours": [ISO UTC], "pnl_usd": [equity - first equity of the run, USD],
     "flow": {"hours", "buy_usd", "sell_usd", "fees_usd"} (sums of fills' qty x price and fee_usd per UTC hour),
     "strategies": [{strategy, trades, wins, win_rate (fraction), realized_pnl_usd (net of fees), fees_usd}]}``.
     """
-    p = pnl(conn, account)
+    p = pnl(conn, account, run)
     if p is None:
         return {"run_id": None, "as_of": None, "days": days, "hours": [], "pnl_usd": [],
                 "flow": {"hours": [], "buy_usd": [], "sell_usd": [], "fees_usd": []}, "strategies": []}
@@ -58,16 +59,20 @@ def _days(days: int = Query(30, description="window in days before the last snap
 
 
 @router.get("/api/analytics", tags=["analytics"])
-def api_analytics(account: str = Depends(account_param), days: int = Depends(_days), conn=Depends(get_conn)) -> dict:
-    """Hourly P&L, volume, fees and per-strategy results of the account's latest run."""
+def api_analytics(account: str = Depends(account_param), days: int = Depends(_days),
+                  run: str | None = Depends(run_param), conn=Depends(get_conn)) -> dict:
+    """Hourly P&L, volume, fees and per-strategy results of the account's latest run (or ``run``)."""
     check_account(conn, account)
-    return analytics(conn, account, days)
+    check_run(conn, account, run)
+    return analytics(conn, account, days, run)
 
 
 @router.get("/analytics", include_in_schema=False)
 def page_analytics(request: Request, account: str = Depends(account_param), days: int = Depends(_days),
-                   conn=Depends(get_conn)):
+                   run: str | None = Depends(run_param), conn=Depends(get_conn)):
     """The Analytics page (charts drawn client side by the bundled plotly.js)."""
     check_account(conn, account)
-    return render(request, "analytics.html", "analytics", account=account, accounts=accounts(conn),
-                  data=analytics(conn, account, days))
+    check_run(conn, account, run)
+    data = analytics(conn, account, days, run)
+    return render(request, "analytics.html", "analytics", account=account, accounts=accounts(conn), data=data,
+                  runs=account_runs(conn, account), run=data["run_id"])

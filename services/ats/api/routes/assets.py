@@ -9,18 +9,20 @@ import psycopg
 from fastapi import APIRouter, Depends, Request
 
 from ...errors import AtsError
-from ..deps import account_param, accounts, check_account, get_conn, plain, render
+from ..deps import (account_param, account_runs, accounts, check_account, check_run, get_conn, plain, render,
+                    run_param)
 
 router = APIRouter()
 GLOBAL_HALT = ("daily_drawdown", "manual_stop", "market_volatility", "consecutive_losses")
 
 
-def pnl(conn: psycopg.Connection, account: str) -> dict | None:
-    """``ats.portfolio.pnl.pnl_windows`` for the account's latest run (None when it has no snapshots)."""
+def pnl(conn: psycopg.Connection, account: str, run: str | None = None) -> dict | None:
+    """``ats.portfolio.pnl.pnl_windows`` for ``run`` (default: the account's latest run, as ``ats pnl``); None
+    when it has no snapshots."""
     from ...portfolio.pnl import pnl_windows
 
     try:
-        return pnl_windows(conn, account_id=account)
+        return pnl_windows(conn, account_id=account, run_id=run)
     except AtsError:
         return None
 
@@ -41,7 +43,7 @@ def breaker_status(conn: psycopg.Connection, run_id: str) -> dict:
             "breakers": plain(rows)}
 
 
-def positions(conn: psycopg.Connection, account: str) -> dict:
+def positions(conn: psycopg.Connection, account: str, run: str | None = None) -> dict:
     """Holdings by symbol for the account's latest run.
 
     Returns ``{"run_id", "as_of", "symbols": [{symbol, state ('owned'|'traded'|'watched'), qty (base units,
@@ -49,7 +51,7 @@ def positions(conn: psycopg.Connection, account: str) -> dict:
     last candle close at or before as_of), value_usd (qty x price), invested_today_usd (buy fills' qty x price
     since 00:00 UTC of as_of), recent_trades [last 5 fills]}]}``; empty when the account has no run.
     """
-    p = pnl(conn, account)
+    p = pnl(conn, account, run)
     if p is None:
         return {"run_id": None, "as_of": None, "symbols": []}
     rid, as_of = p["run_id"], datetime.fromisoformat(p["as_of"])
@@ -94,29 +96,35 @@ def api_accounts(conn=Depends(get_conn)) -> dict:
 
 
 @router.get("/api/pnl", tags=["assets"])
-def api_pnl(account: str = Depends(account_param), conn=Depends(get_conn)) -> dict:
-    """P&L windows of the account's latest run: exactly ``ats pnl --json`` (``pnl_windows``)."""
+def api_pnl(account: str = Depends(account_param), run: str | None = Depends(run_param), conn=Depends(get_conn)) -> dict:
+    """P&L windows of the account's latest run (or ``run``): exactly ``ats pnl --json`` (``pnl_windows``)."""
     check_account(conn, account)
-    p = pnl(conn, account)
+    check_run(conn, account, run)
+    p = pnl(conn, account, run)
     return {"account_id": account, "pnl": p}
 
 
 @router.get("/api/positions", tags=["assets"])
-def api_positions(account: str = Depends(account_param), conn=Depends(get_conn)) -> dict:
+def api_positions(account: str = Depends(account_param), run: str | None = Depends(run_param),
+                  conn=Depends(get_conn)) -> dict:
     """Holdings by symbol (state, quantity, price, value, invested today, recent trades) and breaker state."""
     check_account(conn, account)
-    out = positions(conn, account)
+    check_run(conn, account, run)
+    out = positions(conn, account, run)
     out["breakers"] = breaker_status(conn, out["run_id"]) if out["run_id"] else None
     return out
 
 
 @router.get("/", include_in_schema=False)
 @router.get("/assets", include_in_schema=False)
-def page_assets(request: Request, account: str = Depends(account_param), conn=Depends(get_conn)):
+def page_assets(request: Request, account: str = Depends(account_param), run: str | None = Depends(run_param),
+                conn=Depends(get_conn)):
     """The Assets page."""
     check_account(conn, account)
-    p = pnl(conn, account)
-    pos = positions(conn, account)
+    check_run(conn, account, run)
+    p = pnl(conn, account, run)
+    pos = positions(conn, account, run)
     br = breaker_status(conn, pos["run_id"]) if pos["run_id"] else {"state": "ACTIVE", "causes": [], "breakers": []}
     return render(request, "assets.html", "assets", account=account, accounts=accounts(conn), pnl=p, pos=pos,
+                  runs=account_runs(conn, account), run=p["run_id"] if p else None,
                   breakers=br, windows=("today", "7d", "30d", "6m", "all_time"))

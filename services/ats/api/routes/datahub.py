@@ -88,4 +88,4 @@ def page_datahub(request: Request, as_of: str | None = Depends(_as_of), conn=Dep
     """The Data Hub page."""
     g = grid(conn, as_of)
     cells = {(r["symbol"], r["timeframe"]): r for r in g["rows"]}
-    return render(request, "datahub.html", "datahub", grid=g, cells=cells)
+    return render(request, "datahub.html", "datahub", grid=g, cells=cells, as_of_input=as_of)

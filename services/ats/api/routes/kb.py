@@ -29,7 +29,7 @@ def kb_articles(conn: psycopg.Connection, category: str | None = None) -> list[d
     """Registry rows (source_path, article_path, category, status, version, built_at, drift) by category."""
     rows = conn.execute(
         """SELECT source_path, article_path, category, status, version, built_at, builder, error,
-                  (md5 IS DISTINCT FROM built_md5) AS drift
+                  (CASE WHEN built_md5 IS NULL THEN NULL ELSE md5 IS DISTINCT FROM built_md5 END) AS drift
              FROM kb_registry WHERE (%(c)s::text IS NULL OR category = %(c)s)
             ORDER BY category, article_path""", {"c": category}).fetchall()
     return plain(rows)

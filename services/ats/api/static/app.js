@@ -11,7 +11,7 @@
     var v = parseFloat(el.getAttribute("data-num")), f = el.getAttribute("data-fmt");
     if (isNaN(v)) return;
     var o;
-    if (f === "usd") o = {minimumFractionDigits: 2, maximumFractionDigits: 2};
+    if (f === "usd" || f === "money") o = {minimumFractionDigits: 2, maximumFractionDigits: 2};
     else if (f === "int") o = {maximumFractionDigits: 0};
     else if (f === "frac") o = {style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1};
     else if (f === "pct") { el.textContent = (v > 0 ? "+" : "") + new Intl.NumberFormat(loc, {minimumFractionDigits: 2, maximumFractionDigits: 2}).format(v) + "%"; return; }
@@ -50,7 +50,7 @@
         {x: f.hours, y: f.fees_usd, type: "bar", name: tr("analytics.fees")},
         {x: data.hours, y: data.pnl_usd, type: "scatter", mode: "lines", name: tr("analytics.cum_net"), yaxis: "y2"}],
         Object.assign(chartLayout("analytics.flow_chart", "USD"), {barmode: "group",
-          yaxis2: {overlaying: "y", side: "right", title: {text: tr("analytics.cum_net")}}}), cfg);
+          yaxis2: {overlaying: "y", side: "right"}}), cfg);
     }
     if (document.getElementById("chart-bt")) {
       Plotly.react("chart-bt", [{x: data.ts, y: data.equity_usd, type: "scatter", mode: "lines", name: tr("bt.equity")}],
