@@ -8,6 +8,8 @@ compared with ``hmac.compare_digest``. The API writes only to start a job (audit
 from __future__ import annotations
 
 import hmac
+import threading
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,14 +82,34 @@ def create_app(db_url: str | None = None, root: Path | str | None = None, token:
     Returns
     -------
     FastAPI
-        The app; ``app.state`` holds ``db_url``, ``root`` and ``jobs`` (the JobManager).
+        The app; ``app.state`` holds ``db_url``, ``root``, ``pool`` (a function returning the connection pool,
+        opened on first use, closed at shutdown) and ``jobs`` (the JobManager).
     """
     from ..db.connection import database_url
     from ..paths import project_root
 
+    holder: dict = {}
+    lock = threading.Lock()
+
+    def get_pool():
+        """The app's connection pool (psycopg_pool, 1-4 connections), opened on first use."""
+        with lock:
+            if "pool" not in holder:
+                from ..db.connection import pool
+
+                holder["pool"] = pool(app.state.db_url, min_size=1, max_size=4)
+            return holder["pool"]
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        if "pool" in holder:
+            holder.pop("pool").close()
+
     app = FastAPI(title="ATS dashboard", description="Read-only views of the ATS database and documents; the only "
-                  "writes start a backfill (audited).", version="1")
+                  "writes start a backfill (audited).", version="1", lifespan=lifespan)
     app.state.db_url = db_url or database_url()
+    app.state.pool = get_pool
     app.state.root = Path(root).resolve() if root else project_root()
     app.state.jobs = JobManager(app.state.db_url)
     app.add_exception_handler(RequestValidationError, _validation_422)

@@ -26,14 +26,9 @@ def param_error(name: str, msg: str) -> HTTPException:
 
 
 def get_conn(request: Request) -> Iterator[psycopg.Connection]:
-    """A read-only (autocommit, dict rows) connection to the dashboard's database for one request."""
-    from ..db.connection import connect
-
-    conn = connect(request.app.state.db_url, autocommit=True, application_name="ats-dashboard")
-    try:
+    """A pooled autocommit connection (dict rows) to the dashboard's database for one request."""
+    with request.app.state.pool().connection() as conn:
         yield conn
-    finally:
-        conn.close()
 
 
 def accounts(conn: psycopg.Connection) -> list[str]:

@@ -20,7 +20,8 @@ def analytics(conn: psycopg.Connection, account: str, days: int = 30, run: str |
 
     Returns ``{"run_id", "as_of", "days", "hours": [ISO UTC], "pnl_usd": [equity - first equity of the run, USD],
     "flow": {"hours", "buy_usd", "sell_usd", "fees_usd"} (sums of fills' qty x price and fee_usd per UTC hour),
-    "strategies": [{strategy, trades, wins, win_rate (fraction), realized_pnl_usd (net of fees), fees_usd}]}``.
+    "strategies": [{strategy, trades, wins, win_rate (fraction), realized_pnl_usd (net of fees), fees_usd}] of the
+    positions closed in the window}``.
     """
     p = pnl(conn, account, run)
     if p is None:
@@ -40,7 +41,8 @@ def analytics(conn: psycopg.Connection, account: str, days: int = 30, run: str |
     strat = conn.execute(
         """SELECT strategy_name AS strategy, count(*) AS trades, count(*) FILTER (WHERE realized_pnl_usd > 0) AS wins,
                   sum(realized_pnl_usd)::float8 AS realized_pnl_usd, sum(fees_usd)::float8 AS fees_usd
-             FROM positions WHERE run_id = %s AND status = 'closed' GROUP BY 1 ORDER BY 1""", (rid,)).fetchall()
+             FROM positions WHERE run_id = %s AND status = 'closed' AND closed_at >= %s
+            GROUP BY 1 ORDER BY 1""", (rid, since)).fetchall()
     for s in strat:
         s["win_rate"] = round(s["wins"] / s["trades"], 4) if s["trades"] else None
         s["realized_pnl_usd"] = round(s["realized_pnl_usd"] or 0.0, 2)

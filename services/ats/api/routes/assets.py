@@ -61,8 +61,10 @@ def positions(conn: psycopg.Connection, account: str, run: str | None = None) ->
     open_q = {r["symbol"]: float(r["qty"]) for r in conn.execute(
         """SELECT symbol, sum(CASE side WHEN 'short' THEN -qty ELSE qty END) AS qty FROM positions
             WHERE run_id = %s AND status = 'open' GROUP BY symbol""", (rid,))}
-    traded = {r["symbol"] for r in conn.execute(
-        "SELECT DISTINCT symbol FROM positions WHERE run_id = %s", (rid,))}
+    candidates = sorted(set(params.get("symbols", [])) | set(open_q))
+    traded = {r["symbol"] for r in conn.execute(  # one index probe per symbol (positions_run_symbol)
+        """SELECT s AS symbol FROM unnest(%s::text[]) AS s
+            WHERE EXISTS (SELECT 1 FROM positions p WHERE p.run_id = %s AND p.symbol = s)""", (candidates, rid))}
     snap = conn.execute("""SELECT positions FROM portfolio_hourly_snapshots WHERE run_id = %s
                             ORDER BY ts DESC LIMIT 1""", (rid,)).fetchone()
     marks = {e["symbol"]: float(e["mark"]) for e in (snap["positions"] if snap else []) if e.get("mark") is not None}
@@ -70,7 +72,7 @@ def positions(conn: psycopg.Connection, account: str, run: str | None = None) ->
     invested = {r["symbol"]: float(r["usd"]) for r in conn.execute(
         """SELECT symbol, sum(qty * price) AS usd FROM fills WHERE run_id = %s AND side = 'buy'
               AND ts >= %s AND ts <= %s GROUP BY symbol""", (rid, day0, as_of))}
-    syms = sorted(set(params.get("symbols", [])) | traded | set(open_q))
+    syms = candidates
     out = []
     for s in syms:
         price = marks.get(s)
