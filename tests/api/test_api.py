@@ -261,6 +261,20 @@ def test_kb_reports_backtests_events_read_their_sources(client, dash_db_url):
     assert ev and all(e["event_type"].startswith("breaker") for e in ev)
 
 
+def test_events_show_cron_runs_with_mode_exit_cost_and_denials(client, dash_db_url):
+    from ats.db.events import record_event
+
+    with _conn(dash_db_url) as c:
+        record_event(c, "cron", "cron_run", severity="warning", account_id=None,
+                     payload={"task": "weekly-report", "mode": "claude", "exit_code": 0, "total_cost_usd": 0.0421,
+                              "permission_denials": [{"tool_name": "Bash"}], "num_turns": 3})
+    ev = client.get("/api/events", params={"kind": "cron"}).json()["events"]
+    assert ev and all(e["component"] == "cron" for e in ev)
+    page = client.get("/events", params={"kind": "cron"}).text
+    assert "weekly-report mode=claude exit=0 cost=$0.0421 denials=1" in page
+    assert "breaker_tripped" not in page
+
+
 def test_coverage_is_ats_data_coverage(client, dash_db_url):
     out = run_cli("data", "coverage", "--json", "--as-of", "2021-07-18", env={"ATS_DATABASE_URL": dash_db_url})
     assert out.returncode == 0, out.stderr
