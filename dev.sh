@@ -39,6 +39,15 @@ setup() {  # setup EXTRAS  (e.g. "test,embeddings")
   echo "$want" > "$stamp"
 }
 
+browser_deps() {  # the dashboard's browser test needs Debian's chromium + driver and a CJK font (root only)
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+     && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -d /usr/share/fonts/truetype/wqy ]; }; then
+    echo "dev.sh: installing chromium chromium-driver fonts-wqy-microhei (dashboard browser test)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+      fonts-wqy-microhei >/dev/null
+  fi
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -48,6 +57,7 @@ case "$cmd" in
     ;;
   test)
     setup "test,embeddings"
+    browser_deps
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   setup)
