@@ -11,15 +11,48 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
 
-def client_order_id(run_id: str, strategy: str, symbol: str, decision_ts: int, intent: str, side: str) -> str:
-    """Deterministic, unique per (run, strategy, symbol, decision bar, intent, side): a retried submission of the
-    same decision yields the same id, which ``order_executions.client_order_id UNIQUE`` refuses to duplicate.
-    Shape: ``<run tag>-<strategy>-<SYMBOL>-<yyyymmddHHMM>-<intent>-<side>-<hash8>``."""
+def client_order_id(run_id: str, strategy: str, symbol: str, decision_ts: int, intent: str, side: str,
+                    max_len: int | None = None) -> str:
+    """The deterministic client order id of one decision.
+
+    Unique per (run, strategy, symbol, decision bar, intent, side): a retried submission of the same decision
+    yields the same id, which ``order_executions.client_order_id UNIQUE`` (and a venue's own idempotency key,
+    e.g. Bybit's orderLinkId) refuses to duplicate.
+
+    Parameters
+    ----------
+    run_id, strategy, symbol : str
+        The run, strategy and symbol of the decision.
+    decision_ts : int
+        Decision time (Unix s, the bar close).
+    intent : {'open', 'add', 'close'}
+    side : {'buy', 'sell'}
+    max_len : int, optional
+        The venue's limit on the id length (a broker's ``max_client_id_len``; Bybit orderLinkId: 36). None
+        (replays, the paper broker) keeps the readable form.
+
+    Returns
+    -------
+    str
+        max_len None: ``<run id>-<strategy>-<SYMBOL>-<yyyymmddHHMM>-<intent>-<side>-<hash8>`` (hash8 = first 8
+        hex digits of SHA-256 of the fields). With max_len: ``<i><s><yyyymmddHHMM>-<hash>`` (intent and side
+        initials, then as many SHA-256 hex digits as fit, at most 32), only letters, digits and '-'.
+
+    Raises
+    ------
+    ValueError
+        When ``max_len`` < 24 (too short for a collision-safe hash: 9 hex digits).
+    """
     from datetime import datetime, timezone
 
     stamp = datetime.fromtimestamp(decision_ts, tz=timezone.utc).strftime("%Y%m%d%H%M")
-    h = hashlib.sha256(f"{run_id}|{strategy}|{symbol}|{decision_ts}|{intent}|{side}".encode()).hexdigest()[:8]
-    return f"{run_id}-{strategy}-{symbol}-{stamp}-{intent}-{side}-{h}"
+    digest = hashlib.sha256(f"{run_id}|{strategy}|{symbol}|{decision_ts}|{intent}|{side}".encode()).hexdigest()
+    if max_len is None:
+        return f"{run_id}-{strategy}-{symbol}-{stamp}-{intent}-{side}-{digest[:8]}"
+    if max_len < 24:
+        raise ValueError(f"client_order_id: max_len {max_len} < 24 leaves no room for a collision-safe hash")
+    head = f"{intent[:1]}{side[:1]}{stamp}-"
+    return head + digest[:min(32, max_len - len(head))]
 
 
 @dataclass

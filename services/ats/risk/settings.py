@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from .breakers import breaker_settings
+
 #: key -> (default, description)
 SETTINGS: dict[str, tuple[object, str]] = {
     # ---- position and portfolio limits (checked before every entry/add) ----
@@ -28,24 +30,8 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "risk.kelly_lookback_trades": (50, "closed trades per strategy used for the Kelly estimate"),
     "risk.kelly_floor_pct": (1.0, "probe size (% of equity) while the estimated edge is <= 0; 0 blocks entries"),
     "risk.min_order_usd": (10.0, "smallest order notional; smaller sizes are blocked"),
-    # ---- circuit breakers (halt NEW entries and adds; exits continue) ----
-    "breaker.daily_drawdown_pct": (3.0, "trip when equity falls this % below its 00:00 UTC value; resets at "
-                                        "the next UTC day"),
-    "breaker.velocity_pct": (8.0, "per symbol: trip when price moved more than this % within "
-                                  "velocity_minutes (the thin-market cascade)"),
-    "breaker.velocity_minutes": (60, "window of the velocity breaker (minutes)"),
-    "breaker.velocity_cooloff_minutes": (120, "velocity breaker stays tripped at least this long after the "
-                                              "last fast move"),
-    "breaker.market_vol_annual_pct": (150.0, "trip when the market's realized volatility (annualized %, BTC "
-                                             "log returns, or the equal-weight index of the run's symbols "
-                                             "without BTC) exceeds this"),
-    "breaker.market_vol_window_minutes": (720, "window of the market volatility estimate (minutes)"),
-    "breaker.market_vol_reset_ratio": (0.8, "the market volatility breaker resets below ratio x threshold"),
-    "breaker.feed_anomaly_window_minutes": (120, "per symbol: tripped from a feed anomaly until this long "
-                                                 "after it ended"),
-    "breaker.consecutive_losses": (6, "trip after this many losing closed trades in a row (account-wide)"),
-    "breaker.consecutive_losses_cooloff_minutes": (720, "the consecutive-loss breaker resets after this long"),
-    "breaker.manual_stop": (False, "manual STOP flag: true halts all new entries until set false"),
+    # ---- circuit breakers (halt NEW entries and adds; exits continue): declared by each breaker module ----
+    **breaker_settings(),
     # ---- paper broker ----
     "broker.slippage_bps": (5.0, "base slippage of a market order (bps of the fill bar's open)"),
     "broker.impact_bps_per_pct": (10.0, "volume-participation slippage: bps per 1 % of the decision bar's "
