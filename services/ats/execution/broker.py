@@ -1,4 +1,9 @@
-"""Orders, fills and the Broker protocol (paper now; Alpaca / Bybit adapters implement the same protocol).
+"""Orders, fills, client order ids and the Broker protocol.
+
+What exists: the paper broker (``execution/paper.py``, replays and backtests). The Bybit and Alpaca adapters are
+being added in ``execution/bybit.py`` / ``execution/alpaca.py`` behind the same protocol (venue-neutral shapes in
+``execution/venue.py``). A broker may declare ``max_client_id_len`` (Bybit orderLinkId: 36); the engine then asks
+``client_order_id`` for the compact form.
 
 Times are Unix seconds (UTC) on the engine clock; prices in the quote currency (USD/USDT); quantities in base
 units; fees in USD; slippage in basis points.
