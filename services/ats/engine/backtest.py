@@ -226,7 +226,28 @@ def _walk_forward(conn: psycopg.Connection, spec: RunSpec, bid: int, folds: int,
 
 
 def compare(conn: psycopg.Connection, backtest_ids: list[int], notes: str | None = None) -> dict:
-    """Store a backtest_comparisons row with each backtest's headline metrics; returns it (JSON-ready)."""
+    """Store a ``backtest_comparisons`` row with each backtest's headline metrics. Commits.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    backtest_ids : list of int
+        Backtests to compare.
+    notes : str, optional
+        Free text stored with the row.
+
+    Returns
+    -------
+    dict
+        {comparison_id, metric_table: {backtest id: {return_pct, max_drawdown_pct, sharpe, trades, win_rate, run_id,
+        oos_return_pct?}}} (JSON-ready).
+
+    Raises
+    ------
+    UsageError
+        When an id is not in ``backtest_runs``.
+    """
     rows = conn.execute("SELECT backtest_id, run_id, summary FROM backtest_runs WHERE backtest_id = ANY(%s)",
                         (backtest_ids,)).fetchall()
     found = {r["backtest_id"]: r for r in rows}

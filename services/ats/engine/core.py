@@ -233,7 +233,22 @@ class Engine:
                            f"checkpoint {sorted(mem)}); refusing to resume")
 
     def prepared(self, sym: str, strat, cfg):
-        """The strategy's prepared series for ``sym`` under configuration ``cfg`` (cached per params key)."""
+        """The strategy's prepared series for ``sym`` under configuration ``cfg`` (cached per indicator params).
+
+        Parameters
+        ----------
+        sym : str
+            Symbol.
+        strat : object
+            The strategy.
+        cfg : StrategyConfig
+            Its configuration (``ikey`` is the cache key).
+
+        Returns
+        -------
+        object
+            Arrays over the symbol's bars: entry (+1/-1/0), exit_long, exit_short, strength; ``context(i)``.
+        """
         key = (sym, strat.name, cfg.ikey)
         p = self._prep.get(key)
         if p is None:
@@ -343,10 +358,21 @@ class Engine:
 
     # ------------------------------------------------------------------ one step
     def step(self, T: int, present: list[tuple[str, int]]) -> None:
-        """Process one step: the bars opening at ``T`` (Unix s) of ``present`` [(symbol, bar index)].
+        """Process one step: the bars opening at ``T`` of the symbols in ``present``.
 
-        Decides at C = T + timeframe (fills, marks, regime, breakers, exits, entries, snapshot; see the module
-        docstring).
+        Decides at C = T + timeframe: fills, marks, regime, breakers, exits, entries, snapshot (module docstring).
+
+        Parameters
+        ----------
+        T : int
+            Bar open time, Unix s.
+        present : list of (str, int)
+            (symbol, bar index) of the symbols with a bar at T.
+
+        Raises
+        ------
+        AtsError
+            When a broker fill does not match its position (``fills.on_report``).
         """
         C = T + self.tf_s
         self.clock.advance(C)
@@ -420,7 +446,20 @@ class Engine:
                     entries.on_entry_signal(self, ctx, strat, cfg, prep, sym, i, int(sig))
 
     def index_at(self, sym: str, t: int) -> int:
-        """Index of the last bar of ``sym`` opening at or before ``t`` (Unix s), -1 when none."""
+        """Index of the last bar of ``sym`` opening at or before ``t``.
+
+        Parameters
+        ----------
+        sym : str
+            Symbol.
+        t : int
+            Unix s.
+
+        Returns
+        -------
+        int
+            Bar index, -1 when none.
+        """
         i = self.cur_index.get(sym)
         b = self.bars[sym]
         if i is not None and b.t[i] == t:

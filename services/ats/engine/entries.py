@@ -20,7 +20,27 @@ _ORDER_PARAMS = ("tp_pct", "sl_pct", "trailing_pct", "trailing_activation_pct", 
 
 
 def on_entry_signal(eng, ctx: StepContext, strat, cfg, prep, sym: str, i: int, sig: int) -> None:
-    """Handle entry signal ``sig`` (+1 long, -1 short) of ``strat`` on bar ``i`` of ``sym`` at ``ctx.C``."""
+    """Handle one entry signal: write it, run the gates, then block it or submit its order.
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    ctx : StepContext
+        The step (decision time, settings, equity, regime).
+    strat : object
+        The strategy.
+    cfg : StrategyConfig
+        Its configuration in force.
+    prep : object
+        Its prepared series for ``sym`` (entry, strength, context(i)).
+    sym : str
+        Symbol.
+    i : int
+        Bar index of the decision bar.
+    sig : int
+        +1 long, -1 short.
+    """
     pside = "long" if sig > 0 else "short"
     pos = eng.pf.positions.get((strat.name, sym))
     intent = "add" if (pos is not None and pos.side == pside) else "open"
@@ -135,9 +155,26 @@ def _risk_gate(eng, ctx: StepContext, cand: EntryCandidate):
 
 
 def correlation(eng, sym: str, pside: str, s: dict, i: int) -> float | None:
-    """Return correlation (Pearson) of ``sym``'s log returns with the existing exposure over the settings' window
-    (``risk.correlation_window_hours``), same-direction positions weighted +, opposite -; None without exposure
-    or history (``ats.risk.limits.exposure_correlation``)."""
+    """Return correlation of ``sym`` with the existing exposure over ``risk.correlation_window_hours``.
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine (positions, marks, log returns).
+    sym : str
+        Candidate symbol.
+    pside : {'long', 'short'}
+        Candidate side (same-side positions weigh +, opposite -).
+    s : dict
+        Settings in force.
+    i : int
+        Bar index of the decision bar of ``sym``.
+
+    Returns
+    -------
+    float or None
+        Pearson correlation (``ats.risk.limits.exposure_correlation``); None without exposure or history.
+    """
     if not eng.pf.positions:
         return None
     n = max(10, int(round(float(s["risk.correlation_window_hours"]) * 3600 / eng.tf_s)))

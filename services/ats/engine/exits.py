@@ -18,17 +18,62 @@ from .sink import RawJson
 
 
 def crossed_down_or_up(c, level: float, long: bool):
-    """True where close ``c`` is at/through ``level`` against the position (long: c <= level, short: c >= level)."""
+    """True where close ``c`` is at or through a stop ``level`` against the position.
+
+    Parameters
+    ----------
+    c : float or numpy.ndarray
+        Close(s) (quote currency).
+    level : float
+        Stop price (stop loss or trailing stop).
+    long : bool
+        Position side (long: c <= level; short: c >= level).
+
+    Returns
+    -------
+    bool or numpy.ndarray of bool
+        Same shape as ``c``.
+    """
     return (c <= level) if long else (c >= level)
 
 
 def reached_target(c, level: float, long: bool):
-    """True where close ``c`` reached the take-profit ``level`` (long: c >= level, short: c <= level)."""
+    """True where close ``c`` reached the take-profit ``level``.
+
+    Parameters
+    ----------
+    c : float or numpy.ndarray
+        Close(s) (quote currency).
+    level : float
+        Take-profit price.
+    long : bool
+        Position side (long: c >= level; short: c <= level).
+
+    Returns
+    -------
+    bool or numpy.ndarray of bool
+        Same shape as ``c``.
+    """
     return (c >= level) if long else (c <= level)
 
 
 def max_hold_hit(C, opened_at: int, max_hold_hours: float):
-    """True where the hold time (C - opened_at, Unix s) reached ``max_hold_hours`` (0 = no limit)."""
+    """True where the hold time reached the maximum.
+
+    Parameters
+    ----------
+    C : int or numpy.ndarray
+        Decision time(s), Unix s.
+    opened_at : int
+        Position open time, Unix s.
+    max_hold_hours : float
+        Limit in hours; <= 0 means none (all False).
+
+    Returns
+    -------
+    bool or numpy.ndarray of bool
+        (C - opened_at) / 60 >= max_hold_hours x 60, same shape as ``C``.
+    """
     if max_hold_hours <= 0:
         return False if np.ndim(C) == 0 else np.zeros(np.shape(C), dtype=bool)
     return (C - opened_at) / 60.0 >= max_hold_hours * 60
@@ -51,7 +96,26 @@ def _raise_trailing(eng, pos: Position, C: int) -> None:
 
 
 def decide(eng, pos: Position, i: int, c: float, C: int) -> tuple[str, str | None]:
-    """(decision, reason): 'hold' or exit_sl / exit_tp / exit_trailing / exit_max_hold / exit_signal."""
+    """The exit decision for ``pos`` at close ``c`` (precedence: stop loss, take profit, trailing, max hold, signal).
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine (configurations, prepared strategy series).
+    pos : Position
+        The open position.
+    i : int
+        Bar index of the decision bar in ``pos.symbol``'s bars.
+    c : float
+        That bar's close.
+    C : int
+        Decision time, Unix s.
+
+    Returns
+    -------
+    tuple of (str, str or None)
+        ('hold', None) or (exit_sl | exit_tp | exit_trailing | exit_max_hold | exit_signal, reason).
+    """
     p = pos.params
     long = pos.side == "long"
     if pos.sl_price is not None and crossed_down_or_up(c, pos.sl_price, long):
@@ -71,8 +135,22 @@ def decide(eng, pos: Position, i: int, c: float, C: int) -> tuple[str, str | Non
 
 
 def check_exit(eng, pos: Position, i: int, ctx: StepContext) -> None:
-    """Evaluate ``pos`` at bar ``i`` (decision time ``ctx.C``): write a ``position_evaluations`` row and, on an
-    exit, a close signal and order (or a blocked signal when the strategy's sell gate is off)."""
+    """Evaluate ``pos`` at bar ``i`` and act on the decision.
+
+    Writes a ``position_evaluations`` row and, on an exit, a close signal and order - or a blocked signal when the
+    strategy's sell gate is off ('sell_gate') or the trading state is HALTED ('breaker:<name>').
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    pos : Position
+        The open position (best price and trailing stop updated).
+    i : int
+        Bar index of the decision bar in ``pos.symbol``'s bars.
+    ctx : StepContext
+        The step (decision time ``ctx.C``).
+    """
     C = ctx.C
     c = float(eng.bars[pos.symbol].close[i])
     long = pos.side == "long"
@@ -117,9 +195,26 @@ def _send_exit(eng, pos, i, c, C, decision, reason, pnl_pct) -> tuple[str, str]:
 
 
 def first_exit_step(eng, pos: Position, cfg, i0: int, C: np.ndarray) -> int | None:
-    """The first of the next len(C) steps (bars i0.. of ``pos.symbol``, decision times ``C``) where an exit of
-    ``pos`` would fire by ``decide``'s rules, None when none would; -1 when a trailing stop is in play (the fast
-    path does not model it)."""
+    """The first step of a span where ``decide`` would exit ``pos`` (the fast path's question).
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    pos : Position
+        The open position.
+    cfg : StrategyConfig or None
+        Its strategy's configuration in force over the span.
+    i0 : int
+        Bar index of the span's first step in ``pos.symbol``'s bars.
+    C : numpy.ndarray, shape (W,)
+        Decision times of the span (Unix s).
+
+    Returns
+    -------
+    int or None
+        Offset of the first exit step, None when none; -1 when a trailing stop is in play (not modelled in bulk).
+    """
     p = pos.params
     if float(p.get("trailing_pct") or 0) > 0 or pos.trail_stop is not None:
         return -1

@@ -14,7 +14,16 @@ def on_report(eng, rep, T: int) -> None:
 
     A rejected/cancelled order becomes a ``system_events`` warning; each fill a ``fills`` row and a position
     change (open, add, partial or full close; a full close records the trade's return for Kelly sizing and its
-    P&L for the breakers).
+    net P&L for the breakers).
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    rep : BrokerReport
+        The report.
+    T : int
+        Bar open time, Unix s.
 
     Raises
     ------
@@ -85,8 +94,21 @@ def _exit_fill(eng, o, f) -> None:
 
 
 def set_targets(eng, pos: Position, ts: int, reason: str) -> None:
-    """Set take profit / stop loss from the average entry and the position's ``tp_pct`` / ``sl_pct`` (percent;
-    0 = none) and write a ``position_targets`` row (``reason``: initial | add_recalc)."""
+    """Set take profit and stop loss from the average entry and write a ``position_targets`` row.
+
+    TP = avg_entry x (1 + sign x tp_pct / 100), SL = avg_entry x (1 - sign x sl_pct / 100); 0 % means none.
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    pos : Position
+        The position (tp_price, sl_price set).
+    ts : int
+        Unix s.
+    reason : {'initial', 'add_recalc'}
+        Why the targets changed.
+    """
     p = pos.params
     tp, sl = float(p.get("tp_pct") or 0), float(p.get("sl_pct") or 0)
     sgn = pos.sign

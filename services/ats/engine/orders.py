@@ -50,7 +50,25 @@ def submit(eng, strategy: str, sym: str, side: str, pside: str, intent: str, qty
 
 
 def block(eng, sig_id: int, strategy: str, sym: str, C: int, gate: str, reason: str, ctx: dict) -> None:
-    """Write a ``blocked_signals`` row (the first failing ``gate`` and why) and count it per gate."""
+    """Write a ``blocked_signals`` row and count it per gate.
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    sig_id : int
+        The signal's id.
+    strategy, sym : str
+        Strategy and symbol.
+    C : int
+        Decision time, Unix s.
+    gate : str
+        The first failing gate (buy_gate, regime, cooldown, breaker:<name>, risk:<limit>, sell_gate).
+    reason : str
+        Why, in one line.
+    ctx : dict
+        The signal's context.
+    """
     eng.sink.add("blocked_signals", (sig_id, eng.run_id, eng.account, strategy, sym, C, gate, reason, ctx))
     bl = eng.stats["blocked"]
     bl[gate] = bl.get(gate, 0) + 1

@@ -41,10 +41,25 @@ def _ffill(a: np.ndarray) -> np.ndarray:
 
 
 def static_events(eng, s: dict, cfgs: tuple) -> np.ndarray:
-    """Per step k of the feed: the first step >= k where something may happen whatever the engine state is (for
-    the settings ``s`` and configurations ``cfgs`` in force): a symbol without a bar or after a gap, a NaN close,
-    an entry trigger of a watchlisted strategy, a breaker's static event, a regime change or no regime yet.
-    Shape (K,); K when none. Cached per (settings, configurations)."""
+    """Per step, the first step at or after it where something may happen whatever the engine state is.
+
+    Events: a symbol without a bar or after a gap, a NaN close, an entry trigger of a watchlisted strategy, a
+    breaker's static event (``BreakerBoard.static_events``), a regime change or no regime yet.
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine (``_span_env`` set by the indexed loop).
+    s : dict
+        Settings in force.
+    cfgs : tuple
+        The strategies' configurations in force.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (K,)
+        Per step k the first event step >= k (K when none). Cached per (settings, configurations).
+    """
     key = (id(s), cfgs)
     hit = eng._ev_cache
     if hit is not None and hit[0] == key and hit[1] is s:
@@ -130,8 +145,23 @@ def _equity_path(eng, k: int, W: int, C: np.ndarray):
 
 
 def quiet_span(eng, k: int, lim: int) -> int:
-    """How many steps from step k (at most ``lim``) are quiet (see the module docstring); 0 when step k is not.
-    Leaves the span's equity path in ``eng._span`` for ``apply_span``."""
+    """How many steps from step k are quiet (see the module docstring).
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    k : int
+        First step (index into the feed timeline).
+    lim : int
+        At most this many steps (the next flush, the end, ``max_steps``).
+
+    Returns
+    -------
+    int
+        The span length (>= 2), or 0 when step k must go through ``Engine.step``. Leaves the span's equity
+        path in ``eng._span`` for ``apply_span``.
+    """
     if eng.broker.pending() or eng.board.any_tripped() or eng.board.has_news():
         return 0
     env = eng._span_env
@@ -167,9 +197,21 @@ def quiet_span(eng, k: int, lim: int) -> int:
 
 
 def apply_span(eng, k: int, L: int) -> None:
-    """Do steps k .. k+L-1, all quiet, in bulk: per step a 'hold' ``position_evaluations`` row per open position
-    (best price tracked), the hourly snapshot at each top of the hour, the regime singleton refresh every 24 steps,
-    and the marks, clocks, day reference and counters after the last step."""
+    """Do steps k .. k+L-1, all quiet, in bulk, with the rows and state ``Engine.step`` would leave.
+
+    Per step a 'hold' ``position_evaluations`` row per open position (best price tracked), the hourly snapshot at
+    each top of the hour, the regime singleton refresh every 24 steps; then the marks, clocks, day reference and
+    counters after the last step.
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    k : int
+        First step.
+    L : int
+        Span length (what ``quiet_span`` returned).
+    """
     env = eng._span_env
     tf = eng.tf_s
     eq, ref, day = eng._span

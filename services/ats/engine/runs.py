@@ -91,7 +91,25 @@ def make_spec(mode: str, *, strategies, symbols, timeframe: str, start, end, acc
 
 
 def resolve(conn: psycopg.Connection, spec: RunSpec) -> RunSpec:
-    """Fill in the account's starting cash when the spec leaves it None; UsageError on an unknown account."""
+    """Fill in the account's starting cash when the spec leaves it None.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    spec : RunSpec
+        The run.
+
+    Returns
+    -------
+    RunSpec
+        ``spec`` itself, or a copy with ``starting_cash`` from ``accounts`` (USD).
+
+    Raises
+    ------
+    UsageError
+        On an unknown account.
+    """
     row = conn.execute("SELECT starting_cash::float8 AS c FROM accounts WHERE account_id = %s",
                        (spec.account_id,)).fetchone()
     if row is None:
@@ -135,7 +153,20 @@ def heavy_lock(url: str | None = None, *, what: str = "run") -> Iterator[psycopg
 
 
 def get_run(conn: psycopg.Connection, run_id: str) -> dict | None:
-    """The engine_runs row (dict) or None."""
+    """The ``engine_runs`` row of ``run_id``.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    run_id : str
+        The run.
+
+    Returns
+    -------
+    dict or None
+        The row, None when there is none.
+    """
     return conn.execute("SELECT * FROM engine_runs WHERE run_id = %s", (run_id,)).fetchone()
 
 
@@ -158,7 +189,19 @@ def begin_run(conn: psycopg.Connection, spec: RunSpec) -> tuple[str, dict]:
 
 
 def finish_run(conn: psycopg.Connection, run_id: str, status: str, summary: dict | None) -> None:
-    """Set the final status (completed | failed | interrupted), finished_at and summary. Commits."""
+    """Set the final status, finished_at and summary of a run. Commits.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection.
+    run_id : str
+        The run.
+    status : {'completed', 'failed', 'interrupted'}
+        Final status.
+    summary : dict or None
+        The run summary (None keeps the stored one).
+    """
     conn.execute("UPDATE engine_runs SET status=%s, finished_at=now(), summary=coalesce(%s, summary) WHERE run_id=%s",
                  (status, None if summary is None else Jsonb(summary), run_id))
     conn.commit()

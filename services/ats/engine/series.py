@@ -46,7 +46,20 @@ class MarketSeries:
         self._anom_at: dict = {}
 
     def velocity(self, sym: str, minutes: float) -> np.ndarray:
-        """Signed fastest move (%) within ``minutes`` per bar of ``sym`` (``ats.risk.breakers.velocity_pct``)."""
+        """Signed fastest move per bar of ``sym`` (``ats.risk.breakers.velocity_pct``).
+
+        Parameters
+        ----------
+        sym : str
+            Symbol.
+        minutes : float
+            Window (minutes).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+            Percent per bar (cached per window in bars).
+        """
         k = brk.window_bars(minutes, self.tf_s)
         v = self._vel.get((sym, k))
         if v is None:
@@ -73,7 +86,20 @@ class MarketSeries:
         return hit
 
     def vol_index(self, vt: np.ndarray, T: int) -> int:
-        """Index of the last bar of the volatility series ``vt`` opening at or before T (-1 = none)."""
+        """Index of the last bar of the volatility series opening at or before ``T``.
+
+        Parameters
+        ----------
+        vt : numpy.ndarray
+            Times of the series (Unix s) as ``market_vol`` returned them.
+        T : int
+            Unix s.
+
+        Returns
+        -------
+        int
+            Index, -1 when none.
+        """
         j = self.ref_j.get(T) if vt is getattr(self.reference, "t", None) else None
         if j is not None:
             return j
@@ -84,8 +110,20 @@ class MarketSeries:
         return j
 
     def anomaly_index(self, sym: str, win: int) -> np.ndarray:
-        """Per bar of ``sym``: index into ``anomalies[sym]`` of an anomaly active at the bar's close
-        (a0 < close <= a1 + win, ``win`` in s), or -1. Shape (n,), int64."""
+        """Per bar of ``sym``: the market-data anomaly active at the bar's close.
+
+        Parameters
+        ----------
+        sym : str
+            Symbol.
+        win : int
+            Window after the anomaly's end (s): active while a0 < close <= a1 + win.
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape (n,)
+            Index into ``anomalies[sym]``, -1 when none.
+        """
         key = (sym, win)
         arr = self._anom_at.get(key)
         if arr is None:
@@ -101,10 +139,24 @@ class MarketSeries:
 
 
 def anomaly_intervals(anomalies: list[dict], symbols, timeframe: str, tf_s: int) -> dict[str, list]:
-    """Per symbol, sorted (start, end, info) intervals (Unix s) of the market-data anomalies of ``timeframe``.
+    """Per symbol, sorted (start, end, info) intervals of the market-data anomalies of ``timeframe``.
 
-    The end is start + missing bars x timeframe (``detail`` keys missing_bars / missing / bars / count /
-    n_missing; 1 bar when none). ``info``: kind, open_time (ISO), source 'feed_anomalies', detail.
+    Parameters
+    ----------
+    anomalies : list of dict
+        Rows with symbol, timeframe, open_time (datetime or Unix s), kind, detail.
+    symbols : iterable of str
+        The run's symbols (others are dropped).
+    timeframe : str
+        The run's timeframe (rows of another timeframe are dropped).
+    tf_s : int
+        Its length in s.
+
+    Returns
+    -------
+    dict
+        Symbol -> [(start, end, info)]: end = start + missing bars x tf_s (``detail`` keys missing_bars / missing /
+        bars / count / n_missing; 1 bar when none); info: kind, open_time (ISO), source 'feed_anomalies', detail.
     """
     out: dict[str, list] = {s: [] for s in symbols}
     for a in anomalies:

@@ -5,8 +5,21 @@ from __future__ import annotations
 
 
 def write_snapshot(eng, C: int, positions, marks: dict, day_ref: float) -> None:
-    """Write the snapshot at ``C`` (Unix s) of ``positions`` marked at ``marks`` (symbol -> price; a missing
-    symbol is marked at its average entry), with ``day_ref`` the 00:00 UTC equity (USD)."""
+    """Write the ``portfolio_hourly_snapshots`` row at ``C``.
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine (portfolio, sink).
+    C : int
+        Decision time, Unix s (a top of the hour).
+    positions : iterable of Position
+        The open positions.
+    marks : dict
+        Symbol -> price (USD); a missing symbol is marked at its average entry.
+    day_ref : float
+        Equity at 00:00 UTC (USD): net_pnl_daily = equity - day_ref.
+    """
     pf = eng.pf
     pv = 0.0
     unreal = 0.0

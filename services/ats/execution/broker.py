@@ -91,13 +91,16 @@ class Order:
 
     @property
     def notional_usd(self) -> float:
+        """qty x decision_price (USD)."""
         return self.qty * self.decision_price
 
     def to_dict(self) -> dict:
+        """Every field as JSON-able values (checkpoints)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Order":
+        """The order ``to_dict`` saved."""
         return cls(**d)
 
 
@@ -137,7 +140,24 @@ class Broker(Protocol):
 
     def on_bar(self, symbol: str, t_open: int, o: float, h: float, l: float, c: float, v: float,
                settings: dict) -> list[BrokerReport]:
-        """Execute this symbol's pending orders against the bar opening at ``t_open``; returns what happened."""
+        """Execute this symbol's pending orders against the bar opening at ``t_open``.
+
+        Parameters
+        ----------
+        symbol : str
+            Symbol of the bar.
+        t_open : int
+            Bar open time (Unix s).
+        o, h, l, c, v : float
+            The bar's OHLCV (quote currency; volume in base units).
+        settings : dict
+            Settings in force (``broker.*`` keys).
+
+        Returns
+        -------
+        list of BrokerReport
+            What happened to each order touched.
+        """
 
     def pending(self) -> list[Order]:
         """Orders accepted but not final yet (checkpointed by the engine)."""

@@ -21,7 +21,20 @@ WINDOWS = (("today", None), ("7d", timedelta(days=7)), ("30d", timedelta(days=30
 
 
 def latest_run(conn: psycopg.Connection, account_id: str = "default") -> str | None:
-    """The most recently started run of ``account_id`` that has snapshots (None when there is none)."""
+    """The most recently started run of ``account_id`` that has snapshots.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection.
+    account_id : str
+        Account.
+
+    Returns
+    -------
+    str or None
+        The run id, None when there is none.
+    """
     row = conn.execute(
         """SELECT r.run_id FROM engine_runs r
             WHERE r.account_id = %s AND EXISTS (SELECT 1 FROM portfolio_hourly_snapshots s WHERE s.run_id = r.run_id)

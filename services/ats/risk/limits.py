@@ -127,9 +127,18 @@ def check_cash(notional: float, cash: float, taker_fee_bps: float, min_order: fl
 def exposure_correlation(candidate: np.ndarray, exposures: list[tuple[np.ndarray, float]]) -> float | None:
     """Pearson correlation between a candidate's return window and the weighted sum of existing exposures.
 
-    ``exposures``: (return window, signed weight) per existing position (weight = value share, negative for a
-    position on the opposite side of the candidate). Windows of equal length; NaNs dropped pairwise. None when
-    fewer than 10 usable points or zero variance.
+    Parameters
+    ----------
+    candidate : numpy.ndarray, shape (n,)
+        Log returns of the candidate symbol.
+    exposures : list of (numpy.ndarray, float)
+        Per existing position: its return window (shape (n,)) and signed weight (value share, negative for a
+        position on the opposite side of the candidate).
+
+    Returns
+    -------
+    float or None
+        Correlation in -1..1, NaNs dropped pairwise; None when fewer than 10 usable points or zero variance.
     """
     if not exposures:
         return None

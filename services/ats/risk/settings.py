@@ -78,6 +78,19 @@ class SettingsView:
         self._cur: dict = dict(DEFAULTS)
 
     def at(self, ts: int) -> dict:
+        """The settings in force at ``ts``.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+
+        Returns
+        -------
+        dict
+            Every key of ``SETTINGS`` -> its as-of value or default. The same dict object is returned while the
+            settings do not change (the engine caches derived values by its identity).
+        """
         if not self.live and self._lo is not None and self._lo <= ts < self._hi:
             return self._cur
         from ..db import config_store as cs
@@ -95,8 +108,19 @@ class SettingsView:
         return cur
 
     def valid_until(self, ts: int) -> int:
-        """Unix seconds up to which (exclusive) the dict ``at(ts)`` returned stays the settings in force (the next
-        scheduled change), or ``ts`` when it may change at any moment (live) or was never read."""
+        """Until when the dict ``at(ts)`` returned stays the settings in force.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+
+        Returns
+        -------
+        int
+            Unix s (exclusive) of the next scheduled change, or ``ts`` when it may change at any moment (live) or was
+            never read.
+        """
         if self.live or self._lo is None or not (self._lo <= ts < self._hi):
             return ts
         return self._hi

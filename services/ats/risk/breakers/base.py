@@ -257,7 +257,20 @@ class Breaker:
     # ---- helpers ----
     @classmethod
     def setting(cls, settings: dict, key: str):
-        """``settings[key]``, or this breaker's declared default when the key is absent (a plug-in's new key)."""
+        """``settings[key]``, or this breaker's declared default when the key is absent (a plug-in's new key).
+
+        Parameters
+        ----------
+        settings : dict
+            Settings in force.
+        key : str
+            A key of ``cls.settings``.
+
+        Returns
+        -------
+        object
+            The value.
+        """
         v = settings.get(key)
         return cls.settings[key][0] if v is None and key in cls.settings else v
 

@@ -67,9 +67,27 @@ class BreakerBoard:
     # ---- transitions ----
     def set(self, breaker: str, scope: str, trip: bool, ts: int, cause: str, ctx: dict,
             until: int | None = None) -> None:
-        """Trip (``trip=True``) or reset ``breaker`` in ``scope`` at ``ts`` (Unix s).
+        """Trip (``trip=True``) or reset ``breaker`` in ``scope`` at ``ts``.
 
-        A trip of a tripped breaker only extends ``until``; a reset of a never-tripped one does nothing.
+        A trip of a tripped breaker only extends ``until``; a reset of a never-tripped one does nothing. Every real
+        change is queued as a ``Transition`` (and a ``StateChange`` when the scope's trading state changes).
+
+        Parameters
+        ----------
+        breaker : str
+            Breaker name.
+        scope : str
+            '*' or a symbol.
+        trip : bool
+            Trip or reset.
+        ts : int
+            Unix s.
+        cause : str
+            One line saying why.
+        ctx : dict
+            JSON-able values that caused it.
+        until : int, optional
+            Earliest reset time (Unix s) of cool-off breakers.
         """
         key = (breaker, scope)
         st = self.states.get(key)
@@ -118,11 +136,37 @@ class BreakerBoard:
         self.set(name, scope, True, ts, cause, dict(ctx or {}), until)
 
     def reset(self, name: str, scope: str, ts: int, cause: str, ctx: dict | None = None) -> None:
-        """Reset an externally driven breaker (see ``trip``); nothing happens when it is not tripped."""
+        """Reset an externally driven breaker (see ``trip``); nothing happens when it is not tripped.
+
+        Parameters
+        ----------
+        name : str
+            Breaker name.
+        scope : str
+            '*' or a symbol.
+        ts : int
+            Unix s.
+        cause : str
+            One line saying why.
+        ctx : dict, optional
+            JSON-able context.
+        """
         self.set(name, scope, False, ts, cause, dict(ctx or {}))
 
     def is_tripped(self, breaker: str, scope: str = "*") -> bool:
-        """True while ``breaker`` is tripped in ``scope``."""
+        """True while ``breaker`` is tripped in ``scope``.
+
+        Parameters
+        ----------
+        breaker : str
+            Breaker name.
+        scope : str
+            '*' (default) or a symbol.
+
+        Returns
+        -------
+        bool
+        """
         return (breaker, scope) in self._tripped_keys
 
     def any_tripped(self) -> bool:
@@ -172,7 +216,20 @@ class BreakerBoard:
 
     # ---- step path ----
     def params(self, settings: dict, market) -> dict:
-        """Per breaker name, its ``prepare(settings, market)`` (cached while the same settings dict is in force)."""
+        """Per breaker, its ``prepare(settings, market)``, cached while the same settings dict is in force.
+
+        Parameters
+        ----------
+        settings : dict
+            Settings in force (``SettingsView.at`` returns the same object until they change).
+        market : object
+            The run's series (``ats.engine.series.MarketSeries``) or None.
+
+        Returns
+        -------
+        dict
+            Breaker name -> prepared parameters.
+        """
         if self._params_key is not settings:
             self._params = {n: b.prepare(settings, market) for n, b in self.breakers.items()}
             self._params_key = settings
@@ -199,7 +256,22 @@ class BreakerBoard:
 
     # ---- fast path ----
     def static_events(self, env, settings: dict, market):
-        """OR of every breaker's ``static_events`` over the feed timeline (None when none declares any)."""
+        """OR of every breaker's ``static_events`` over the feed timeline.
+
+        Parameters
+        ----------
+        env : object
+            The replay's step index (``ats.engine.quiet.SpanEnv``).
+        settings : dict
+            Settings in force.
+        market : object
+            The run's series.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (K,), or None
+            None when no breaker declares static events.
+        """
         params = self.params(settings, market)
         ev = None
         for n, b in self.breakers.items():
@@ -234,7 +306,20 @@ class BreakerBoard:
 
     @classmethod
     def from_dict(cls, d: dict, breakers=None) -> "BreakerBoard":
-        """Rebuild a board from ``to_dict`` output (also the format of checkpoints before the plug-in board)."""
+        """Rebuild a board from ``to_dict`` output (also the checkpoints written before the plug-in board).
+
+        Parameters
+        ----------
+        d : dict
+            ``{'loss_streak': n, 'states': [BreakerState as dict, ...]}`` (plus any breaker's extra keys).
+        breakers : iterable of Breaker subclasses, optional
+            As in the constructor.
+
+        Returns
+        -------
+        BreakerBoard
+            Loading is not a transition: nothing is queued.
+        """
         b = cls(breakers)
         for br in b.breakers.values():
             br.load_state(d)

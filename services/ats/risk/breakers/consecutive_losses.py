@@ -23,7 +23,20 @@ class ConsecutiveLosses(Breaker):
         self.loss_streak = 0
 
     def prepare(self, settings: dict, market) -> tuple[int, float]:
-        """(limit in trades, cool-off in minutes)."""
+        """Settings-derived parameters, recomputed only when the settings in force change.
+
+        Parameters
+        ----------
+        settings : dict
+            Settings in force.
+        market : object
+            Unused.
+
+        Returns
+        -------
+        tuple of (int, float)
+            (limit in trades, cool-off in minutes).
+        """
         return (int(self.setting(settings, "breaker.consecutive_losses")),
                 float(self.setting(settings, "breaker.consecutive_losses_cooloff_minutes")))
 
@@ -38,7 +51,17 @@ class ConsecutiveLosses(Breaker):
             self.observe(inputs.ts, limit, cool)
 
     def observe(self, ts: int, limit: int, cooloff_min: float) -> None:
-        """Trip when the streak reached ``limit`` (until ts + cool-off); reset (streak to 0) once ``ts`` >= until."""
+        """Trip when the streak reached ``limit`` (until ts + cool-off); reset (streak to 0) once ``ts`` >= until.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+        limit : int
+            Losing trades in a row that trip it (0 disables).
+        cooloff_min : float
+            Minutes until the reset.
+        """
         st = self.board.states.get((self.name, "*"))
         if st is not None and st.tripped:
             if st.until is not None and ts >= st.until:

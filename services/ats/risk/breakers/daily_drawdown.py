@@ -22,7 +22,20 @@ class DailyDrawdown(Breaker):
                                                     "resets at the next UTC day")}
 
     def prepare(self, settings: dict, market) -> float:
-        """The threshold (percent)."""
+        """Settings-derived parameters, recomputed only when the settings in force change.
+
+        Parameters
+        ----------
+        settings : dict
+            Settings in force.
+        market : object
+            Unused.
+
+        Returns
+        -------
+        float
+            The threshold (percent).
+        """
         return float(self.setting(settings, "breaker.daily_drawdown_pct"))
 
     def update(self, inputs: StepInputs) -> None:
@@ -30,9 +43,16 @@ class DailyDrawdown(Breaker):
         self.observe(inputs.ts, inputs.equity, inputs.day_start_equity, inputs.params[self.name])
 
     def observe(self, ts: int, equity: float, day_start_equity: float, threshold_pct: float) -> None:
-        """Trip when equity (USD) is more than ``threshold_pct`` % below ``day_start_equity``; reset when not.
+        """Trip when equity is more than ``threshold_pct`` % below ``day_start_equity``; reset when not.
 
-        A non-positive reference is ignored.
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+        equity, day_start_equity : float
+            Equity now and at 00:00 UTC (USD); a non-positive reference is ignored.
+        threshold_pct : float
+            Percent.
         """
         if day_start_equity <= 0:
             return

@@ -20,7 +20,20 @@ class FeedAnomaly(Breaker):
                                                              "long after it ended")}
 
     def prepare(self, settings: dict, market):
-        """(window in seconds, {symbol: index of the active market-data anomaly per bar, -1 = none})."""
+        """Settings-derived parameters, recomputed only when the settings in force change.
+
+        Parameters
+        ----------
+        settings : dict
+            Settings in force.
+        market : object
+            The run's series (``anomaly_index``) or None.
+
+        Returns
+        -------
+        tuple of (int, dict)
+            (window in s, {symbol: index of the active market-data anomaly per bar, -1 = none}).
+        """
         win = int(float(self.setting(settings, "breaker.feed_anomaly_window_minutes")) * 60)
         at = {} if market is None else {sym: market.anomaly_index(sym, win) for sym in market.symbols}
         return win, at
@@ -39,7 +52,17 @@ class FeedAnomaly(Breaker):
         self.observe(inputs.ts, sym, info)
 
     def observe(self, ts: int, symbol: str, anomaly: dict | None) -> None:
-        """``anomaly``: the active anomaly (kind, open_time, source, ...) or None; trip/reset to match."""
+        """Trip or reset to match ``anomaly``.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+        symbol : str
+            Symbol.
+        anomaly : dict or None
+            The active anomaly (kind, open_time, source, ...) or None.
+        """
         if (anomaly is not None) == self.board.is_tripped(self.name, symbol):
             return
         if anomaly is not None:
@@ -50,7 +73,19 @@ class FeedAnomaly(Breaker):
             self.board.set(self.name, symbol, False, ts, f"{symbol} no feed anomaly in the window", {})
 
     def static_events(self, env, params) -> np.ndarray | None:
-        """Steps where a market-data anomaly is active for any symbol."""
+        """Steps where a market-data anomaly is active for any symbol.
+
+        Parameters
+        ----------
+        env : SpanEnv
+            The replay's step index.
+        params : tuple
+            What ``prepare`` returned.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (K,)
+        """
         anom_at = params[1]
         ev = np.zeros(len(env.timeline), dtype=bool)
         for sym in env.order:

@@ -23,7 +23,15 @@ class ManualStop(Breaker):
         self.observe(inputs.ts, self.setting(inputs.settings, "breaker.manual_stop"))
 
     def observe(self, ts: int, flag) -> None:
-        """Trip when ``flag`` reads as on, reset when it reads as off (``ts`` Unix s)."""
+        """Trip when ``flag`` reads as on, reset when it reads as off.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+        flag : object
+            The setting's value (see ``manual_on``).
+        """
         on = manual_on(flag)
         if on == self.is_tripped():
             return

@@ -28,7 +28,20 @@ class MarketVolatility(Breaker):
     }
 
     def prepare(self, settings: dict, market):
-        """(series times (Unix s), vol % per time, source name, threshold %, reset ratio)."""
+        """Settings-derived parameters, recomputed only when the settings in force change.
+
+        Parameters
+        ----------
+        settings : dict
+            Settings in force.
+        market : object
+            The run's series (``market_vol``) or None.
+
+        Returns
+        -------
+        tuple
+            (series times (Unix s), annualized vol % per time, source name, threshold %, reset ratio).
+        """
         thr = float(self.setting(settings, "breaker.market_vol_annual_pct"))
         ratio = float(self.setting(settings, "breaker.market_vol_reset_ratio"))
         if market is None:
@@ -45,7 +58,21 @@ class MarketVolatility(Breaker):
 
     def observe(self, ts: int, vol_pct: float, threshold: float, reset_ratio: float,
                 source: str | None = None) -> None:
-        """Trip above ``threshold`` %, reset below ``threshold x reset_ratio`` %; NaN (warming up) is ignored."""
+        """Trip above ``threshold``, reset below ``threshold x reset_ratio``; NaN (warming up) is ignored.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+        vol_pct : float
+            Realized volatility, annualized percent.
+        threshold : float
+            Percent.
+        reset_ratio : float
+            Fraction of the threshold below which it resets (hysteresis).
+        source : str, optional
+            The market series' name (added to the context).
+        """
         if vol_pct != vol_pct:
             return
         tripped = self.is_tripped()
@@ -62,7 +89,19 @@ class MarketVolatility(Breaker):
                            f"market volatility {vol_pct:.0f}% < {threshold * reset_ratio:g}% annualized", ctx)
 
     def static_events(self, env, params) -> np.ndarray | None:
-        """Steps whose volatility is above the threshold (a trip is possible there)."""
+        """Steps whose volatility is above the threshold (a trip is possible there).
+
+        Parameters
+        ----------
+        env : SpanEnv
+            The replay's step index.
+        params : tuple
+            What ``prepare`` returned.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (K,)
+        """
         vt, vv, _src, thr, _ratio = params
         jv = np.searchsorted(vt, env.timeline, side="right") - 1
         with np.errstate(invalid="ignore"):

@@ -25,7 +25,20 @@ class Velocity(Breaker):
     }
 
     def prepare(self, settings: dict, market):
-        """({symbol: signed move % per bar}, threshold %, window minutes, cool-off minutes)."""
+        """Settings-derived parameters, recomputed only when the settings in force change.
+
+        Parameters
+        ----------
+        settings : dict
+            Settings in force.
+        market : object
+            The run's series (``velocity``) or None.
+
+        Returns
+        -------
+        tuple
+            ({symbol: signed move % per bar}, threshold %, window minutes, cool-off minutes).
+        """
         vmin = float(self.setting(settings, "breaker.velocity_minutes"))
         vel = {} if market is None else {sym: market.velocity(sym, vmin) for sym in market.symbols}
         return (vel, float(self.setting(settings, "breaker.velocity_pct")), vmin,
@@ -38,7 +51,23 @@ class Velocity(Breaker):
 
     def observe(self, ts: int, symbol: str, move_pct: float, threshold: float, minutes: float,
                 cooloff_min: float) -> None:
-        """Trip (until ts + cool-off) when |move_pct| > threshold; reset once calm after ``until``. NaN ignored."""
+        """Trip (until ts + cool-off) when |move_pct| > threshold; reset once calm after ``until``. NaN is ignored.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+        symbol : str
+            Symbol.
+        move_pct : float
+            Signed fastest move within the window, percent.
+        threshold : float
+            Percent.
+        minutes : float
+            Window (for the message).
+        cooloff_min : float
+            Minutes it stays tripped after the last fast move.
+        """
         if move_pct != move_pct:
             return
         key = (self.name, symbol)
@@ -56,7 +85,19 @@ class Velocity(Breaker):
                            f"(move {move_pct:+.2f}% <= {threshold:g}%)", {"move_pct": round(move_pct, 3)})
 
     def static_events(self, env, params) -> np.ndarray | None:
-        """Steps where any symbol moves faster than the threshold."""
+        """Steps where any symbol moves faster than the threshold.
+
+        Parameters
+        ----------
+        env : SpanEnv
+            The replay's step index.
+        params : tuple
+            What ``prepare`` returned.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (K,)
+        """
         vel, thr = params[0], params[1]
         ev = np.zeros(len(env.timeline), dtype=bool)
         for sym in env.order:
