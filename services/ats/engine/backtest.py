@@ -45,10 +45,34 @@ def _dt(t: int) -> datetime:
 
 def run_backtest(spec: RunSpec, *, url: str | None = None, walk_forward: int | None = None,
                  progress: bool = False, commit_every: int = 500) -> dict:
-    """Run (or reuse) a backtest; returns its summary dict with ``backtest_id`` and ``run_id``.
+    """Run (or reuse) a backtest.
 
-    ``spec.mode`` must be 'backtest'. Raises BusyError when another heavy run holds the lock, UsageError on a bad
-    walk-forward count, AtsError on missing candles/configuration.
+    Parameters
+    ----------
+    spec : RunSpec
+        The run; ``spec.mode`` must be 'backtest'.
+    url : str, optional
+        Database URL (default ``ATS_DATABASE_URL``).
+    walk_forward : int, optional
+        Number of walk-forward folds (1..12).
+    progress : bool
+        Show a progress bar.
+    commit_every : int
+        Steps per committed batch.
+
+    Returns
+    -------
+    dict
+        Its summary with ``backtest_id`` and ``run_id``.
+
+    Raises
+    ------
+    BusyError
+        When another heavy run holds the lock.
+    UsageError
+        On a spec of another mode or a bad walk-forward count.
+    AtsError
+        On missing candles or configuration.
     """
     if spec.mode != "backtest":
         raise UsageError("run_backtest needs a RunSpec with mode 'backtest'")

@@ -50,8 +50,20 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def seed_settings(conn, *, account_id: str = "default") -> list[str]:
-    """Insert every missing setting with its default (effective 1970-01-01); returns the keys inserted.
-    Does not commit."""
+    """Insert every missing setting with its default (effective 1970-01-01). Does not commit.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    account_id : str
+        Account.
+
+    Returns
+    -------
+    list of str
+        The keys inserted.
+    """
     from ..db import config_store as cs
 
     have = {r["key"] for r in conn.execute("SELECT key FROM system_settings WHERE account_id=%s",

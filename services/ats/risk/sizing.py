@@ -76,11 +76,26 @@ def kelly_fraction(p: float, avg_win: float, avg_loss: float) -> float:
 
 def estimate(trade_returns: list[float], *, multiplier: float, cap_pct: float, floor_pct: float = 1.0,
              min_trades: int = 20, lookback: int = 50) -> KellyEstimate:
-    """Kelly estimate from a strategy's closed-trade returns (fractions of notional, net of fees, oldest first).
+    """Kelly estimate from a strategy's closed-trade returns.
 
-    ``cap_pct``/``floor_pct`` are percents of equity. Returns fraction None (use the configured trade amount)
-    while fewer than ``min_trades`` trades exist; else fraction in [floor, cap] as a fraction of equity (0 when
-    f* <= 0 and floor_pct is 0).
+    Parameters
+    ----------
+    trade_returns : list of float
+        Returns per closed trade as fractions of notional, net of fees, oldest first.
+    multiplier : float
+        Fraction of full Kelly (0.25 = quarter Kelly).
+    cap_pct, floor_pct : float
+        Cap and probe floor, percent of equity.
+    min_trades : int
+        Trades needed before an estimate exists.
+    lookback : int
+        Most recent trades used (<= 0: all).
+
+    Returns
+    -------
+    KellyEstimate
+        fraction None (use the configured trade amount) while fewer than ``min_trades`` trades exist; else fraction
+        in [floor, cap] as a fraction of equity (the floor when f* <= 0; 0 when f* <= 0 and floor_pct is 0).
     """
     recent = trade_returns[-lookback:] if lookback > 0 else list(trade_returns)
     n = len(recent)
