@@ -35,13 +35,11 @@ from ..errors import AtsError
 from ..execution.broker import Order
 from ..execution.paper import PaperBroker
 from ..portfolio.book import Portfolio
-from ..regime.rules import NAME as REGIME_NAME
-from ..regime.rules import classify
 from ..risk import breakers as brk
 from ..risk.settings import SettingsView
 from ..strategies import get_strategy
 from ..timeutil import TIMEFRAME_SECONDS
-from . import entries, exits, fills, quiet
+from . import breaker_events, entries, exits, fills, quiet, regime_state
 from .config import GateCache
 from .context import StepContext
 from .feed import ReplayClock
@@ -120,7 +118,7 @@ class Engine:
         self._pending_opens = 0
         self.bars = feed.bars
         self.logret = {s: np.diff(np.log(b.close), prepend=np.nan) for s, b in self.bars.items()}
-        self._setup_regime()
+        regime_state.setup(self)
         self._setup_anomalies(anomalies)
         self.market = MarketSeries(self.bars, self.feed.reference, self.tf_s, self.logret, self.anom, self._ref_j)
         if checkpoint:
@@ -129,26 +127,6 @@ class Engine:
             self._init_state()
 
     # ------------------------------------------------------------------ setup
-    def _setup_regime(self) -> None:
-        ref = self.feed.reference
-        self.regime = None
-        self.reg_sym = {}
-        if ref is None or len(ref) == 0:
-            return
-        self.regime = classify(ref.t, ref.close, self.tf_s)
-        tl = getattr(self.feed, "timeline", None)
-        if tl is not None and len(tl):
-            js = np.searchsorted(ref.t, tl, side="right") - 1
-            self._ref_j = dict(zip(tl.tolist(), js.tolist()))
-        for s, b in self.bars.items():
-            j = np.searchsorted(ref.t, b.t, side="right") - 1
-            ok = j >= 0
-            codes = np.zeros(len(b), dtype=np.int8)
-            conf = np.zeros(len(b), dtype=bool)
-            codes[ok] = self.regime.effective[j[ok]]
-            conf[ok] = self.regime.confirmed[j[ok]]
-            self.reg_sym[s] = (codes, conf)
-
     def _setup_anomalies(self, anomalies: list[dict] | None) -> None:
         if anomalies is None:
             anomalies, self.anomaly_source = load_anomalies(self.conn, self.spec, self.tf)
@@ -386,7 +364,7 @@ class Engine:
         day = C // 86400
         if self.day != day:
             self.day, self.day_start_equity = day, equity
-        reg_code, reg_conf = self._regime_step(T, C)
+        reg_code, reg_conf = regime_state.step(self, T, C)
         ctx = StepContext(T, C, s, equity, reg_code, reg_conf)
         self._breakers_step(ctx, present)
         self._exits_step(ctx)
@@ -467,30 +445,9 @@ class Engine:
         return int(np.searchsorted(b.t, t, side="right") - 1)
 
     # ------------------------------------------------------------------ regime
-    def _regime_step(self, T: int, C: int) -> tuple[int, bool]:
-        if self.regime is None:
-            return 0, False
-        rs = self.regime
-        j = self._ref_j.get(T)
-        if j is None:
-            j = int(np.searchsorted(rs.t, T, side="right") - 1)
-        if j < 0:
-            return 0, False
-        code, conf = int(rs.effective[j]), bool(rs.confirmed[j])
-        cur = (code, conf)
-        if cur != self.regime_last:
-            prior = None if self.regime_last is None else REGIME_NAME[self.regime_last[0]]
-            metrics = rs.metrics(j)
-            self.sink.add("btc_market_state_history", (C, REGIME_NAME[code], prior, conf, metrics, self.run_id))
-            self.sink.regime({"ts": C, "regime": REGIME_NAME[code], "confirmed": conf, "metrics": metrics})
-            self.regime_last = cur
-        elif self.steps_done % 24 == 0:
-            self.sink.regime({"ts": C, "regime": REGIME_NAME[code], "confirmed": conf, "metrics": rs.metrics(j)})
-        return code, conf
-
     def regime_name(self) -> str | None:
         """Name of the last regime seen (None before the first)."""
-        return None if self.regime_last is None else REGIME_NAME[self.regime_last[0]]
+        return regime_state.regime_name(self)
 
     # ------------------------------------------------------------------ breakers
     def _breakers_step(self, ctx: StepContext, present) -> None:
@@ -503,24 +460,5 @@ class Engine:
             self.record_breaker_news()
 
     def record_breaker_news(self) -> None:
-        """Write the board's pending transitions (``breaker_tripped`` / ``breaker_reset`` events and
-        ``breaker_states``) and trading-state changes (``trading_state`` events) to the sink."""
-        for tr in self.board.drain():
-            self._record_transition(tr)
-        for ch in self.board.drain_state_changes():
-            self.sink.add("system_events", (ch.ts, self.account, "risk", "trading_state",
-                                            "info" if ch.new is brk.TradingState.ACTIVE else "warning",
-                                            None if ch.scope == "*" else ch.scope,
-                                            {"old": ch.old.value, "new": ch.new.value, "scope": ch.scope,
-                                             "by": ch.breaker, "cause": ch.cause, "run_id": self.run_id}))
-
-    def _record_transition(self, tr) -> None:
-        ctx = dict(tr.context)
-        payload = {"breaker": tr.breaker, "scope": tr.scope, "cause": tr.cause, "run_id": self.run_id, **ctx}
-        self.sink.add("system_events", (tr.ts, self.account, "risk", "breaker_tripped" if tr.tripped else "breaker_reset",
-                                        "warning" if tr.tripped else "info", None if tr.scope == "*" else tr.scope, payload))
-        self.sink.breaker_state(tr.breaker, tr.scope, {"state": "tripped" if tr.tripped else "ok", "since": tr.ts,
-                                                       "reason": tr.cause, "context": ctx})
-        if tr.tripped:
-            bt = self.stats["breaker_trips"]
-            bt[tr.breaker] = bt.get(tr.breaker, 0) + 1
+        """Write the board's pending transitions and trading-state changes (``breaker_events.record``)."""
+        breaker_events.record(self)
