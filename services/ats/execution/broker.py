@@ -131,7 +131,12 @@ class BrokerReport:
 
 @runtime_checkable
 class Broker(Protocol):
-    """What the engine needs from a broker. Replay (paper) and live differ only here and in the clock."""
+    """What the engine needs from a broker. Replay (paper) and live differ only here and in the clock.
+
+    Optional attribute ``max_client_id_len`` (int): the venue's limit on client order ids; when present the
+    engine builds ids with ``client_order_id(..., max_len=max_client_id_len)``. Absent or None: the readable
+    replay form.
+    """
 
     name: str
 
