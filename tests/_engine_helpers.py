@@ -1,4 +1,4 @@
-"""Shared fixtures and helpers for the engine tests (tests/test_engine_*.py).
+"""Shared fixtures and helpers for the engine tests (tests/engine/, tests/risk/, tests/execution/ ...).
 
 ``engine_template``: a migrated database with the shared 1h crypto candles plus the AVAX and BTC 5m files loaded
 and the 1h feed anomalies scanned (as `ats demo` does), created once per session (cached across test modules) and used as a CREATE

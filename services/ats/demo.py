@@ -169,7 +169,7 @@ def prepare_demo(url: str | None = None, *, data_dir=None, progress: bool = True
 
 def format_demo(s: dict) -> str:
     """The demo summary as text."""
-    from .engine.report import format_summary
+    from .engine.summary import format_summary
 
     state = {"new": "new run", "resume": "resumed an interrupted run", "completed": "reused the finished run"}
     out = [format_summary(s, title=f"== ATS demo: replay {s['run_id']} ({state.get(s['state'], s['state'])}) ==")]

@@ -46,10 +46,37 @@ def _dt(t: int) -> datetime:
 
 def run_backtest(spec: RunSpec, *, url: str | None = None, walk_forward: int | None = None,
                  progress: bool = False, commit_every: int = 500, lock: bool = True) -> dict:
-    """Run (or reuse) a backtest; returns its summary dict with ``backtest_id`` and ``run_id``.
+    """Run (or reuse) a backtest.
 
-    ``spec.mode`` must be 'backtest'. Raises BusyError when another heavy run holds the lock, UsageError on a bad
-    walk-forward count, AtsError on missing candles/configuration.
+    Parameters
+    ----------
+    spec : RunSpec
+        The run; ``spec.mode`` must be 'backtest'.
+    url : str, optional
+        Database URL (default ``ATS_DATABASE_URL``).
+    walk_forward : int, optional
+        Number of walk-forward folds (1..12).
+    progress : bool
+        Show a progress bar.
+    commit_every : int
+        Steps per committed batch.
+    lock : bool
+        Take the heavy-run lock (default). False when the caller already holds it for a group of backtests
+        (a parameter sweep's cells, ``ats.engine.sweep``).
+
+    Returns
+    -------
+    dict
+        Its summary with ``backtest_id`` and ``run_id``.
+
+    Raises
+    ------
+    BusyError
+        When another heavy run holds the lock.
+    UsageError
+        On a spec of another mode or a bad walk-forward count.
+    AtsError
+        On missing candles or configuration.
     """
     if spec.mode != "backtest":
         raise UsageError("run_backtest needs a RunSpec with mode 'backtest'")
@@ -228,7 +255,28 @@ def _walk_forward(conn: psycopg.Connection, spec: RunSpec, bid: int, folds: int,
 
 
 def compare(conn: psycopg.Connection, backtest_ids: list[int], notes: str | None = None) -> dict:
-    """Store a backtest_comparisons row with each backtest's headline metrics; returns it (JSON-ready)."""
+    """Store a ``backtest_comparisons`` row with each backtest's headline metrics. Commits.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    backtest_ids : list of int
+        Backtests to compare.
+    notes : str, optional
+        Free text stored with the row.
+
+    Returns
+    -------
+    dict
+        {comparison_id, metric_table: {backtest id: {return_pct, max_drawdown_pct, sharpe, trades, win_rate, run_id,
+        oos_return_pct?}}} (JSON-ready).
+
+    Raises
+    ------
+    UsageError
+        When an id is not in ``backtest_runs``.
+    """
     rows = conn.execute("SELECT backtest_id, run_id, summary FROM backtest_runs WHERE backtest_id = ANY(%s)",
                         (backtest_ids,)).fetchall()
     found = {r["backtest_id"]: r for r in rows}

@@ -60,7 +60,7 @@ def _spec(args, mode: str):
 
 
 def _print(summary: dict, args, title: str) -> None:
-    from .report import format_summary
+    from .summary import format_summary
 
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

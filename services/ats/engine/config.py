@@ -37,6 +37,21 @@ class GateCache:
         self._c: dict[str, tuple[int, int, StrategyConfig | None]] = {}
 
     def get(self, name: str, ts: int) -> StrategyConfig | None:
+        """The configuration of strategy ``name`` in force at ``ts``.
+
+        Parameters
+        ----------
+        name : str
+            Strategy name.
+        ts : int
+            Unix s.
+
+        Returns
+        -------
+        StrategyConfig or None
+            Gates and params (defaults overlaid with the stored params and the run's overrides); None when the strategy
+            has no configuration then. Cached until the next configuration change (re-read every call when live).
+        """
         hit = self._c.get(name)
         if hit is not None and not self.live and hit[0] <= ts < hit[1]:
             return hit[2]
@@ -58,8 +73,20 @@ class GateCache:
         return cfg
 
     def valid_until(self, name: str, ts: int) -> int:
-        """Unix seconds up to which (exclusive) ``get(name, ts)``'s answer stays in force (the next configuration
-        change), or ``ts`` when unknown (live, or not read yet)."""
+        """Until when ``get(name, ts)``'s answer stays in force.
+
+        Parameters
+        ----------
+        name : str
+            Strategy name.
+        ts : int
+            Unix s.
+
+        Returns
+        -------
+        int
+            Unix s (exclusive) of the next configuration change, or ``ts`` when unknown (live, or not read yet).
+        """
         hit = self._c.get(name)
         if hit is None or self.live or not (hit[0] <= ts < hit[1]):
             return ts

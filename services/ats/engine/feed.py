@@ -26,6 +26,7 @@ REGIME_SYMBOL = "BTCUSDT"
 
 
 class Clock(Protocol):
+    """What the engine needs from a clock: ``now()`` (Unix s, UTC) and ``advance(t)`` at each decision time."""
     def now(self) -> int:
         """Current engine time, Unix seconds (UTC)."""
 
@@ -37,9 +38,11 @@ class ReplayClock:
     t: int = 0
 
     def now(self) -> int:
+        """The simulated time (Unix s): the close of the bar being decided."""
         return self.t
 
     def advance(self, t: int) -> None:
+        """Set the simulated time to ``t`` (Unix s)."""
         self.t = t
 
 
@@ -47,13 +50,16 @@ class WallClock:
     """Live time (wall clock, UTC)."""
 
     def now(self) -> int:
+        """The wall-clock time (Unix s, UTC)."""
         return int(time.time())
 
     def advance(self, t: int) -> None:  # live time advances on its own
+        """Nothing: live time advances on its own (``t`` is ignored)."""
         pass
 
 
 class CandleFeed(Protocol):
+    """What the engine needs from a feed: ``timeframe``, ``bars`` (symbol -> Bars), ``reference`` (the regime's BTC bars or None) and ``steps(after)``."""
     timeframe: str
     bars: dict[str, Bars]
     reference: Bars | None
@@ -77,7 +83,32 @@ class ReplayFeed:
     @classmethod
     def load(cls, conn, symbols, timeframe: str, start: int, end: int, *, warmup_bars: int = WARMUP_BARS,
              reference_symbol: str = REGIME_SYMBOL) -> "ReplayFeed":
-        """Read the candles; AtsError naming the symbol when one has no candle in the window."""
+        """Read the candles of ``symbols`` (plus the regime reference) for [start, end) with ``warmup_bars`` before.
+
+        Parameters
+        ----------
+        conn : psycopg.Connection
+            Database connection.
+        symbols : iterable of str
+            Traded symbols.
+        timeframe : str
+            Candle timeframe ('1h', '5m', ...).
+        start, end : int
+            Decision window (Unix s; end exclusive).
+        warmup_bars : int
+            Bars read before ``start`` for indicator warm-up.
+        reference_symbol : str
+            The regime reference (BTCUSDT); None reference when it has no candles.
+
+        Returns
+        -------
+        ReplayFeed
+
+        Raises
+        ------
+        AtsError
+            Naming the symbol when one has no candle in the window.
+        """
         from datetime import datetime, timezone
 
         tf_s = TIMEFRAME_SECONDS[timeframe]
@@ -120,6 +151,18 @@ class ReplayFeed:
         return si
 
     def steps(self, after: int | None = None) -> Iterator[tuple[int, list[tuple[str, int]]]]:
+        """The decision steps in time order.
+
+        Parameters
+        ----------
+        after : int, optional
+            Only steps with an open time > ``after`` (Unix s; a resume).
+
+        Yields
+        ------
+        tuple of (int, list of (str, int))
+            (open time, [(symbol, bar index), ...]) with the symbols in sorted order; a symbol without a bar then is absent.
+        """
         k0 = 0 if after is None else int(np.searchsorted(self.timeline, after, side="right"))
         # per step, the symbols having a bar at that open time
         per_step: dict[int, list] = {}
@@ -145,11 +188,32 @@ _ROW = np.dtype([("n", ">i2"), ("l0", ">i4"), ("t", ">i8"), ("l1", ">i4"), ("ope
 
 
 def read_bars(conn, symbol: str, timeframe: str, lo, hi) -> Bars:
-    """``Bars`` of one symbol/timeframe for ``lo <= open_time < hi`` (tz-aware datetimes): exactly what
-    ``Bars.from_frame(symbol, timeframe, ats.market_data.store.read_candles(conn, symbol, timeframe, lo, hi))``
-    gives - the same query (one candle per open_time, ``source_rank_sql`` preference, NUMERIC -> float8) - but
-    fetched as one binary COPY decoded by numpy instead of one Python tuple (datetime + 6 objects) per candle
-    (the replay benchmark's 65k-bar read went from ~0.45 s to a few ms). Open times are Unix seconds."""
+    """``Bars`` of one symbol/timeframe for ``lo <= open_time < hi``, read as one binary COPY.
+
+    Exactly what ``Bars.from_frame(symbol, timeframe, ats.market_data.store.read_candles(conn, symbol, timeframe, lo,
+    hi))`` gives - the same query (one candle per open_time, ``source_rank_sql`` preference, NUMERIC -> float8) - but
+    decoded by numpy instead of one Python tuple per candle (the replay benchmark's 65k-bar read went from ~0.45 s to
+    a few ms).
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection.
+    symbol, timeframe : str
+        The series.
+    lo, hi : datetime
+        Tz-aware bounds of the open times (hi exclusive).
+
+    Returns
+    -------
+    Bars
+        Open times in Unix s (int64), OHLCV as float64 arrays of shape (n,).
+
+    Raises
+    ------
+    AtsError
+        When the COPY layout is not the expected 6 columns of 8 bytes.
+    """
     from ..market_data.store import source_rank_sql
 
     sql = f"""COPY (SELECT DISTINCT ON (open_time) floor(date_part('epoch', open_time))::int8, open::float8,

@@ -14,8 +14,25 @@ import psycopg
 
 
 def equity_metrics(ts: list[int], equity: list[float]) -> dict:
-    """{return_pct, max_drawdown_pct, sharpe, start_equity_usd, end_equity_usd, periods} of an equity curve
-    (times Unix s ascending, equity USD). Empty/one-point curves give zeros (sharpe None)."""
+    """Headline metrics of an equity curve.
+
+    Drawdown = (running peak - equity) / running peak x 100; Sharpe = mean / std (ddof=1) of the per-period simple
+    returns x sqrt(periods per year), periods per year = 365 x 86400 / median spacing (24/7 market, no risk-free
+    rate).
+
+    Parameters
+    ----------
+    ts : list of int
+        Times, Unix s ascending.
+    equity : list of float
+        Equity per time (USD), same length.
+
+    Returns
+    -------
+    dict
+        return_pct, max_drawdown_pct (percent), sharpe (None when undefined), start_equity_usd, end_equity_usd,
+        periods. Empty/one-point curves give zeros (sharpe None).
+    """
     if len(equity) < 2:
         e = equity[0] if equity else 0.0
         return {"return_pct": 0.0, "max_drawdown_pct": 0.0, "sharpe": None, "start_equity_usd": e,
@@ -34,7 +51,18 @@ def equity_metrics(ts: list[int], equity: list[float]) -> dict:
 
 
 def drawdown_series(equity: list[float]) -> list[float]:
-    """Drawdown from the running peak, percent, per point."""
+    """Drawdown from the running peak per point.
+
+    Parameters
+    ----------
+    equity : list of float
+        Equity (USD).
+
+    Returns
+    -------
+    list of float
+        Percent, same length.
+    """
     if not equity:
         return []
     e = np.asarray(equity, dtype=np.float64)
@@ -43,7 +71,18 @@ def drawdown_series(equity: list[float]) -> list[float]:
 
 
 def trade_metrics(pnls: list[float]) -> dict:
-    """{trades, wins, losses, win_rate (0..1 or None), avg_pnl_usd, total_pnl_usd} of closed-trade P&Ls (USD)."""
+    """Closed-trade metrics.
+
+    Parameters
+    ----------
+    pnls : list of float
+        Net P&L per closed trade (USD).
+
+    Returns
+    -------
+    dict
+        trades, wins, losses, win_rate (0..1 or None), avg_pnl_usd, total_pnl_usd.
+    """
     n = len(pnls)
     wins = sum(1 for p in pnls if p > 0)
     return {"trades": n, "wins": wins, "losses": n - wins, "win_rate": round(wins / n, 4) if n else None,
@@ -51,9 +90,23 @@ def trade_metrics(pnls: list[float]) -> dict:
 
 
 def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
-    """Summary of a run from its audit rows (JSON-ready): equity metrics from portfolio_hourly_snapshots,
-    closed-trade metrics from positions, blocked signals by gate, breaker trips (count per breaker and per UTC
-    day), orders/fills counts and the P&L windows (ats.portfolio.pnl)."""
+    """Summary of a run from its audit rows (JSON-ready).
+
+    Equity metrics from portfolio_hourly_snapshots, closed-trade metrics from positions, blocked signals by gate,
+    breaker trips (count per breaker and per UTC day), orders/fills counts and the P&L windows (ats.portfolio.pnl).
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    run_id : str
+        The run.
+
+    Returns
+    -------
+    dict
+        See ``equity_metrics``, ``trade_metrics`` plus blocked_by_gate, breaker_trips, breaker_trips_by_day, pnl, ...
+    """
     from ..portfolio.pnl import pnl_windows
 
     cur = conn.cursor(row_factory=psycopg.rows.tuple_row)

@@ -25,13 +25,40 @@ from .sink import PgSink, to_dt
 def run_replay(spec: RunSpec, *, url: str | None = None, progress: bool = False, commit_every: int = 200,
                lock: bool = True, max_steps: int | None = None, progress_desc: str | None = None,
                background_writes: bool = True) -> dict:
-    """Run (or resume, or reuse) the replay of ``spec``; returns the run summary (ats.engine.metrics.run_summary)
-    plus ``state``: 'new' | 'resume' | 'completed' (reused) and ``status``.
+    """Run (or resume, or reuse) the replay of ``spec``.
 
-    Raises BusyError when another heavy run holds the lock (``lock=False`` when the caller already holds it),
-    AtsError on missing candles or configuration. ``max_steps`` stops early (status stays 'running'; the next
-    call resumes). ``background_writes``: commit batches from a writer thread on a second connection while the
-    engine computes (ats.engine.sink.PgSink), in order, each with its checkpoint.
+    Parameters
+    ----------
+    spec : RunSpec
+        The run (same arguments -> same run id -> resume).
+    url : str, optional
+        Database URL (default ``ATS_DATABASE_URL``).
+    progress : bool
+        Show a progress bar.
+    commit_every : int
+        Steps per committed batch (rows + checkpoint).
+    lock : bool
+        Take the heavy-run lock (False when the caller already holds it).
+    max_steps : int, optional
+        Stop early (status stays 'running'; the next call resumes).
+    progress_desc : str, optional
+        Progress bar label.
+    background_writes : bool
+        Commit batches from a writer thread on a second connection while the engine computes
+        (ats.engine.sink.PgSink), in order, each with its checkpoint.
+
+    Returns
+    -------
+    dict
+        The run summary (``ats.engine.metrics.run_summary``) plus ``state`` ('new' | 'resume' | 'completed') and
+        ``status``.
+
+    Raises
+    ------
+    BusyError
+        When another heavy run holds the lock.
+    AtsError
+        On missing candles or configuration.
     """
     url = url or database_url()
     guard = heavy_lock(url, what=spec.run_id) if lock else contextlib.nullcontext()

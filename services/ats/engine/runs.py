@@ -75,8 +75,38 @@ class RunSpec:
 
 def make_spec(mode: str, *, strategies, symbols, timeframe: str, start, end, account_id: str = "default",
               starting_cash: float | None = None, tag: str = "", param_overrides: dict | None = None) -> RunSpec:
-    """Build a RunSpec from CLI-ish values (lists or comma strings; datetimes/ISO strings for start/end).
-    Symbols are upper-cased and sorted, strategies sorted, so argument order does not change the run id."""
+    """Build a RunSpec from CLI-ish values.
+
+    Symbols are upper-cased and sorted, strategies sorted, so argument order does not change the run id.
+
+    Parameters
+    ----------
+    mode : {'replay', 'backtest', ...}
+        Run mode (``MODES``).
+    strategies, symbols : list of str or str
+        Lists or comma-separated strings.
+    timeframe : str
+        Candle timeframe.
+    start, end : datetime or str or int
+        Window (datetimes or ISO-8601 UTC strings; end exclusive).
+    account_id : str
+        Account.
+    starting_cash : float, optional
+        USD (default: the account's, see ``resolve``).
+    tag : str
+        Distinguishes otherwise identical runs.
+    param_overrides : dict, optional
+        Strategy name -> params overriding the stored configuration.
+
+    Returns
+    -------
+    RunSpec
+
+    Raises
+    ------
+    UsageError
+        On an unknown mode or timeframe, an empty window, or no symbols or strategies.
+    """
     from ..timeutil import parse_ts
 
     def _list(v):
@@ -91,7 +121,25 @@ def make_spec(mode: str, *, strategies, symbols, timeframe: str, start, end, acc
 
 
 def resolve(conn: psycopg.Connection, spec: RunSpec) -> RunSpec:
-    """Fill in the account's starting cash when the spec leaves it None; UsageError on an unknown account."""
+    """Fill in the account's starting cash when the spec leaves it None.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    spec : RunSpec
+        The run.
+
+    Returns
+    -------
+    RunSpec
+        ``spec`` itself, or a copy with ``starting_cash`` from ``accounts`` (USD).
+
+    Raises
+    ------
+    UsageError
+        On an unknown account.
+    """
     row = conn.execute("SELECT starting_cash::float8 AS c FROM accounts WHERE account_id = %s",
                        (spec.account_id,)).fetchone()
     if row is None:
@@ -107,7 +155,22 @@ def resolve(conn: psycopg.Connection, spec: RunSpec) -> RunSpec:
 def heavy_lock(url: str | None = None, *, what: str = "run") -> Iterator[psycopg.Connection]:
     """Hold the heavy-run advisory lock for the duration of the block (on its own connection).
 
-    Raises BusyError("busy: ...") immediately when another session holds it (naming that session).
+    Parameters
+    ----------
+    url : str, optional
+        Database URL (default ``ATS_DATABASE_URL``).
+    what : str
+        What holds it (shown to a session that finds it busy).
+
+    Yields
+    ------
+    psycopg.Connection
+        The connection holding the lock.
+
+    Raises
+    ------
+    BusyError
+        Immediately when another session holds it ("busy: ..." naming that session).
     """
     conn = connect(url, autocommit=True, application_name=f"ats-heavy:{what}"[:60])
     try:
@@ -135,13 +198,39 @@ def heavy_lock(url: str | None = None, *, what: str = "run") -> Iterator[psycopg
 
 
 def get_run(conn: psycopg.Connection, run_id: str) -> dict | None:
-    """The engine_runs row (dict) or None."""
+    """The ``engine_runs`` row of ``run_id``.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    run_id : str
+        The run.
+
+    Returns
+    -------
+    dict or None
+        The row, None when there is none.
+    """
     return conn.execute("SELECT * FROM engine_runs WHERE run_id = %s", (run_id,)).fetchone()
 
 
 def begin_run(conn: psycopg.Connection, spec: RunSpec) -> tuple[str, dict]:
-    """Create the run row or find it. Returns (state, row): 'new' (created), 'resume' (exists, not completed:
-    continue from its checkpoint) or 'completed' (nothing to do). Commits."""
+    """Create the run row or find it. Commits.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    spec : RunSpec
+        The run.
+
+    Returns
+    -------
+    tuple of (str, dict)
+        (state, row): 'new' (created), 'resume' (exists, not completed: continue from its checkpoint) or
+        'completed' (nothing to do).
+    """
     rid = spec.run_id
     row = get_run(conn, rid)
     if row is None:
@@ -158,7 +247,19 @@ def begin_run(conn: psycopg.Connection, spec: RunSpec) -> tuple[str, dict]:
 
 
 def finish_run(conn: psycopg.Connection, run_id: str, status: str, summary: dict | None) -> None:
-    """Set the final status (completed | failed | interrupted), finished_at and summary. Commits."""
+    """Set the final status, finished_at and summary of a run. Commits.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection.
+    run_id : str
+        The run.
+    status : {'completed', 'failed', 'interrupted'}
+        Final status.
+    summary : dict or None
+        The run summary (None keeps the stored one).
+    """
     conn.execute("UPDATE engine_runs SET status=%s, finished_at=now(), summary=coalesce(%s, summary) WHERE run_id=%s",
                  (status, None if summary is None else Jsonb(summary), run_id))
     conn.commit()

@@ -70,6 +70,7 @@ def ts_text(sec: int) -> str:
 
 
 def to_dt(sec: int | None) -> datetime | None:
+    """Unix seconds -> aware UTC datetime (None stays None)."""
     return None if sec is None else datetime.fromtimestamp(sec, tz=timezone.utc)
 
 
@@ -152,8 +153,22 @@ def formatter(kinds) -> object:
 
 
 def format_row(row: tuple, kinds: list[str]) -> str:
-    """One COPY text-format line (without newline) for ``row`` typed by ``kinds`` (reference implementation;
-    the sink uses ``formatter(kinds)``, which tests check against this)."""
+    """One COPY text-format line (without newline) for ``row`` typed by ``kinds``.
+
+    Reference implementation; the sink uses ``formatter(kinds)``, which tests check against this.
+
+    Parameters
+    ----------
+    row : tuple
+        Values; None becomes ``\\N``.
+    kinds : list of str
+        Per column: 'n' number, 't' Unix s -> timestamptz, 's' text, 'j' JSON, 'b' boolean.
+
+    Returns
+    -------
+    str
+        Tab-separated, escaped per PostgreSQL's COPY text format.
+    """
     out = []
     for v, k in zip(row, kinds):
         if v is None:
@@ -172,6 +187,20 @@ def format_row(row: tuple, kinds: list[str]) -> str:
 
 
 def position_row(run_id: str, account_id: str, p: Position) -> tuple:
+    """The ``positions`` row of ``p`` (context: params, adds, TP/SL, trailing stop, best price).
+
+    Parameters
+    ----------
+    run_id, account_id : str
+        The run and account.
+    p : Position
+        The position.
+
+    Returns
+    -------
+    tuple
+        Column values in the table's COPY order.
+    """
     ctx = {**p.context, "params": p.params, "adds": p.adds, "tp_price": p.tp_price, "sl_price": p.sl_price,
            "trailing_stop": p.trail_stop, "best_price": p.best_price}
     return (p.position_id, run_id, account_id, p.strategy, p.symbol, p.side, p.status, p.qty, p.entry_qty,
@@ -180,6 +209,22 @@ def position_row(run_id: str, account_id: str, p: Position) -> tuple:
 
 
 def order_row(run_id: str, account_id: str, o: Order, broker: str) -> tuple:
+    """The ``order_executions`` row of ``o`` (notional = qty x decision price, USD).
+
+    Parameters
+    ----------
+    run_id, account_id : str
+        The run and account.
+    o : Order
+        The order.
+    broker : str
+        Broker name stored with the order.
+
+    Returns
+    -------
+    tuple
+        Column values in the table's COPY order.
+    """
     ctx = {**o.context, "fees_usd": o.fees_usd}
     if o.limit_price is not None:
         ctx["limit_price"] = o.limit_price
@@ -211,33 +256,41 @@ class MemorySink:
         self.checkpoints = 0
 
     def next_id(self, table: str) -> int:
+        """The next id of ``table`` (a counter from 1; no database)."""
         self._ids[table] += 1
         return self._ids[table]
 
     def add(self, table: str, row: tuple) -> None:
+        """Append ``row`` (a tuple in the table's column order) to ``rows[table]``."""
         self.rows[table].append(row)
 
     def add_many(self, table: str, rows) -> None:
-        """``add`` for each row, in order."""
+        """``add`` for each row of ``rows``, in order."""
         self.rows[table].extend(rows)
 
     def position_changed(self, p: Position) -> None:
+        """Remember the latest state of position ``p`` (by id)."""
         self.positions[p.position_id] = p
 
     def order_changed(self, o: Order) -> None:
+        """Remember the latest state of order ``o`` (by id)."""
         self.orders[o.order_id] = o
 
     def breaker_state(self, breaker: str, scope: str, state: dict) -> None:
+        """Remember the state dict (state, since, reason, context) of ``breaker`` in ``scope``."""
         self.breaker_states[(breaker, scope)] = state
 
     def regime(self, state: dict) -> None:
+        """Remember the regime singleton state (ts, regime, confirmed, metrics)."""
         self.regime_state = state
 
     def flush(self, checkpoint: dict | None = None, *, last_bar_time: int | None = None,
               bars_processed: int = 0) -> None:
+        """Count a checkpoint (nothing is written)."""
         self.checkpoints += 1
 
     def close(self) -> None:
+        """Nothing to release."""
         pass
 
 
@@ -271,6 +324,18 @@ class PgSink:
 
     # ---- ids ----
     def next_id(self, table: str) -> int:
+        """The next id of ``table`` from its sequence, fetched 512 at a time.
+
+        Parameters
+        ----------
+        table : str
+            A table with a sequence (signals, order_executions, positions).
+
+        Returns
+        -------
+        int
+            A fresh id.
+        """
         pool = self._id_pool[table]
         if not pool:
             with self.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
@@ -280,27 +345,32 @@ class PgSink:
 
     # ---- buffering ----
     def add(self, table: str, row: tuple) -> None:
+        """Buffer ``row`` (a tuple in the table's COPY column order) of ``table`` as a COPY text line."""
         self.buf[table].append(_FMT[table](row))
 
     def add_many(self, table: str, rows) -> None:
-        """``add`` for each row, in order."""
+        """``add`` for each row of ``rows``, in order."""
         self.buf[table].extend(map(_FMT[table], rows))
 
     def position_changed(self, p: Position) -> None:
+        """Mark position ``p`` for insert (new) or update at the next flush."""
         self._dirty_pos[p.position_id] = p
 
     def order_changed(self, o: Order) -> None:
+        """Mark order ``o`` for insert (new) or update at the next flush."""
         self._dirty_ord[o.order_id] = o
 
     def mark_persisted(self, positions=(), orders=()) -> None:
-        """Ids already in the database (after a resume)."""
+        """Record that these positions and orders (iterables) are already in the database (after a resume)."""
         self._persisted_pos.update(p.position_id for p in positions)
         self._persisted_ord.update(o.order_id for o in orders)
 
     def breaker_state(self, breaker: str, scope: str, state: dict) -> None:
+        """Buffer the ``breaker_states`` upsert of ``breaker`` in ``scope`` (state, since, reason, context)."""
         self._breakers[(breaker, scope)] = state
 
     def regime(self, state: dict) -> None:
+        """Buffer the ``btc_market_state`` singleton (ts, regime, confirmed, metrics)."""
         self._regime = state
 
     # ---- flush ----
@@ -366,7 +436,20 @@ def _copy(cur, table: str, lines: list[str]) -> None:
 
 
 def write_batch(conn: psycopg.Connection, batch: dict) -> None:
-    """Write one batch (see PgSink._take_batch) in one transaction and commit; roll back and raise on error."""
+    """Write one batch (rows, position/order inserts and updates, breaker states, regime, checkpoint) and COMMIT.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Connection to write on (one transaction).
+    batch : dict
+        What ``PgSink._take_batch`` snapshotted.
+
+    Raises
+    ------
+    psycopg.Error
+        On any database error; the transaction is rolled back and nothing of the batch stays.
+    """
     try:
         with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
             app = batch["append"]

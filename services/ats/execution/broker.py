@@ -1,4 +1,9 @@
-"""Orders, fills and the Broker protocol (paper now; Alpaca / Bybit adapters implement the same protocol).
+"""Orders, fills, client order ids and the Broker protocol.
+
+What exists: the paper broker (``execution/paper.py``, replays and backtests). The Bybit and Alpaca adapters are
+being added in ``execution/bybit.py`` / ``execution/alpaca.py`` behind the same protocol (venue-neutral shapes in
+``execution/venue.py``). A broker may declare ``max_client_id_len`` (Bybit orderLinkId: 36); the engine then asks
+``client_order_id`` for the compact form.
 
 Times are Unix seconds (UTC) on the engine clock; prices in the quote currency (USD/USDT); quantities in base
 units; fees in USD; slippage in basis points.
@@ -11,15 +16,48 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
 
-def client_order_id(run_id: str, strategy: str, symbol: str, decision_ts: int, intent: str, side: str) -> str:
-    """Deterministic, unique per (run, strategy, symbol, decision bar, intent, side): a retried submission of the
-    same decision yields the same id, which ``order_executions.client_order_id UNIQUE`` refuses to duplicate.
-    Shape: ``<run tag>-<strategy>-<SYMBOL>-<yyyymmddHHMM>-<intent>-<side>-<hash8>``."""
+def client_order_id(run_id: str, strategy: str, symbol: str, decision_ts: int, intent: str, side: str,
+                    max_len: int | None = None) -> str:
+    """The deterministic client order id of one decision.
+
+    Unique per (run, strategy, symbol, decision bar, intent, side): a retried submission of the same decision
+    yields the same id, which ``order_executions.client_order_id UNIQUE`` (and a venue's own idempotency key,
+    e.g. Bybit's orderLinkId) refuses to duplicate.
+
+    Parameters
+    ----------
+    run_id, strategy, symbol : str
+        The run, strategy and symbol of the decision.
+    decision_ts : int
+        Decision time (Unix s, the bar close).
+    intent : {'open', 'add', 'close'}
+    side : {'buy', 'sell'}
+    max_len : int, optional
+        The venue's limit on the id length (a broker's ``max_client_id_len``; Bybit orderLinkId: 36). None
+        (replays, the paper broker) keeps the readable form.
+
+    Returns
+    -------
+    str
+        max_len None: ``<run id>-<strategy>-<SYMBOL>-<yyyymmddHHMM>-<intent>-<side>-<hash8>`` (hash8 = first 8
+        hex digits of SHA-256 of the fields). With max_len: ``<i><s><yyyymmddHHMM>-<hash>`` (intent and side
+        initials, then as many SHA-256 hex digits as fit, at most 32), only letters, digits and '-'.
+
+    Raises
+    ------
+    ValueError
+        When ``max_len`` < 24 (too short for a collision-safe hash: 9 hex digits).
+    """
     from datetime import datetime, timezone
 
     stamp = datetime.fromtimestamp(decision_ts, tz=timezone.utc).strftime("%Y%m%d%H%M")
-    h = hashlib.sha256(f"{run_id}|{strategy}|{symbol}|{decision_ts}|{intent}|{side}".encode()).hexdigest()[:8]
-    return f"{run_id}-{strategy}-{symbol}-{stamp}-{intent}-{side}-{h}"
+    digest = hashlib.sha256(f"{run_id}|{strategy}|{symbol}|{decision_ts}|{intent}|{side}".encode()).hexdigest()
+    if max_len is None:
+        return f"{run_id}-{strategy}-{symbol}-{stamp}-{intent}-{side}-{digest[:8]}"
+    if max_len < 24:
+        raise ValueError(f"client_order_id: max_len {max_len} < 24 leaves no room for a collision-safe hash")
+    head = f"{intent[:1]}{side[:1]}{stamp}-"
+    return head + digest[:min(32, max_len - len(head))]
 
 
 @dataclass
@@ -53,13 +91,16 @@ class Order:
 
     @property
     def notional_usd(self) -> float:
+        """qty x decision_price (USD)."""
         return self.qty * self.decision_price
 
     def to_dict(self) -> dict:
+        """Every field as JSON-able values (checkpoints)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Order":
+        """The order ``to_dict`` saved."""
         return cls(**d)
 
 
@@ -90,7 +131,12 @@ class BrokerReport:
 
 @runtime_checkable
 class Broker(Protocol):
-    """What the engine needs from a broker. Replay (paper) and live differ only here and in the clock."""
+    """What the engine needs from a broker. Replay (paper) and live differ only here and in the clock.
+
+    Optional attribute ``max_client_id_len`` (int): the venue's limit on client order ids; when present the
+    engine builds ids with ``client_order_id(..., max_len=max_client_id_len)``. Absent or None: the readable
+    replay form.
+    """
 
     name: str
 
@@ -99,7 +145,24 @@ class Broker(Protocol):
 
     def on_bar(self, symbol: str, t_open: int, o: float, h: float, l: float, c: float, v: float,
                settings: dict) -> list[BrokerReport]:
-        """Execute this symbol's pending orders against the bar opening at ``t_open``; returns what happened."""
+        """Execute this symbol's pending orders against the bar opening at ``t_open``.
+
+        Parameters
+        ----------
+        symbol : str
+            Symbol of the bar.
+        t_open : int
+            Bar open time (Unix s).
+        o, h, l, c, v : float
+            The bar's OHLCV (quote currency; volume in base units).
+        settings : dict
+            Settings in force (``broker.*`` keys).
+
+        Returns
+        -------
+        list of BrokerReport
+            What happened to each order touched.
+        """
 
     def pending(self) -> list[Order]:
         """Orders accepted but not final yet (checkpointed by the engine)."""

@@ -33,18 +33,34 @@ class PaperBroker:
         self._n = 0
 
     def submit(self, order: Order) -> None:
+        """Queue ``order`` for execution at the first bar of its symbol opening at or after its decision close.
+
+        Parameters
+        ----------
+        order : Order
+            The order (``submitted_at``: decision close, Unix s).
+        """
         self._pending.setdefault(order.symbol, []).append(order)
         self._n += 1
 
     def pending(self) -> list[Order]:
+        """Orders queued and not executed yet (every symbol).
+
+        Returns
+        -------
+        list of Order
+            In submission order per symbol.
+        """
         if not self._n:
             return []
         return [o for lst in self._pending.values() for o in lst]
 
     def has_pending(self, symbol: str) -> bool:
+        """True when ``symbol`` has queued orders (lets the engine skip ``on_bar``)."""
         return bool(self._n and self._pending.get(symbol))
 
     def restore(self, orders: list[Order]) -> None:
+        """Replace the queue with ``orders`` (a checkpoint's pending orders, after a restart)."""
         self._pending = {}
         self._n = 0
         for o in orders:
@@ -52,6 +68,24 @@ class PaperBroker:
 
     def on_bar(self, symbol: str, t_open: int, o: float, h: float, l: float, c: float, v: float,
                settings: dict) -> list[BrokerReport]:
+        """Execute ``symbol``'s queued orders against the bar opening at ``t_open`` (model: module docstring).
+
+        Parameters
+        ----------
+        symbol : str
+            Symbol of the bar.
+        t_open : int
+            Bar open time (Unix s); orders decided after it stay queued.
+        o, h, l, c, v : float
+            The bar's OHLCV (quote currency; volume in base units).
+        settings : dict
+            Settings in force (``broker.*`` keys of ``ats.risk.settings``).
+
+        Returns
+        -------
+        list of BrokerReport
+            One per executed, rejected or cancelled order, in queue order.
+        """
         lst = self._pending.get(symbol)
         if not lst:
             return []

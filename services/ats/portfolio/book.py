@@ -48,29 +48,66 @@ class Position:
 
     @property
     def sign(self) -> int:
+        """+1 for a long, -1 for a short."""
         return 1 if self.side == "long" else -1
 
     def value(self, mark: float) -> float:
-        """Signed mark-to-market value (USD)."""
+        """Signed mark-to-market value.
+
+        Parameters
+        ----------
+        mark : float
+            Price (USD per base unit).
+
+        Returns
+        -------
+        float
+            +qty x mark for a long, -qty x mark for a short (USD).
+        """
         return self.sign * self.qty * mark
 
     def unrealized(self, mark: float) -> float:
-        """Unrealized P&L at ``mark`` net of the open quantity's entry fees (USD)."""
+        """Unrealized P&L net of the open quantity's entry fees.
+
+        Parameters
+        ----------
+        mark : float
+            Price (USD per base unit).
+
+        Returns
+        -------
+        float
+            sign x (mark - avg_entry) x qty - open entry fees (USD).
+        """
         return self.sign * (mark - self.avg_entry) * self.qty - self.open_entry_fees
 
     def pnl_pct(self, mark: float) -> float:
-        """Price move in the position's favour since the average entry, percent (fees excluded)."""
+        """Price move in the position's favour since the average entry (fees excluded).
+
+        Parameters
+        ----------
+        mark : float
+            Price (USD per base unit).
+
+        Returns
+        -------
+        float
+            sign x (mark / avg_entry - 1) x 100, percent; 0.0 before any entry.
+        """
         return self.sign * (mark / self.avg_entry - 1.0) * 100.0 if self.avg_entry else 0.0
 
     @property
     def avg_exit(self) -> float | None:
+        """Quantity-weighted average exit price (USD), None before any exit."""
         return self.exit_value / self.exit_qty if self.exit_qty else None
 
     def to_dict(self) -> dict:
+        """Every field as JSON-able values (checkpoints)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Position":
+        """The position ``to_dict`` saved."""
         return cls(**d)
 
 
@@ -86,10 +123,27 @@ class Portfolio:
 
     @classmethod
     def new(cls, starting_cash: float) -> "Portfolio":
+        """An empty portfolio holding ``starting_cash`` (USD)."""
         return cls(starting_cash=starting_cash, cash=starting_cash)
 
     def apply_entry(self, pos: Position, qty: float, price: float, fee: float) -> None:
-        """An opening or adding fill."""
+        """Book an opening or adding fill.
+
+        Parameters
+        ----------
+        pos : Position
+            The position (updated: qty, avg_entry, entry_qty, fees).
+        qty : float
+            Filled base units (> 0).
+        price : float
+            Fill price (USD).
+        fee : float
+            Fee of the fill (USD).
+
+        Notes
+        -----
+        Cash: a long pays q x p + f, a short receives q x p - f; the average entry is quantity-weighted.
+        """
         if pos.side == "long":
             self.cash -= qty * price + fee
         else:
@@ -103,7 +157,25 @@ class Portfolio:
         self.fees_usd += fee
 
     def apply_exit(self, pos: Position, qty: float, price: float, fee: float) -> float:
-        """A closing fill of ``qty`` (<= pos.qty); returns the realized P&L of this fill (USD, net of fees)."""
+        """Book a closing fill.
+
+        Parameters
+        ----------
+        pos : Position
+            The position (updated; qty reaches 0.0 at a full close).
+        qty : float
+            Filled base units (capped at ``pos.qty``).
+        price : float
+            Fill price (USD).
+        fee : float
+            Fee of the fill (USD).
+
+        Returns
+        -------
+        float
+            Realized P&L of this fill: sign x (price - avg_entry) x qty - the closed quantity's share of the
+            entry fees - fee (USD).
+        """
         qty = min(qty, pos.qty)
         if pos.side == "long":
             self.cash += qty * price - fee
@@ -125,23 +197,29 @@ class Portfolio:
         return pnl
 
     def positions_value(self, marks: dict) -> float:
+        """Sum of signed position values at ``marks`` (symbol -> USD; a missing symbol at its avg entry), USD."""
         return sum(p.value(marks.get(p.symbol, p.avg_entry)) for p in self.positions.values())
 
     def gross_exposure(self, marks: dict) -> float:
+        """Sum of |position values| at ``marks`` (symbol -> USD), USD."""
         return sum(abs(p.value(marks.get(p.symbol, p.avg_entry))) for p in self.positions.values())
 
     def unrealized(self, marks: dict) -> float:
+        """Sum of the positions' unrealized P&L at ``marks`` (symbol -> USD), USD."""
         return sum(p.unrealized(marks.get(p.symbol, p.avg_entry)) for p in self.positions.values())
 
     def equity(self, marks: dict) -> float:
+        """Cash + positions value at ``marks`` (symbol -> USD), USD."""
         return self.cash + self.positions_value(marks)
 
     def to_dict(self) -> dict:
+        """Cash, totals and the open positions as JSON-able values (checkpoints)."""
         return {"starting_cash": self.starting_cash, "cash": self.cash, "realized_usd": self.realized_usd,
                 "fees_usd": self.fees_usd, "positions": [p.to_dict() for p in self.positions.values()]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Portfolio":
+        """The portfolio ``to_dict`` saved (positions keyed by (strategy, symbol) again)."""
         pf = cls(d["starting_cash"], d["cash"], d["realized_usd"], d["fees_usd"])
         for pd_ in d["positions"]:
             p = Position.from_dict(pd_)

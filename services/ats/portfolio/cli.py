@@ -10,7 +10,7 @@ import json
 
 def _pnl(args) -> int:
     from ..db import connect
-    from ..engine.report import format_pnl
+    from ..engine.summary import format_pnl
     from .pnl import pnl_windows
 
     with connect() as conn:

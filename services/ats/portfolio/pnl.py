@@ -21,7 +21,20 @@ WINDOWS = (("today", None), ("7d", timedelta(days=7)), ("30d", timedelta(days=30
 
 
 def latest_run(conn: psycopg.Connection, account_id: str = "default") -> str | None:
-    """The most recently started run of ``account_id`` that has snapshots (None when there is none)."""
+    """The most recently started run of ``account_id`` that has snapshots.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection.
+    account_id : str
+        Account.
+
+    Returns
+    -------
+    str or None
+        The run id, None when there is none.
+    """
     row = conn.execute(
         """SELECT r.run_id FROM engine_runs r
             WHERE r.account_id = %s AND EXISTS (SELECT 1 FROM portfolio_hourly_snapshots s WHERE s.run_id = r.run_id)
@@ -30,12 +43,28 @@ def latest_run(conn: psycopg.Connection, account_id: str = "default") -> str | N
 
 
 def pnl_windows(conn: psycopg.Connection, account_id: str = "default", run_id: str | None = None) -> dict:
-    """P&L per window for one run (default: the account's latest run), from snapshots only.
+    """P&L per window for one run, from snapshots only.
 
-    Returns ``{"run_id", "account_id", "as_of" (ISO UTC), "equity_usd", "today"|"7d"|"30d"|"6m"|"all_time":
-    {"pnl_usd", "pnl_pct", "from_ts", "from_equity_usd", "covered"}}``; ``covered`` is False when the run is
-    younger than the window (the P&L then starts at the run's first snapshot). USD floats, pct in percent.
-    Raises AtsError when the run has no snapshots (or the account has no run).
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    account_id : str
+        Account.
+    run_id : str, optional
+        The run (default: the account's latest run with snapshots).
+
+    Returns
+    -------
+    dict
+        ``{"run_id", "account_id", "as_of" (ISO UTC), "equity_usd", "today"|"7d"|"30d"|"6m"|"all_time":
+        {"pnl_usd", "pnl_pct", "from_ts", "from_equity_usd", "covered"}}``; ``covered`` is False when the run is
+        younger than the window (the P&L then starts at the run's first snapshot). USD floats, pct in percent.
+
+    Raises
+    ------
+    AtsError
+        When the run has no snapshots (or the account has no run).
     """
     rid = run_id or latest_run(conn, account_id)
     if rid is None:

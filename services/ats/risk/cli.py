@@ -45,7 +45,8 @@ def _set_stop(args, on: bool) -> int:
                      account_id=args.account, payload={"reason": args.reason, "setting": "breaker.manual_stop"})
         conn.commit()
     print(f"manual STOP flag {'set: new entries halt' if on else 'cleared: entries allowed'} for account "
-          f"{args.account} (exits always continue)")
+          f"{args.account} (exits always continue). Effective-dated from now: replays/backtests read the flag as of "
+          f"each bar (bars before now are not affected); a running live loop re-reads it every bar")
     return 0
 
 
@@ -75,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--account", default="default", help="account id")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_breakers)
-    q = rs.add_parser("stop", help="set the manual STOP flag: halt new entries (exits continue)")
+    q = rs.add_parser("stop", help="set the manual STOP flag: halt new entries (exits continue); effective-dated from "
+                                   "now: replays/backtests read it as of each bar, a running live loop every bar")
     q.add_argument("--account", default="default", help="account id")
     q.add_argument("--reason", default="operator", help="why (recorded in system_events)")
     q.set_defaults(func=lambda a: _set_stop(a, True))

@@ -45,9 +45,39 @@ def check_entry(*, intent: str, position_side: str, equity: float, cash: float, 
                 taker_fee_bps: float) -> RiskDecision:
     """Apply the limits above to one entry (intent 'open') or add (intent 'add') on side ``position_side``.
 
-    ``position_value_usd``: |value| of the existing position (adds) or 0; ``position_pnl_pct``: its unrealized
-    P&L in percent; ``correlation``: Pearson correlation of the candidate's returns with the existing
-    same-direction exposure (None when there is none); ``settings``: SettingsView values.
+    Parameters
+    ----------
+    intent : {'open', 'add'}
+        New position or add to the open one.
+    position_side : {'long', 'short'}
+        Side of the candidate.
+    equity, cash : float
+        Account equity and free cash (USD; cash net of what pending orders reserve).
+    gross_exposure_usd : float
+        Sum of |position values| plus pending entries (USD).
+    open_positions : int
+        Open positions plus pending opens.
+    position_value_usd : float
+        |value| of the existing position (adds) or 0 (USD).
+    position_pnl_pct : float or None
+        Its unrealized P&L (percent) for adds.
+    position_adds : int
+        Adds already made to it.
+    params : dict
+        The strategy's params (trade_amount_usd, max_adds, ...).
+    kelly : KellyEstimate
+        The strategy's sizing estimate (``ats.risk.sizing.estimate``).
+    correlation : float or None
+        Pearson correlation of the candidate's returns with the existing same-direction exposure (None: none).
+    settings : dict
+        Settings in force (``risk.*`` keys).
+    taker_fee_bps : float
+        Fee used for the cash check (bps).
+
+    Returns
+    -------
+    RiskDecision
+        ``ok`` with ``notional`` (USD), or the first failing ``gate`` ('risk:<limit>') and ``reason``.
     """
     s = settings
     ctx = {"equity_usd": round(equity, 2), "kelly": kelly.as_dict()}
@@ -113,8 +143,24 @@ def check_entry(*, intent: str, position_side: str, equity: float, cash: float, 
 
 
 def check_cash(notional: float, cash: float, taker_fee_bps: float, min_order: float) -> tuple[float, str | None]:
-    """For a long: the notional that fits the cash (notional x (1 + fee) <= cash). Returns (notional, None) or
-    (0, reason) when less than ``min_order`` fits."""
+    """For a long: the notional that fits the cash, notional x (1 + fee) <= cash.
+
+    Parameters
+    ----------
+    notional : float
+        Wanted size (USD).
+    cash : float
+        Free cash (USD).
+    taker_fee_bps : float
+        Fee (bps of notional).
+    min_order : float
+        Smallest order (USD).
+
+    Returns
+    -------
+    tuple of (float, str or None)
+        (notional that fits, None), or (0.0, reason) when less than ``min_order`` fits.
+    """
     need = notional * (1 + taker_fee_bps / 1e4)
     if need <= cash:
         return notional, None
@@ -127,9 +173,18 @@ def check_cash(notional: float, cash: float, taker_fee_bps: float, min_order: fl
 def exposure_correlation(candidate: np.ndarray, exposures: list[tuple[np.ndarray, float]]) -> float | None:
     """Pearson correlation between a candidate's return window and the weighted sum of existing exposures.
 
-    ``exposures``: (return window, signed weight) per existing position (weight = value share, negative for a
-    position on the opposite side of the candidate). Windows of equal length; NaNs dropped pairwise. None when
-    fewer than 10 usable points or zero variance.
+    Parameters
+    ----------
+    candidate : numpy.ndarray, shape (n,)
+        Log returns of the candidate symbol.
+    exposures : list of (numpy.ndarray, float)
+        Per existing position: its return window (shape (n,)) and signed weight (value share, negative for a
+        position on the opposite side of the candidate).
+
+    Returns
+    -------
+    float or None
+        Correlation in -1..1, NaNs dropped pairwise; None when fewer than 10 usable points or zero variance.
     """
     if not exposures:
         return None

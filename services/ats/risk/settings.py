@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from .breakers import breaker_settings
+
 #: key -> (default, description)
 SETTINGS: dict[str, tuple[object, str]] = {
     # ---- position and portfolio limits (checked before every entry/add) ----
@@ -28,24 +30,8 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "risk.kelly_lookback_trades": (50, "closed trades per strategy used for the Kelly estimate"),
     "risk.kelly_floor_pct": (1.0, "probe size (% of equity) while the estimated edge is <= 0; 0 blocks entries"),
     "risk.min_order_usd": (10.0, "smallest order notional; smaller sizes are blocked"),
-    # ---- circuit breakers (halt NEW entries and adds; exits continue) ----
-    "breaker.daily_drawdown_pct": (3.0, "trip when equity falls this % below its 00:00 UTC value; resets at "
-                                        "the next UTC day"),
-    "breaker.velocity_pct": (8.0, "per symbol: trip when price moved more than this % within "
-                                  "velocity_minutes (the thin-market cascade)"),
-    "breaker.velocity_minutes": (60, "window of the velocity breaker (minutes)"),
-    "breaker.velocity_cooloff_minutes": (120, "velocity breaker stays tripped at least this long after the "
-                                              "last fast move"),
-    "breaker.market_vol_annual_pct": (150.0, "trip when the market's realized volatility (annualized %, BTC "
-                                             "log returns, or the equal-weight index of the run's symbols "
-                                             "without BTC) exceeds this"),
-    "breaker.market_vol_window_minutes": (720, "window of the market volatility estimate (minutes)"),
-    "breaker.market_vol_reset_ratio": (0.8, "the market volatility breaker resets below ratio x threshold"),
-    "breaker.feed_anomaly_window_minutes": (120, "per symbol: tripped from a feed anomaly until this long "
-                                                 "after it ended"),
-    "breaker.consecutive_losses": (6, "trip after this many losing closed trades in a row (account-wide)"),
-    "breaker.consecutive_losses_cooloff_minutes": (720, "the consecutive-loss breaker resets after this long"),
-    "breaker.manual_stop": (False, "manual STOP flag: true halts all new entries until set false"),
+    # ---- circuit breakers (halt NEW entries and adds; exits continue): declared by each breaker module ----
+    **breaker_settings(),
     # ---- paper broker ----
     "broker.slippage_bps": (5.0, "base slippage of a market order (bps of the fill bar's open)"),
     "broker.impact_bps_per_pct": (10.0, "volume-participation slippage: bps per 1 % of the decision bar's "
@@ -64,8 +50,20 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def seed_settings(conn, *, account_id: str = "default") -> list[str]:
-    """Insert every missing setting with its default (effective 1970-01-01); returns the keys inserted.
-    Does not commit."""
+    """Insert every missing setting with its default (effective 1970-01-01). Does not commit.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    account_id : str
+        Account.
+
+    Returns
+    -------
+    list of str
+        The keys inserted.
+    """
     from ..db import config_store as cs
 
     have = {r["key"] for r in conn.execute("SELECT key FROM system_settings WHERE account_id=%s",
@@ -92,6 +90,19 @@ class SettingsView:
         self._cur: dict = dict(DEFAULTS)
 
     def at(self, ts: int) -> dict:
+        """The settings in force at ``ts``.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+
+        Returns
+        -------
+        dict
+            Every key of ``SETTINGS`` -> its as-of value or default. The same dict object is returned while the
+            settings do not change (the engine caches derived values by its identity).
+        """
         if not self.live and self._lo is not None and self._lo <= ts < self._hi:
             return self._cur
         from ..db import config_store as cs
@@ -109,8 +120,19 @@ class SettingsView:
         return cur
 
     def valid_until(self, ts: int) -> int:
-        """Unix seconds up to which (exclusive) the dict ``at(ts)`` returned stays the settings in force (the next
-        scheduled change), or ``ts`` when it may change at any moment (live) or was never read."""
+        """Until when the dict ``at(ts)`` returned stays the settings in force.
+
+        Parameters
+        ----------
+        ts : int
+            Unix s.
+
+        Returns
+        -------
+        int
+            Unix s (exclusive) of the next scheduled change, or ``ts`` when it may change at any moment (live) or was
+            never read.
+        """
         if self.live or self._lo is None or not (self._lo <= ts < self._hi):
             return ts
         return self._hi

@@ -38,6 +38,7 @@ class KellyEstimate:
     n_trades: int
 
     def as_dict(self) -> dict:
+        """The estimate as JSON-able values (floats rounded to 6 digits; inf/NaN -> None)."""
         def r(v):
             if isinstance(v, float):
                 return None if math.isinf(v) or math.isnan(v) else round(v, 6)
@@ -46,9 +47,27 @@ class KellyEstimate:
 
 
 def kelly_fraction(p: float, avg_win: float, avg_loss: float) -> float:
-    """Full Kelly stake as a fraction of capital for a two-outcome bet: p / avg_loss - (1 - p) / avg_win.
+    """Full Kelly stake as a fraction of capital for a two-outcome bet.
 
-    ``avg_win``/``avg_loss`` are positive fractions of the stake. Raises ValueError when either is <= 0.
+    f* = p / avg_loss - (1 - p) / avg_win (Kelly 1956; Thorp's general bet with unequal win and loss sizes; for
+    even odds it reduces to p - q).
+
+    Parameters
+    ----------
+    p : float
+        Win probability (0..1).
+    avg_win, avg_loss : float
+        Average win and average loss as positive fractions of the stake.
+
+    Returns
+    -------
+    float
+        f*, a fraction of capital (negative when the edge is negative).
+
+    Raises
+    ------
+    ValueError
+        When ``avg_win`` or ``avg_loss`` is <= 0.
     """
     if avg_win <= 0 or avg_loss <= 0:
         raise ValueError("avg_win and avg_loss must be > 0")
@@ -57,11 +76,26 @@ def kelly_fraction(p: float, avg_win: float, avg_loss: float) -> float:
 
 def estimate(trade_returns: list[float], *, multiplier: float, cap_pct: float, floor_pct: float = 1.0,
              min_trades: int = 20, lookback: int = 50) -> KellyEstimate:
-    """Kelly estimate from a strategy's closed-trade returns (fractions of notional, net of fees, oldest first).
+    """Kelly estimate from a strategy's closed-trade returns.
 
-    ``cap_pct``/``floor_pct`` are percents of equity. Returns fraction None (use the configured trade amount)
-    while fewer than ``min_trades`` trades exist; else fraction in [floor, cap] as a fraction of equity (0 when
-    f* <= 0 and floor_pct is 0).
+    Parameters
+    ----------
+    trade_returns : list of float
+        Returns per closed trade as fractions of notional, net of fees, oldest first.
+    multiplier : float
+        Fraction of full Kelly (0.25 = quarter Kelly).
+    cap_pct, floor_pct : float
+        Cap and probe floor, percent of equity.
+    min_trades : int
+        Trades needed before an estimate exists.
+    lookback : int
+        Most recent trades used (<= 0: all).
+
+    Returns
+    -------
+    KellyEstimate
+        fraction None (use the configured trade amount) while fewer than ``min_trades`` trades exist; else fraction
+        in [floor, cap] as a fraction of equity (the floor when f* <= 0; 0 when f* <= 0 and floor_pct is 0).
     """
     recent = trade_returns[-lookback:] if lookback > 0 else list(trade_returns)
     n = len(recent)

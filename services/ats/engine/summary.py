@@ -8,7 +8,17 @@ def _f(v, fmt="{:,.2f}", none="n/a"):
 
 
 def format_pnl(p: dict | None) -> list[str]:
-    """Lines for a pnl_windows dict."""
+    """The P&L windows as readable lines.
+
+    Parameters
+    ----------
+    p : dict or None
+        ``ats.portfolio.pnl.pnl_windows`` output (None or empty: the single line "P&L: no snapshots").
+
+    Returns
+    -------
+    list of str
+    """
     if not p:
         return ["P&L: no snapshots"]
     out = [f"P&L (from portfolio_hourly_snapshots, as of {p['as_of']}):"]
@@ -20,7 +30,20 @@ def format_pnl(p: dict | None) -> list[str]:
 
 
 def format_summary(s: dict, *, title: str | None = None) -> str:
-    """A run summary (ats.engine.metrics.run_summary or a backtest summary) as readable lines."""
+    """A run summary as readable lines.
+
+    Parameters
+    ----------
+    s : dict
+        ``ats.engine.metrics.run_summary`` output or a backtest summary.
+    title : str, optional
+        Heading line.
+
+    Returns
+    -------
+    str
+        The lines joined by newlines (USD with thousands separators, percents).
+    """
     lines = []
     if title:
         lines.append(title)
