@@ -282,6 +282,30 @@ class BybitBroker:
                 return r["list"][0]
         return None
 
+    def in_flight(self) -> dict:
+        """{(symbol, category): signed base quantity} executed at the venue for orders not yet reported to the
+        engine (sent at the last bar close; their fills reach the database at the next bar). Reconciliation adds
+        this to the database side. Spot buys count net of the base-coin fee, rounded down to the lot step."""
+        out: dict = {}
+        for o in self.pending():
+            vs = o.context.get("venue") or {}
+            if vs.get("state") not in ("placed", "unknown"):
+                continue
+            cat = vs["category"]
+            r = self._read("get_executions", self.http.get_executions, category=cat,
+                           orderLinkId=o.client_order_id, limit=100)
+            step = self.instrument(o.symbol, cat)["step"]
+            base = o.symbol[:-4]
+            for e in r.get("list") or []:
+                if e["execId"] in vs.get("exec_ids", []):
+                    continue
+                q = Decimal(e["execQty"])
+                if e.get("feeCurrency") == base:
+                    q = _floor(q - Decimal(e["execFee"] or "0"), step)
+                key = (o.symbol, cat)
+                out[key] = out.get(key, Decimal(0)) + (q if o.side == "buy" else -q)
+        return out
+
     def has_pending(self, symbol: str) -> bool:
         return bool(self._pending.get(symbol))
 
