@@ -282,28 +282,49 @@ class BybitBroker:
                 return r["list"][0]
         return None
 
-    def in_flight(self) -> dict:
-        """{(symbol, category): signed base quantity} executed at the venue for orders not yet reported to the
-        engine (sent at the last bar close; their fills reach the database at the next bar). Reconciliation adds
-        this to the database side. Spot buys count net of the base-coin fee, rounded down to the lot step."""
+    def in_flight(self, run_prefix: str, booked: dict, since_ms: int) -> dict:
+        """{(symbol, category): signed base quantity} executed at the venue for this run's orders but not booked
+        in the database yet: orders sent at the last bar close (their fills are booked at the next bar) and, after
+        a restart, orders sent after the last checkpoint (re-adopted by orderLinkId when the bar is re-decided).
+
+        Parameters
+        ----------
+        run_prefix : str
+            Start of this run's orderLinkIds (``<run_id>-``).
+        booked : dict
+            {client_order_id: number of fills in the database}; the venue's executions of an order beyond that
+            count (oldest first) are in flight.
+        since_ms : int
+            Run start (UTC ms).
+
+        Spot buys count net of the base-coin fee, rounded down to the lot step (as booked by ``on_bar``).
+        """
         out: dict = {}
-        for o in self.pending():
-            vs = o.context.get("venue") or {}
-            if vs.get("state") not in ("placed", "unknown"):
-                continue
-            cat = vs["category"]
-            r = self._read("get_executions", self.http.get_executions, category=cat,
-                           orderLinkId=o.client_order_id, limit=100)
-            step = self.instrument(o.symbol, cat)["step"]
-            base = o.symbol[:-4]
-            for e in r.get("list") or []:
-                if e["execId"] in vs.get("exec_ids", []):
-                    continue
-                q = Decimal(e["execQty"])
-                if e.get("feeCurrency") == base:
-                    q = _floor(q - Decimal(e["execFee"] or "0"), step)
-                key = (o.symbol, cat)
-                out[key] = out.get(key, Decimal(0)) + (q if o.side == "buy" else -q)
+        for cat in ("spot", "linear"):
+            rows, cursor = [], None
+            while True:
+                kw = {"category": cat, "startTime": since_ms, "limit": 100}
+                if cursor:
+                    kw["cursor"] = cursor
+                r = self._read("get_executions", self.http.get_executions, **kw)
+                rows += r.get("list") or []
+                cursor = r.get("nextPageCursor")
+                if not cursor or not r.get("list"):
+                    break
+            per: dict = {}
+            for e in rows:
+                link = e.get("orderLinkId") or ""
+                if link.startswith(run_prefix):
+                    per.setdefault(link, []).append(e)
+            for link, es in per.items():
+                es.sort(key=lambda e: (int(e["execTime"]), e["execId"]))
+                for e in es[int(booked.get(link, 0)):]:
+                    step = self.instrument(e["symbol"], cat)["step"]
+                    q = Decimal(e["execQty"])
+                    if e.get("feeCurrency") == e["symbol"][:-4]:
+                        q = _floor(q - Decimal(e["execFee"] or "0"), step)
+                    key = (e["symbol"], cat)
+                    out[key] = out.get(key, Decimal(0)) + (q if e["side"] == "Buy" else -q)
         return out
 
     def has_pending(self, symbol: str) -> bool:

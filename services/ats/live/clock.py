@@ -28,6 +28,8 @@ class VenueClock:
         self._base_mono = 0.0
         self.reads = 0
         self.sync()
+        time.sleep(0.06)
+        self.sync()  # a second read measures the rate (an accelerated simulator runs faster than 1:1)
 
     def sync(self) -> int:
         """Read the server time now; updates the interpolation rate. Returns venue UTC ms."""
@@ -56,7 +58,7 @@ class VenueClock:
     def advance(self, t: int) -> None:
         """Engine Clock protocol: live time advances by itself."""
 
-    def sleep_until(self, target_ms: int, *, max_real_s: float = 1.0) -> int:
+    def sleep_until(self, target_ms: int, *, max_real_s: float = 0.5) -> int:
         """Sleep until venue time >= ``target_ms`` (re-reading the server near the target). Returns venue ms."""
         while True:
             now = self.now_ms()

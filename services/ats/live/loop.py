@@ -370,8 +370,12 @@ class LiveLoop:
         else:
             eq = float(self.spec.starting_cash)
         known = [o.client_order_id for o in self.broker.pending()]
+        booked = {r["client_order_id"]: r["n"] for r in self.conn.execute(
+            "SELECT client_order_id, count(*) AS n FROM fills WHERE run_id=%s GROUP BY 1", (self.run_id,))}
+        flying = getattr(self.broker, "in_flight", None)
         rec = reconcile(self.conn, self.adapter, self.run_id, self.symbols, known_client_ids=known,
-                        engine_equity_usd=eq, in_flight=getattr(self.broker, "in_flight", dict)())
+                        known_prefix=f"{self.run_id}-", engine_equity_usd=eq,
+                        in_flight=flying(f"{self.run_id}-", booked, self.spec.start * 1000) if flying else None)
         self.stats.reconciliations += 1
         self.last_recon_ms = now_ms
         ts = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)

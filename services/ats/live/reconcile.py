@@ -42,7 +42,7 @@ def db_positions(conn, run_id: str) -> dict:
 
 
 def reconcile(conn, adapter, run_id: str, symbols, *, known_client_ids=(), engine_equity_usd: float | None = None,
-              in_flight: dict | None = None, dust_steps: int = 50, equity_tol_pct: float = 2.0) -> Reconciliation:
+              in_flight: dict | None = None, known_prefix: str | None = None, dust_steps: int = 50, equity_tol_pct: float = 2.0) -> Reconciliation:
     """Compare the venue with the database (read-only on both sides).
 
     Parameters
@@ -54,6 +54,9 @@ def reconcile(conn, adapter, run_id: str, symbols, *, known_client_ids=(), engin
     symbols : sequence of str
     known_client_ids : iterable of str
         Client order ids the broker has pending (a venue open order outside this set is a difference).
+    known_prefix : str, optional
+        This run's client order id prefix: its own open orders sent after the last checkpoint are not a difference
+        (they are re-adopted by orderLinkId when the bar is re-decided).
     in_flight : dict, optional
         {(symbol, category): signed qty} executed at the venue but not yet reported to the engine.
     engine_equity_usd : float, optional
@@ -82,7 +85,8 @@ def reconcile(conn, adapter, run_id: str, symbols, *, known_client_ids=(), engin
             diffs.append({"what": "position", "symbol": sym, "category": cat, "venue": str(v), "database": str(d)})
     known = set(known_client_ids)
     for o in adapter.open_orders():
-        if o.symbol in symbols and o.client_order_id not in known:
+        ours = known_prefix is not None and o.client_order_id.startswith(known_prefix)
+        if o.symbol in symbols and o.client_order_id not in known and not ours:
             diffs.append({"what": "open_order", "symbol": o.symbol, "client_order_id": o.client_order_id,
                           "venue_order_id": o.venue_order_id, "status": o.status})
     bal = adapter.balance()

@@ -366,6 +366,12 @@ def make_handler(sim: BybitSim):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def setup(self):
+            super().setup()
+            import socket
+
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms delayed-ACK stalls
+
         def log_message(self, fmt, *args):  # quiet: tests read /sim/state instead
             pass
 
