@@ -231,8 +231,9 @@ class LiveLoop:
         o = self.opts
         self.conn = connect(self.url, application_name=f"ats-live:{o.account_id}"[:60])
         self.broker, self.adapter, self.endpoint, self.mode, self.source = make_broker(o)
+        # before any venue call; a production venue's clock is real time, so the wall clock dates the setting
+        go_live_guard(self.conn, o, self.adapter, self.endpoint, int(time.time() * 1000))
         self.clock = VenueClock(self.adapter.server_time_ms)
-        go_live_guard(self.conn, o, self.adapter, self.endpoint, self.clock.now_ms())
         self.run_id = live_run_id(self.mode, o.account_id, self.broker.name, self.endpoint, self.symbols, self.tf,
                                   self.strategies, o.tag)
         if hasattr(self.broker, "run_id"):
