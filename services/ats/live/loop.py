@@ -445,11 +445,11 @@ class LiveLoop:
                     self._anomaly(T, s, "missing", {})
                 for s, info in late.items():
                     self._anomaly(T, s, "late", {"served_after_s": info.get("served_after_s")})
-                now = self.clock.now_ms()
-                if now - self.last_recon_ms >= reconcile_ms:
-                    self._reconcile(now)
                 self._step(T, late, observed)
                 self.next_T = T + self.tf_s
+                now = self.clock.now_ms()
+                if now - self.last_recon_ms >= reconcile_ms:  # after the bar's orders went out (not in the way)
+                    self._reconcile(now)
                 st, why = self._session_state()
                 set_session(self.conn, o.account_id, self.run_id, self.broker.name, self.endpoint, st, why,
                             T + self.tf_s)
