@@ -1,4 +1,15 @@
-"""`ats venue-sim ...` (local venue simulators) and `ats broker preflight` (the read-only go-live check)."""
+"""`ats venue-sim ...` (local venue simulators) and `ats broker preflight` (the read-only go-live check).
+
+Offline rehearsal of the live loop (two terminals; any key/secret pair, the simulator checks the signatures):
+
+    # terminal 1: a Bybit v5 simulator, one simulated hour per 0.18 s
+    BYBIT_API_KEY=k BYBIT_API_SECRET=s ats venue-sim bybit --port 18765 \
+        --candles ../shared/data/ohlcv/binance/BTC_USDT-1h.json --speed 20000 --start 2021-05-17
+    # terminal 2: the live loop against it (a loopback endpoint needs no go-live opt-in)
+    ATS_BYBIT_BASE_URL=http://127.0.0.1:18765 BYBIT_API_KEY=k BYBIT_API_SECRET=s \
+        ats live run --broker bybit --symbols BTCUSDT --timeframe 1h --until 2021-05-24
+    ats live status
+"""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ class VenueClock:
         Real seconds between server reads.
     """
 
-    def __init__(self, read_ms, *, resync_s: float = 5.0):
+    def __init__(self, read_ms, *, resync_s: float = 1.0):
         self.read_ms, self.resync_s = read_ms, resync_s
         self.rate = 1.0  # venue ms per real ms
         self._base_ms: int | None = None

@@ -261,6 +261,7 @@ class LiveLoop:
         self.recon_bad: list | None = None
         self.last_recon_ms = 0
         self.fetched: dict[str, int] = {}
+        self.seen: dict[str, set] = {}
 
     # ------------------------------------------------------------------ candles
     def _fetch(self, now_ms: int, lo_s: int | None = None) -> set:
@@ -278,13 +279,18 @@ class LiveLoop:
                 raise
             if cs:
                 self.fetched[sym] = cs[-1].open_time_ms // 1000
+                seen = self.seen.setdefault(sym, set())
+                seen.update(c.open_time_ms // 1000 for c in cs)
+                if len(seen) > 4 * WARMUP_BARS:
+                    cut = self.fetched[sym] - 2 * WARMUP_BARS * self.tf_s
+                    self.seen[sym] = {t for t in seen if t >= cut}
             out += cs
         if out:
             store_venue_candles(self.conn, self.source, out)
         return {(c.symbol, c.open_time_ms // 1000) for c in out}
 
     def _have(self, sym: str, T: int) -> bool:
-        return self.fetched.get(sym, -1) >= T
+        return T in self.seen.get(sym, ())
 
     def _wait_bar(self, T: int) -> tuple[list[str], dict]:
         """Wait for the bar opening at T to close and be served. Returns (symbols missing, {symbol: late info})."""
