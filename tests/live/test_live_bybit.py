@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 
-from _live_helpers import live_env, ms, sim_state, start_sim
+from _live_helpers import live_env, ms, start_sim
 
 STRATS = ("btc_trend", "mean_reversion_short", "momentum", "trend_breakdown")
 

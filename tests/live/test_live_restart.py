@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from _live_helpers import KEY, SECRET, sim_control, sim_state, start_sim
+from _live_helpers import KEY, SECRET, sim_control, start_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATS = "btc_trend,mean_reversion_short,momentum,trend_breakdown"
