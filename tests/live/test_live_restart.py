@@ -18,7 +18,7 @@ from _live_helpers import KEY, SECRET, sim_control, start_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATS = "btc_trend,mean_reversion_short,momentum,trend_breakdown"
-UNTIL = "2021-05-14T00:00:00"
+UNTIL = "2021-05-18T00:00:00"  # a simulated week from 2021-05-11
 
 
 def _cmd(tag):
@@ -74,7 +74,7 @@ def _run(db_url, shared_data, tmp_path, tag, kill: bool):
             while p.poll() is None:
                 n = len(sim.state()["orders"])
                 st = sim.state()
-                if mid is None and st["now_ms"] > sim.start_ms + 40 * 3600_000:
+                if mid is None and st["now_ms"] > sim.start_ms + 84 * 3600_000:
                     mid = n
                 if mid is not None and n > mid:  # an order just accepted: kill before its checkpoint
                     sim_control(url, pause=True)
