@@ -356,10 +356,10 @@ class LiveLoop:
     def _reconciliation_breaker(self, eng, C: int) -> None:
         b = eng.board
         if self.recon_bad and not b.is_tripped("reconciliation"):
-            b._set("reconciliation", "*", True, C, f"venue and database disagree: {_short(self.recon_bad)}",
+            b.trip("reconciliation", "*", C, f"venue and database disagree: {_short(self.recon_bad)}",
                    {"diffs": self.recon_bad[:20]})
         elif self.recon_bad is not None and not self.recon_bad and b.is_tripped("reconciliation"):
-            b._set("reconciliation", "*", False, C, "reconciliation clean", {})
+            b.reset("reconciliation", "*", C, "reconciliation clean", {})
 
     def _reconcile(self, now_ms: int) -> None:
         if self.broker.name == "paper":
