@@ -9,6 +9,7 @@ import pytest
 
 from _engine_helpers import connect, engine_db, engine_template  # noqa: F401
 from ats.execution import PaperBroker, client_order_id
+from ats.execution.broker import run_tag
 
 
 def test_client_order_id_is_deterministic_and_distinct():
@@ -27,11 +28,11 @@ def test_replay_ids_unchanged_without_a_limit():
 
 def test_compact_id_fits_the_venue_limit_and_charset():
     args = ("replay-cb5ecec93968-a-long-tag", "mean_reversion_short", "MATICUSDT", 1621400400, "close", "sell")
-    ids = {n: client_order_id(*args, max_len=n) for n in (24, 36, 45, 64)}
+    ids = {n: client_order_id(*args, max_len=n) for n in (33, 36, 45, 64)}
     for n, cid in ids.items():
         assert len(cid) <= n and re.fullmatch(r"[A-Za-z0-9_-]+", cid), cid
         assert cid == client_order_id(*args, max_len=n)  # deterministic
-    assert len(ids[36]) == 36 and ids[36].startswith("cs202105190500-")
+    assert len(ids[36]) == 36 and ids[36].startswith(run_tag(args[0]) + "-cs202105190500-")  # names its run
     seen = set()
     for strat in ("momentum", "btc_trend"):
         for sym in ("BTCUSDT", "ETHUSDT"):
@@ -42,7 +43,7 @@ def test_compact_id_fits_the_venue_limit_and_charset():
     assert client_order_id("live-1", "m", "X", 1, "open", "buy", max_len=36) != \
         client_order_id("live-2", "m", "X", 1, "open", "buy", max_len=36)
     with pytest.raises(ValueError):
-        client_order_id(*args, max_len=10)
+        client_order_id(*args, max_len=32)
 
 
 class _ShortIdBroker(PaperBroker):

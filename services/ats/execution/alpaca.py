@@ -514,14 +514,16 @@ class AlpacaBroker:
 
     def _find_close_order(self, symbol: str, since_s: int):
         """The most recent venue order on ``symbol`` submitted at or after ``since_s`` that is not one of ours
-        (``close_position`` orders carry a venue-made client order id; ours start with ``<run_id>-``)."""
+        (``close_position`` orders carry a venue-made client order id; ours start with ``run_tag(run_id) + '-'``)."""
         from alpaca.trading.enums import QueryOrderStatus
         from alpaca.trading.requests import GetOrdersRequest
 
         ours = {t.venue_cid for t in self._orders.values()}
         req = GetOrdersRequest(status=QueryOrderStatus.ALL, symbols=[symbol], limit=50,
                                after=datetime.fromtimestamp(since_s - 1, tz=timezone.utc))
-        mine = f"{self.run_id}-" if self.run_id else "\0"
+        from .broker import run_tag
+
+        mine = f"{run_tag(self.run_id)}-" if self.run_id else "\0"
         cands = [v for v in self._call("get_orders", self.trading.get_orders, req)
                  if v.client_order_id not in ours and not v.client_order_id.startswith(mine)
                  and _STATUS.get(_val(v.status)) != "rejected"]

@@ -40,13 +40,15 @@ def client_order_id(run_id: str, strategy: str, symbol: str, decision_ts: int, i
     -------
     str
         max_len None: ``<run id>-<strategy>-<SYMBOL>-<yyyymmddHHMM>-<intent>-<side>-<hash8>`` (hash8 = first 8
-        hex digits of SHA-256 of the fields). With max_len: ``<i><s><yyyymmddHHMM>-<hash>`` (intent and side
-        initials, then as many SHA-256 hex digits as fit, at most 32), only letters, digits and '-'.
+        hex digits of SHA-256 of the fields). With max_len: ``<run tag>-<i><s><yyyymmddHHMM>-<hash>`` (the
+        run's 8-character :func:`run_tag`, intent and side initials, then as many SHA-256 hex digits as fit, at
+        most 32), only letters, digits and '-': every venue order names its run, so reconciliation and an operator
+        can tell this run's orders from any other's by the prefix ``run_tag(run_id) + '-'``.
 
     Raises
     ------
     ValueError
-        When ``max_len`` < 24 (too short for a collision-safe hash: 9 hex digits).
+        When ``max_len`` < 33 (too short for the run tag and a collision-safe hash of 9 hex digits).
     """
     from datetime import datetime, timezone
 
@@ -54,10 +56,16 @@ def client_order_id(run_id: str, strategy: str, symbol: str, decision_ts: int, i
     digest = hashlib.sha256(f"{run_id}|{strategy}|{symbol}|{decision_ts}|{intent}|{side}".encode()).hexdigest()
     if max_len is None:
         return f"{run_id}-{strategy}-{symbol}-{stamp}-{intent}-{side}-{digest[:8]}"
-    if max_len < 24:
-        raise ValueError(f"client_order_id: max_len {max_len} < 24 leaves no room for a collision-safe hash")
-    head = f"{intent[:1]}{side[:1]}{stamp}-"
+    if max_len < 33:
+        raise ValueError(f"client_order_id: max_len {max_len} < 33 leaves no room for the run tag and a "
+                         "collision-safe hash")
+    head = f"{run_tag(run_id)}-{intent[:1]}{side[:1]}{stamp}-"
     return head + digest[:min(32, max_len - len(head))]
+
+
+def run_tag(run_id: str) -> str:
+    """8 characters naming a run inside a venue's client order id: the first 8 hex digits of SHA-256(run_id)."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:8]
 
 
 @dataclass

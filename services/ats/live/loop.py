@@ -37,6 +37,7 @@ from ..engine.core import Engine
 from ..engine.feed import REGIME_SYMBOL, WARMUP_BARS, ReplayFeed, read_bars
 from ..engine.runs import RunSpec, begin_run, finish_run, get_run, resolve
 from ..engine.sink import PgSink
+from ..execution.broker import run_tag
 from ..errors import AtsError, UsageError
 from ..timeutil import TIMEFRAME_SECONDS
 from .clock import VenueClock
@@ -380,9 +381,10 @@ class LiveLoop:
         booked = {r["client_order_id"]: r["n"] for r in self.conn.execute(
             "SELECT client_order_id, count(*) AS n FROM fills WHERE run_id=%s GROUP BY 1", (self.run_id,))}
         flying = getattr(self.broker, "in_flight", None)
+        prefix = f"{run_tag(self.run_id)}-"  # every venue order id of this run starts with it (client_order_id)
         rec = reconcile(self.conn, self.adapter, self.run_id, self.symbols, known_client_ids=known,
-                        known_prefix=f"{self.run_id}-", engine_equity_usd=eq,
-                        in_flight=flying(f"{self.run_id}-", booked, self.spec.start * 1000) if flying else None)
+                        known_prefix=prefix, engine_equity_usd=eq,
+                        in_flight=flying(prefix, booked, self.spec.start * 1000) if flying else None)
         self.stats.reconciliations += 1
         self.last_recon_ms = now_ms
         ts = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
