@@ -1,4 +1,4 @@
-"""Docs search (ats.procedures.docs_index, the ats-docs MCP server, `ats docs`): heading-aware chunking that never
+"""Docs search (ats.knowledge.docs_index, the ats-docs MCP server, `ats docs`): heading-aware chunking that never
 splits a code fence, BM25 + embeddings with reciprocal rank fusion, incremental re-embedding by content hash,
 BM25-only degradation, pgvector and float8[] storage, lessons, get/status. Real PostgreSQL, the real local
 all-MiniLM-L6-v2 model (skipped with the reason when it is not installed)."""
@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from ats.procedures import docs_index as di
-from ats.procedures import docs_records
+from ats.knowledge import docs_index as di
+from ats.knowledge import docs_records
 
 from _mcp_helpers import err, ok
 from conftest import ROOT, clone_template, drop_database, run_cli

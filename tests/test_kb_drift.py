@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ats.procedures import kb
+from ats.knowledge import kb
 
 from _kb_helpers import make_tree
 from conftest import run_cli

@@ -13,7 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from ats.db.connection import readonly_url
-from ats.procedures import forensics as fx
+from ats.forensics import queries as fx
 
 from _mcp_helpers import call, err, ok, tool_names
 from _reports_helpers import RUN, seed_run
@@ -204,7 +204,7 @@ def test_record_report_is_audited_and_refuses_outside_paths(server, seeded_url):
 
 
 def test_write_investigation_report(server, seeded_url, tmp_path, monkeypatch):
-    pytest.importorskip("ats.procedures.investigate", reason="ats.procedures.investigate not in this checkout")
+    pytest.importorskip("ats.forensics.investigate", reason="ats.forensics.investigate not in this checkout")
     home = tmp_path / "home"
     (home / "reports").mkdir(parents=True)
     shutil.copy(ROOT / "pyproject.toml", home / "pyproject.toml")

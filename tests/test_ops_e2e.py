@@ -35,7 +35,7 @@ def real_project(tmp_path):
     missing = [what for what, ok in [
         ("mcp_servers/launch", (ROOT / "mcp_servers" / "launch").exists()),
         (".mcp.json", (ROOT / ".mcp.json").exists()),
-        ("ats.procedures.investigate", importlib.util.find_spec("ats.procedures.investigate") is not None),
+        ("ats.forensics.investigate", importlib.util.find_spec("ats.forensics.investigate") is not None),
     ] if not ok]
     if missing:
         pytest.skip(f"not built yet: {', '.join(missing)}")

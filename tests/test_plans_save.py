@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from ats.errors import AtsError, UsageError
-from ats.procedures.plans import list_plans, save_plan, slugify
+from ats.knowledge.plans import list_plans, save_plan, slugify
 
 from conftest import run_cli
 

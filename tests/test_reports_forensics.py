@@ -1,4 +1,4 @@
-"""ats.procedures.forensics on synthetic, engine-shaped rows of the 0003 audit tables."""
+"""ats.forensics.queries on synthetic, engine-shaped rows of the 0003 audit tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from ats.procedures import forensics as fx
+from ats.forensics import queries as fx
 
 from _reports_helpers import RUN, seed_run, ts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ats.procedures.health import audit_adherence, health_check
+from ats.forensics.health import audit_adherence, health_check
 
 from _reports_helpers import seed_run, ts
 from conftest import run_cli

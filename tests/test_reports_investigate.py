@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from ats.procedures.investigate import write_investigation
+from ats.forensics.investigate import write_investigation
 
 from _reports_helpers import RUN, seed_run
 from conftest import run_cli

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ats.procedures.reports import pick_trades, report_24h, report_watchlist, report_weekly
+from ats.forensics.periodic import pick_trades, report_24h, report_watchlist, report_weekly
 
 from _reports_helpers import RUN, seed_run, ts
 from conftest import run_cli

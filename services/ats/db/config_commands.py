@@ -1,16 +1,17 @@
-"""`ats config ...`: strategy configurations (three gates + params) and system settings, current or as of T."""
+"""`ats config ...`: strategy configurations (three gates + params) and system settings, current or as of T.
+
+Registered by :mod:`ats.db.cli` (the config store is part of the database package).
+"""
 
 from __future__ import annotations
-
-CLI_ORDER = 11
 
 import argparse
 import json
 
-from .db import connect
-from .db import config_store as cs
-from .errors import UsageError
-from .timeutil import parse_ts
+from . import config_store as cs
+from .command import command_connection
+from ..errors import UsageError
+from ..timeutil import parse_ts
 
 
 def _onoff(v: str) -> bool:
@@ -35,7 +36,7 @@ def _parse_params(items: list[str]) -> dict:
 
 
 def _strategy_list(args) -> int:
-    with connect() as conn:
+    with command_connection("ats-config-cli") as conn:
         rows = cs.current_strategies(conn, account_id=args.account)
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
@@ -50,7 +51,7 @@ def _strategy_list(args) -> int:
 
 
 def _strategy_show(args) -> int:
-    with connect() as conn:
+    with command_connection("ats-config-cli") as conn:
         if args.as_of:
             row = cs.strategy_as_of(conn, args.name, parse_ts(args.as_of, what="--as-of"), account_id=args.account)
         else:
@@ -67,7 +68,7 @@ def _strategy_set(args) -> int:
     gates = {k: v for k, v in (("watchlist_enabled", args.watchlist), ("buy_enabled", args.buy),
                                ("sell_enabled", args.sell)) if v is not None}
     eff = parse_ts(args.effective_from, what="--effective-from") if args.effective_from else None
-    with connect() as conn:
+    with command_connection("ats-config-cli") as conn:
         row = cs.upsert_strategy(conn, args.name, account_id=args.account, params=_parse_params(args.param),
                                  effective_from=eff, **gates)
         conn.commit()
@@ -76,7 +77,7 @@ def _strategy_set(args) -> int:
 
 
 def _setting_get(args) -> int:
-    with connect() as conn:
+    with command_connection("ats-config-cli") as conn:
         val = cs.setting_as_of(conn, args.key, parse_ts(args.as_of, what="--as-of") if args.as_of else None,
                                account_id=args.account)
     print(json.dumps(val))
@@ -89,7 +90,7 @@ def _setting_set(args) -> int:
     except json.JSONDecodeError:
         value = args.value
     eff = parse_ts(args.effective_from, what="--effective-from") if args.effective_from else None
-    with connect() as conn:
+    with command_connection("ats-config-cli") as conn:
         cs.set_setting(conn, args.key, value, account_id=args.account, effective_from=eff)
         conn.commit()
     print(f"{args.key} = {json.dumps(value)}")

@@ -1,7 +1,7 @@
 """`ats investigate`, `ats health-check`, `ats report 24h|weekly|watchlist`: forensic reports (markdown + JSON).
 
 Reports land under ``ats.paths.reports_dir()``; each prints the paths it wrote. The work is done by
-``ats.procedures.*``; this module only parses arguments.
+``ats.forensics.*``; this module only parses arguments.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ CLI_ORDER = 40
 import argparse
 import json
 
-from .db import connect
-from .timeutil import parse_ts
+from ..db.command import command_connection
+from ..timeutil import parse_ts
 
 
 def _investigate(args) -> int:
-    from .procedures.investigate import write_investigation
+    from .investigate import write_investigation
 
     since = parse_ts(args.since, what="--since") if args.since else None
     until = parse_ts(args.until, what="--until") if args.until else None
-    with connect() as conn:
+    with command_connection("ats-forensics-cli") as conn:
         res = write_investigation(conn, args.symbol, since=since, until=until, out_dir=args.out_dir,
                                   run_id=args.run_id)
     if args.json:
@@ -36,9 +36,9 @@ def _investigate(args) -> int:
 
 
 def _health(args) -> int:
-    from .procedures.health import write_health_check
+    from .health import write_health_check
 
-    with connect() as conn:
+    with command_connection("ats-forensics-cli") as conn:
         res = write_health_check(conn, run_id=args.run_id, since=args.since, until=args.until, out_dir=args.out_dir)
     if args.json:
         print(json.dumps(res, indent=2, default=str))
@@ -55,7 +55,7 @@ def _health(args) -> int:
 
 
 def _report_24h(args) -> int:
-    from .procedures.reports import report_24h
+    from .periodic import report_24h
 
     as_of = parse_ts(args.as_of, what="--as-of") if args.as_of else None
     res = report_24h(as_of=as_of, run_id=args.run_id, workers=args.workers)
@@ -67,10 +67,10 @@ def _report_24h(args) -> int:
 
 
 def _report_weekly(args) -> int:
-    from .procedures.reports import report_weekly
+    from .periodic import report_weekly
 
     as_of = parse_ts(args.as_of, what="--as-of") if args.as_of else None
-    with connect() as conn:
+    with command_connection("ats-forensics-cli") as conn:
         res = report_weekly(conn, as_of=as_of, run_id=args.run_id, days=args.days)
     pnl = res["pnl"]["pnl_usd"]
     print(f"weekly report: P&L {'n/a' if pnl is None else f'{pnl:+.2f}'} USD over {res['window']['start']} .. "
@@ -81,10 +81,10 @@ def _report_weekly(args) -> int:
 
 
 def _report_watchlist(args) -> int:
-    from .procedures.reports import report_watchlist
+    from .periodic import report_watchlist
 
     as_of = parse_ts(args.as_of, what="--as-of") if args.as_of else None
-    with connect() as conn:
+    with command_connection("ats-forensics-cli") as conn:
         res = report_watchlist(conn, as_of=as_of, run_id=args.run_id, top=args.top)
     print(f"watchlist report: captured {res['captured']} of the top {len(res['top_gainers'])} 7-day gainers")
     for p in res["paths"]:

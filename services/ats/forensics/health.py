@@ -26,7 +26,7 @@ Parameter names (aliases accepted): tp_pct / take_profit_pct; sl_pct / stop_loss
 trade_amount; cooldown_min / cooldown_minutes; max_hold_hours / max_hold_minutes / max_hold_bars. A rule whose
 parameter is absent from the configuration is reported as not checked, never as passed.
 
-The report also carries :func:`ats.procedures.forensics.health_summary` (breaker states, feed freshness,
+The report also carries :func:`ats.forensics.queries.health_summary` (breaker states, feed freshness,
 coverage, error counts, last successful runs).
 """
 

@@ -1,6 +1,6 @@
 """`ats investigate SYMBOL`: a forensic report (markdown + JSON twin) on one symbol's lifecycle.
 
-The content comes from :func:`ats.procedures.forensics.investigate_symbol`; this module only renders it.
+The content comes from :func:`ats.forensics.queries.investigate_symbol`; this module only renders it.
 Sections: summary, timeline, trades (each entry and exit with the signal, the configuration / gates in force
 and the breakers), blocked signals and why, breaker windows, P&L reconciliation against the hourly snapshots,
 anomalies, open questions, and an appendix with every query that reproduces a figure (parameters inlined).
@@ -62,7 +62,7 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
     L.append(f"- Engine run: `{run.get('run_id', 'none')}` ({run.get('mode', '-')}, {run.get('status', '-')}), "
              f"account `{r.get('account_id') or '-'}`  ")
     L.append(f"- Window (engine clock, UTC): {window}  ")
-    L.append(f"- Generated: {r.get('generated_at')} by `ats.procedures.investigate` (deterministic; an agent may "
+    L.append(f"- Generated: {r.get('generated_at')} by `ats.forensics.investigate` (deterministic; an agent may "
              f"append judgement below the Open questions)")
     L.append("")
     if not run:

@@ -126,7 +126,7 @@ def report_24h(as_of: datetime | None = None, *, run_id: str | None = None, work
     by_pid = {t["position_id"]: t for t in trades}
     L = [f"# 24 h trade analysis: {iso(start)} .. {iso(end)}", "",
          f"- Run `{run['run_id']}` ({run['mode']}); window (engine clock, UTC) ({iso(start)}, {iso(end)}]  ",
-         f"- Generated {iso(utcnow())} by `ats.procedures.reports.report_24h`  ", ""]
+         f"- Generated {iso(utcnow())} by `ats.forensics.periodic.report_24h`  ", ""]
     ref = _qref(q.entries)
     L += ["## Summary", "", md_table(["Figure", "Value", "Query"], [
         ("Closed trades in window", len(trades), ref("closed_trades_24h")),
@@ -247,7 +247,7 @@ def report_weekly(conn: psycopg.Connection, as_of: datetime | None = None, *, ru
     all_q = q.entries + blocked["queries"]
     L = [f"# Weekly trading report: {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC", "",
          f"- Run `{run['run_id']}` ({run['mode']}), account `{run['account_id']}`  ",
-         f"- Generated {iso(utcnow())} by `ats.procedures.reports.report_weekly`  ",
+         f"- Generated {iso(utcnow())} by `ats.forensics.periodic.report_weekly`  ",
          "- P&L comes from portfolio_hourly_snapshots only (equity differences). Never sum balances; never sum "
          "net_pnl_daily_usd (running cumulative since 00:00 UTC) - see CLAUDE.md anti-patterns.", "",
          "## P&L", "", md_table(["Figure", "Value", "Query"], [
@@ -420,7 +420,7 @@ def report_watchlist(conn: psycopg.Connection, as_of: datetime | None = None, *,
     L = [f"# Watchlist health: capture vs top 7-day gainers ({start:%Y-%m-%d %H:%M} .. {as_of:%Y-%m-%d %H:%M} UTC)", "",
          f"- Watchlist ({len(wl)} symbols, from {wl_source}): {', '.join(wl) or 'empty'}  ",
          f"- Run: `{run['run_id'] if run else 'none'}`; generated {iso(utcnow())} by "
-         "`ats.procedures.reports.report_watchlist`  ", "",
+         "`ats.forensics.periodic.report_watchlist`  ", "",
          "## Summary", "", md_table(["Figure", "Value", "Query"], [
              (f"Top gainers compared", len(rows), ref("top_gainers_7d")),
              ("On the watchlist", f"{watched} / {len(rows)}", ref("top_gainers_7d")),

@@ -402,7 +402,7 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
     check = sum(fnum(t["realized_pnl_usd"]) for t in closed)
     if abs(check - pnl["realized_pnl_usd"]) > 1e-6 or len(closed) != pnl["closed_trades"]:  # pragma: no cover
         raise AtsError(f"investigate {symbol}: per-trade P&L ({check}) disagrees with the summary query "
-                       f"({pnl['realized_pnl_usd']}); report a bug in ats.procedures.forensics")
+                       f"({pnl['realized_pnl_usd']}); report a bug in ats.forensics.queries")
 
     # blocked summary
     by_gate = Counter(b["gate"] for b in blocked)

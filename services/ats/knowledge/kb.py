@@ -8,7 +8,7 @@ One article per source file, ``kb/<CATEGORY>/<module>.md``, tracked in ``kb_regi
   empty registry (a clean clone) it first restores the registry from the committed articles' YAML front
   matter (source_path, source_md5, version, builder, built_at), so only real drift shows up.
 - :func:`update` rebuilds stale, pending and failed articles with the deterministic builder
-  (:mod:`ats.procedures.kb_builder`: module docstring, public API, imports and reverse imports, tables read and
+  (:mod:`ats.knowledge.kb_builder`: module docstring, public API, imports and reverse imports, tables read and
   written, invariants marked in comments, covering tests) or, with ``agent=True``, through the
   knowledge-base agent in headless Claude Code (``/update-knowledge-base``), falling back to the deterministic
   builder when no model is available; each article and registry row records its builder.
@@ -58,7 +58,8 @@ _CATEGORY_PREFIXES = (
     ("services/ats/regime/", "STRATEGIES"),
     ("services/ats/execution/", "EXECUTION"),
     ("services/ats/portfolio/", "PORTFOLIO"),
-    ("services/ats/procedures/", "PROCEDURES"),
+    ("services/ats/forensics/", "FORENSICS"),
+    ("services/ats/knowledge/", "KNOWLEDGE"),
     ("services/ats/ops/", "OPERATIONS"),
     ("services/ats/db/", "DATABASE"),
     ("services/ats/api/", "API"),

@@ -17,8 +17,10 @@ CLI_ORDER = 80
 
 def register(subparsers) -> None:
     """Add `ats run` and `ats cron` to the `ats` parser."""
+    from .mcp_commands import register as register_mcp  # `ats mcp serve|tools`
     from .tasks import TASKS
 
+    register_mcp(subparsers)
     task_lines = "\n".join(f"  {t.name:<24} {t.usage + '  ' if t.usage else ''}{t.description}"
                            for t in TASKS.values())
     p = subparsers.add_parser(

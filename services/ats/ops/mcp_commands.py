@@ -1,9 +1,10 @@
 """`ats mcp ...`: serve the ATS MCP servers over stdio, list their tools (.mcp.json runs them through
-mcp_servers/launch, which is equivalent to `ats mcp serve NAME`)."""
+mcp_servers/launch, which is equivalent to `ats mcp serve NAME`).
+
+Registered by :mod:`ats.ops.cli`: serving the MCP servers is part of operating Claude Code on this machine.
+"""
 
 from __future__ import annotations
-
-CLI_ORDER = 61
 
 import argparse
 import json
