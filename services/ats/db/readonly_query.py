@@ -27,20 +27,17 @@ Environment: ``ATS_MCP_STATEMENT_TIMEOUT_MS`` (default 5000) for `query`/`explai
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 from contextlib import contextmanager
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any, Callable, Iterator
-from uuid import UUID
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.rows import dict_row, tuple_row
 
 from ..errors import AtsError
+from ..jsonutil import jsonable as _jsonable
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 10_000
@@ -68,34 +65,9 @@ def tool_timeout_ms() -> int:
 
 
 def jsonable(value: Any) -> Any:
-    """A JSON-serialisable form of a value loaded by psycopg.
-
-    numeric (Decimal) -> float (int when integral and exact), timestamps/dates/times -> ISO-8601 strings,
-    interval -> seconds (float), bytea -> '\\x<hex>', uuid -> str, NaN/inf -> str; lists/dicts recursively.
-    """
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            return str(value)
-        if value == value.to_integral_value() and abs(value) < 2**53:
-            return int(value)
-        return float(value)
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "\\x" + bytes(value).hex()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    return str(value)
+    """A query result cell (or row, or catalog document) in JSON-safe form: :func:`ats.jsonutil.jsonable`
+    with integral NUMERIC values kept as ints, as the query tool shows values as stored."""
+    return _jsonable(value, integral_decimals_as_int=True)
 
 
 def _pg_message(exc: BaseException) -> str:

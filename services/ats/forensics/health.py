@@ -41,9 +41,9 @@ from typing import Any
 import psycopg
 
 from .. import paths
-from ..db import config_store as cs
 from ..timeutil import TIMEFRAME_SECONDS, parse_ts, utcnow
-from .forensics import breaker_windows, health_summary, resolve_run
+from .config_as_of import ConfigAsOf
+from .queries import breaker_windows, health_summary, resolve_run
 from .sqlfmt import QueryLog, dumps, fnum, iso, jsonable, md_table
 
 SIZE_TOLERANCE = 0.05      # fraction above trade_amount_usd tolerated (slippage between decision and fill)
@@ -130,13 +130,7 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
     ref = run.get("last_bar_time") if run["mode"] != "live" else utcnow()
     ref = ref or utcnow()
 
-    cache: dict[tuple, dict | None] = {}
-
-    def cfg(strategy: str, at: datetime) -> dict | None:
-        k = (strategy, at)
-        if k not in cache:
-            cache[k] = cs.strategy_as_of(conn, strategy, at, account_id=run["account_id"])
-        return cache[k]
+    cfg = ConfigAsOf(conn, run["account_id"])
 
     violations: list[dict] = []
     not_checked: Counter = Counter()

@@ -18,7 +18,7 @@ import psycopg
 
 from .. import paths
 from ..timeutil import utcnow
-from .forensics import investigate_symbol
+from .queries import investigate_symbol
 from .sqlfmt import dumps, md_table, money
 
 # The markdown timeline lists at most this many entries (blocked signals are already aggregated per day and

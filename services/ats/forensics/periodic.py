@@ -23,7 +23,7 @@ from .. import paths
 from ..db import connect, database_url
 from ..errors import AtsError
 from ..timeutil import utcnow
-from .forensics import blocked_signals, resolve_run
+from .queries import blocked_signals, resolve_run
 from .investigate import write_investigation
 from .sqlfmt import QueryLog, dumps, fnum, iso, jsonable, md_table, money, usd
 

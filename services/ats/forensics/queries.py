@@ -299,15 +299,9 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
     else:
         all_orders, all_fills = orders, fills
 
-    from ..db import config_store as cs
+    from .config_as_of import ConfigAsOf
 
-    config_cache: dict[tuple, dict | None] = {}
-
-    def config_at(strategy: str, ts: datetime) -> dict | None:
-        key = (strategy, ts)
-        if key not in config_cache:
-            config_cache[key] = cs.strategy_as_of(conn, strategy, ts, account_id=run["account_id"])
-        return config_cache[key]
+    config_at = ConfigAsOf(conn, run["account_id"])
 
     evals_by_pos: dict[int, list] = defaultdict(list)
     for e in evaluations:

@@ -1,4 +1,6 @@
-"""Helpers shared by the forensic procedures: JSON-safe values and queries recorded for report appendices.
+"""Helpers shared by the forensic reports: queries recorded for report appendices, markdown tables, money.
+
+JSON-safe values come from :func:`ats.jsonutil.jsonable` (re-exported here).
 
 Every figure in a report must be reproducible by a query printed in its appendix. Procedures therefore run
 their SQL through a :class:`QueryLog`, which executes the statement and keeps the statement with its parameters
@@ -9,49 +11,18 @@ inlined as SQL literals (``render_sql``) so an operator can paste it into ``psql
 from __future__ import annotations
 
 import json
-import math
-from datetime import date, datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable
 
 import psycopg
 
-UTC = timezone.utc
+from ..jsonutil import UTC, iso_utc, jsonable  # noqa: F401 - jsonable is re-exported for the reports
 
 
 def iso(ts: datetime | None) -> str | None:
     """An aware datetime as ISO-8601 UTC (``2021-05-19T13:00:00+00:00``); naive values are taken as UTC."""
-    if ts is None:
-        return None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).isoformat()
-
-
-def jsonable(obj: Any) -> Any:
-    """Recursively convert DB values to JSON-safe ones: Decimal -> float, datetime -> ISO UTC string, date ->
-    ISO date, tuples/sets -> lists, NaN/inf -> None. Dict keys become strings."""
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Decimal):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, datetime):
-        return iso(obj)
-    if isinstance(obj, date):
-        return obj.isoformat()
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "item"):  # numpy scalars
-        try:
-            return jsonable(obj.item())
-        except Exception:  # noqa: BLE001
-            pass
-    return str(obj)
+    return None if ts is None else iso_utc(ts)
 
 
 def dumps(obj: Any, **kw) -> str:

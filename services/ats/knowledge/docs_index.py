@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import psycopg
 
@@ -83,27 +83,48 @@ def _is_fence_close(line: str, opener: str) -> bool:
     return bool(m and m.group(1)[0] == opener[0] and len(m.group(1)) >= len(opener) and not m.group(2).strip())
 
 
+def iter_fenced_lines(lines: list[str], start: int = 1) -> Iterator[tuple[int, str, bool]]:
+    """Walk markdown lines, telling which belong to a fenced code block.
+
+    A fence opens with three or more backticks or tildes (up to three spaces of indent, CommonMark) and closes
+    with a line of the same character, at least as long, with nothing after it. An unclosed fence runs to the
+    end of the text.
+
+    Parameters
+    ----------
+    lines : list of str
+        The lines of the text, without line ends.
+    start : int
+        Number of the first line (1 for a whole file).
+
+    Yields
+    ------
+    tuple of (int, str, bool)
+        ``(line_number, line, fenced)``; ``fenced`` is true for the opening and closing fence lines and every
+        line between them.
+    """
+    fence = None
+    for i, line in enumerate(lines):
+        if fence:
+            if _is_fence_close(line, fence):
+                fence = None
+            yield start + i, line, True
+            continue
+        m = _FENCE.match(line)
+        if m:
+            fence = m.group(1)
+            yield start + i, line, True
+            continue
+        yield start + i, line, False
+
+
 def _split_long(lines: list[str], start: int, max_chars: int) -> list[tuple[int, list[str]]]:
     """Split a section's lines into pieces of at most ~max_chars at blank lines outside code fences."""
     blocks: list[tuple[int, list[str]]] = []  # paragraphs / whole fences
     cur: list[str] = []
     cur_start = start
-    fence = None
-    for i, line in enumerate(lines):
-        ln = start + i
-        if fence:
-            cur.append(line)
-            if _is_fence_close(line, fence):
-                fence = None
-            continue
-        m = _FENCE.match(line)
-        if m:
-            fence = m.group(1)
-            if not cur:
-                cur_start = ln
-            cur.append(line)
-            continue
-        if not line.strip():
+    for ln, line, fenced in iter_fenced_lines(lines, start):
+        if not fenced and not line.strip():
             if cur:
                 blocks.append((cur_start, cur))
                 cur = []
@@ -145,7 +166,6 @@ def chunk_markdown(text: str, *, title: str | None = None, max_chars: int = MAX_
     cur: list[str] = []
     cur_start = 1
     cur_heading = title or ""
-    fence = None
 
     def flush():
         body = [x for x in cur if x.strip()]
@@ -155,15 +175,8 @@ def chunk_markdown(text: str, *, title: str | None = None, max_chars: int = MAX_
     def fence_in(ls):
         return any(_FENCE.match(x) for x in ls)
 
-    for i, line in enumerate(lines, 1):
-        if fence:
-            cur.append(line)
-            if _is_fence_close(line, fence):
-                fence = None
-            continue
-        m = _FENCE.match(line)
-        if m:
-            fence = m.group(1)
+    for i, line, fenced in iter_fenced_lines(lines, 1):
+        if fenced:
             cur.append(line)
             continue
         h = _HEADING.match(line)

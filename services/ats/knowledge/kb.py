@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 import psycopg
 
-from .. import paths
+from .. import frontmatter, paths
 from ..errors import AtsError, BusyError
 
 UTC = timezone.utc
@@ -184,24 +184,12 @@ def render_front_matter(meta: dict) -> str:
 
 
 def parse_front_matter(text: str) -> tuple[dict, str]:
-    """(metadata, body) of an article; ({}, text) when it has no front matter. Values: JSON scalars or plain
-    strings (``key: value``)."""
-    if not text.startswith("---\n"):
+    """(metadata, body) of an article (:func:`ats.frontmatter.split`); ({}, text) when it has no front matter
+    or the block cannot be read (the article is then rebuilt)."""
+    try:
+        return frontmatter.split(text)
+    except AtsError:
         return {}, text
-    end = text.find("\n---\n", 4)
-    if end < 0:
-        return {}, text
-    meta: dict[str, Any] = {}
-    for line in text[4:end].splitlines():
-        if ":" not in line:
-            continue
-        k, v = line.split(":", 1)
-        v = v.strip()
-        try:
-            meta[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            meta[k.strip()] = v
-    return meta, text[end + 5:]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -355,7 +355,7 @@ def _sql_article(text: str) -> list[str]:
 def _md_article(text: str) -> list[str]:
     from .kb import parse_front_matter
 
-    meta, body = parse_front_matter(text) if text.startswith("---\n") else ({}, text)
+    meta, body = parse_front_matter(text)
     L = []
     if meta:
         L += ["## Declaration (front matter)", ""] + [f"- **{k}**: {v}" for k, v in meta.items()] + [""]
