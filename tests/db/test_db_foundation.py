@@ -1,4 +1,5 @@
-"""Foundation: migrations, effective-dated configuration, the read-only role, CLI exit codes (issue 2)."""
+"""Foundation: migrations, effective-dated configuration, the read-only role (issue 2). The CLI exit-code
+contract is in tests/core/test_core_cli.py."""
 
 from __future__ import annotations
 
@@ -161,38 +162,3 @@ def test_readonly_can_select_and_has_limits(ro):
 def test_cli_readonly_url(db_url):
     r = run_cli("db", "url", "--role", "readonly")
     assert r.returncode == 0 and "ats_readonly" in r.stdout
-
-
-# ---- CLI contract ----------------------------------------------------------------------------------------
-
-def test_cli_usage_error_exit_2():
-    r = run_cli("db", "nosuchcommand")
-    assert r.returncode == 2
-
-
-def test_cli_failure_is_one_line_exit_1(db_url):
-    r = run_cli("config", "strategy", "show", "x", "--as-of", "not-a-date")
-    assert r.returncode == 2 and "not-a-date" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("db", "status", env={"ATS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and "cannot connect" in r.stderr
-
-
-def test_every_command_has_help():
-    from ats.cli import build_parser
-    import argparse
-
-    parser = build_parser()
-    seen = 0
-
-    def walk(p, path):
-        nonlocal seen
-        for act in p._actions:
-            if isinstance(act, argparse._SubParsersAction):
-                for name, child in act.choices.items():
-                    assert child.format_help().startswith("usage:"), path + [name]
-                    seen += 1
-                    walk(child, path + [name])
-
-    walk(parser, [])
-    assert seen >= 8

@@ -1,4 +1,4 @@
-"""Docs search (ats.knowledge.docs_index, the ats-docs MCP server, `ats docs`): heading-aware chunking that never
+"""Docs search (ats.knowledge.docs_index and `ats docs`; the ats-docs MCP server: tests/mcp_servers/test_mcp_docs.py): heading-aware chunking that never
 splits a code fence, BM25 + embeddings with reciprocal rank fusion, incremental re-embedding by content hash,
 BM25-only degradation, pgvector and float8[] storage, lessons, get/status. Real PostgreSQL, the real local
 all-MiniLM-L6-v2 model (skipped with the reason when it is not installed)."""
@@ -17,98 +17,15 @@ from psycopg.rows import dict_row
 from ats.knowledge import docs_index as di
 from ats.knowledge import docs_records
 
-from _mcp_helpers import err, ok
+from _docs_helpers import DOCS, load_embedder_or_skip, write_corpus
 from conftest import ROOT, clone_template, drop_database, run_cli
 
 pytestmark = pytest.mark.dblayer
 
-DOCS = {
-    "kb/risk/circuit-breakers.md": """\
-        # Circuit breakers
-
-        Breakers halt new entries; exits keep working. Every trip and reset is a system_events row.
-
-        ## Daily drawdown
-
-        The daily_drawdown breaker trips when equity falls more than 5% below the equity at 00:00 UTC.
-        While it is tripped the engine refuses to open positions and records blocked_signals with gate
-        breaker:daily_drawdown. It resets at the next UTC day.
-
-        ## Market volatility
-
-        The market_volatility breaker watches the BTC 1h range; above 6% it blocks entries on every symbol.
-        """,
-    "kb/data/candles.md": """\
-        # Candles
-
-        OHLCV candles live in the candles table, one row per symbol, timeframe, open_time and source.
-
-        ## Loading
-
-        ```sql
-        # this line is inside a fence and is not a heading
-        SELECT symbol, count(*) FROM candles GROUP BY symbol;
-
-        -- a blank line above must not split the fence
-        ```
-
-        Loaders run one transaction per file.
-        """,
-    "plans/2021-05-20-position-sizing.md": """\
-        # Plan: smaller positions in high volatility
-
-        ## Motivation
-
-        Kelly fraction sizing over-sized positions during the May 2021 crash.
-
-        ## Steps
-
-        1. Cap the Kelly fraction at 0.25.
-        2. Halve trade_amount_usd when the regime is strong_bear.
-        """,
-    "reports/investigations/2021-05-19_BTCUSDT.md": """\
-        # Investigation BTCUSDT 2021-05-19
-
-        ## Summary
-
-        Three BTCUSDT entries were blocked by breaker:daily_drawdown and breaker:market_volatility during the crash.
-        Realized P&L of the run reconciles with the hourly portfolio snapshots.
-        """,
-    ".claude/agents/investigator.md": """\
-        ---
-        name: investigator
-        ---
-        # Investigator agent
-
-        Calls mcp__ats-postgres__investigate_symbol, reads the result and writes the report.
-        """,
-    "CLAUDE.md": """\
-        # CLAUDE.md
-
-        ## Anti-patterns
-
-        Never sum net_pnl_daily_usd across snapshots: it is a running cumulative since 00:00 UTC.
-        Wrong: SELECT sum(net_pnl_daily_usd). Right: the difference of equity_usd between two snapshots.
-        """,
-}
-
-
-def write_corpus(root: Path, docs: dict[str, str] = DOCS) -> Path:
-    for rel, text in docs.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(textwrap.dedent(text), encoding="utf-8")
-    (root / "services").mkdir(exist_ok=True)
-    (root / "services" / "secret.md").write_text("# not in the corpus\n")
-    return root
-
 
 @pytest.fixture(scope="module")
 def embedder():
-    emb, note = di.load_embedder("")
-    if emb is None:
-        pytest.skip(f"embedding model unavailable: {note}")
-    return emb
+    return load_embedder_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -327,36 +244,7 @@ def test_float8_array_fallback(fresh_db_url, tmp_path, embedder):
         assert res["results"][0]["path"] == "kb/weather.md"
 
 
-# ---- MCP server and CLI twins -----------------------------------------------------------------------------
-
-def test_docs_mcp_tools(fresh_db_url, tmp_path, embedder):
-    from mcp_servers.docs import build_server
-
-    root = write_corpus(tmp_path)
-    server = build_server(url=fresh_db_url, root=root, refresh_seconds=0, preload_model=False)
-    try:
-        res = ok(server, "search", {"query": "daily_drawdown breaker", "k": 3})  # first search indexes
-        assert res["results"][0]["path"] == "kb/risk/circuit-breakers.md"
-        server._ats_docs.wait_embedding()
-        st = ok(server, "status")
-        assert st["documents"] == len(DOCS) and st["stale_chunks"] == 0 and st["model"]["available"]
-        assert st["embedded_chunks"] == st["chunks"]
-        res = ok(server, "search", {"query": "daily_drawdown breaker", "k": 3})
-        assert res["mode_used"] == "hybrid" and "vector" in res["results"][0]["retrievers"]
-        res = ok(server, "search", {"query": "sizing", "paths": ["plans/"], "mode": "bm25"})
-        assert res["results"] and all(r["path"].startswith("plans/") for r in res["results"])
-        # a file added while the server runs is found by the next search (refresh before search)
-        (root / "kb" / "regimes.md").write_text("# Regimes\n\nThe strong_bear regime halves trade_amount_usd.\n")
-        res = ok(server, "search", {"query": "strong_bear regime", "k": 2, "mode": "bm25"})
-        assert res["results"][0]["path"] == "kb/regimes.md"
-        doc = ok(server, "get", {"path": "kb/regimes.md"})
-        assert doc["text"].startswith("# Regimes") and doc["indexed"]
-        assert "not a docs path" in err(server, "get", {"path": "../../etc/passwd"})
-        assert "mode must be" in err(server, "search", {"query": "x", "mode": "nope"})
-    finally:
-        server._ats_docs.wait_embedding()
-        server._ats_docs.close()
-
+# ---- CLI twins (the MCP tools: tests/mcp_servers/test_mcp_docs.py) -----------------------------------------------------------------------------
 
 def test_cli_twins(fresh_db_url, tmp_path, embedder):
     root = write_corpus(tmp_path)

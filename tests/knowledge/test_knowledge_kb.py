@@ -179,7 +179,7 @@ def _fake_claude(path: Path, body: str) -> str:
 
 
 def _agent_files(tree: Path) -> None:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     for rel in (".mcp.json", ".claude/settings.json"):  # the headless runner renders its config from these
         if not (repo / rel).exists():
             pytest.skip(f"{rel} not in the repository yet (agents/MCP helpers)")

@@ -13,7 +13,7 @@ from ats.ops.headless import headless_settings, rule_covers
 from ats.ops.schedule import check_headless_tools, split_frontmatter, split_tools
 from ats.ops.tasks import PG, PG_READ_TOOLS, PG_WRITE_TOOLS, TASKS, parse_date_filter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ["investigate-agent", "ats-health-check-agent", "knowledge-base-agent", "trading-report-agent",
           "ops-health-agent", "git-workflow-agent"]
 COMMANDS = ["investigate", "ats-health-check", "update-knowledge-base", "weekly-report", "24-h-trade-analysis",

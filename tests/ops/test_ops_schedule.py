@@ -17,7 +17,7 @@ from conftest import run_cli
 
 from _ops_helpers import make_project
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("text, on_calendar, cron", [
