@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,8 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
 
     Returns ``{run, checked_positions, violations: [{rule, position_id, strategy_name, symbol, ts, detail}],
     by_rule: {rule: n}, not_checked: {rule: n}, passed: bool, queries}``. ``passed`` is False when any rule
-    was broken.
+    was broken. The rules, in the order they are checked per position: buy gate, size, max adds, TP/SL,
+    cooldown, max hold, sell gate, breakers (one ``_check_*`` function each).
     """
     q = QueryLog(conn)
     run = resolve_run(conn, run_id)
@@ -98,8 +100,52 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
     since_dt = parse_ts(since, what="since") if since else None
     until_dt = parse_ts(until, what="until") if until else None
     p = {"run_id": run["run_id"], "since": since_dt, "until": until_dt}
+    positions = _audited_positions(q, p, since_dt, until_dt)
+    events = q.all("breaker_events", """
+        SELECT event_id, ts, event_type, symbol, payload FROM system_events
+         WHERE event_type IN ('breaker_tripped', 'breaker_reset')
+           AND (payload->>'run_id' IS NULL OR payload->>'run_id' = %(run_id)s)
+           AND (account_id IS NULL OR account_id = (SELECT account_id FROM engine_runs WHERE run_id = %(run_id)s))
+         ORDER BY ts, event_id""", p)
+    q.entries.append({"name": "config_as_of", "rows": 0,
+                      "sql": "SELECT * FROM strategy_configurations_history WHERE account_id = '<account>' AND "
+                             "strategy_name = '<strategy>' AND valid_from <= '<signal ts>'::timestamptz "
+                             "ORDER BY valid_from DESC, history_id DESC LIMIT 1  -- per position "
+                             "(ats.db.config_store.strategy_as_of)"})
+    ref = run.get("last_bar_time") if run["mode"] != "live" else utcnow()
+    ref = ref or utcnow()
+    a = _Audit(cfg=ConfigAsOf(conn, run["account_id"]), windows=breaker_windows(events), ref=ref)
+    for pos in positions:
+        _audit_position(a, pos)
+    by_rule = Counter(v["rule"] for v in a.violations)
+    return jsonable({"run": run, "since": since_dt, "until": until_dt, "reference_time": ref,
+                     "checked_positions": len(positions), "violations": a.violations,
+                     "by_rule": {r: by_rule.get(r, 0) for r in RULES}, "not_checked": dict(a.not_checked),
+                     "passed": not a.violations, "queries": q.entries})
+
+
+@dataclass
+class _Audit:
+    """State of one adherence audit: config lookups, breaker windows, the reference time for open positions,
+    and what was found so far."""
+
+    cfg: ConfigAsOf
+    windows: list[dict]
+    ref: datetime
+    violations: list[dict] = field(default_factory=list)
+    not_checked: Counter = field(default_factory=Counter)
+    last_exit: dict[tuple, datetime] = field(default_factory=dict)
+
+    def bad(self, rule: str, pos: dict, at: datetime | None, **detail) -> None:
+        """Record a broken ``rule`` for position ``pos`` at time ``at``."""
+        self.violations.append({"rule": rule, "position_id": pos["position_id"],
+                                "strategy_name": pos["strategy_name"], "symbol": pos["symbol"], "ts": at,
+                                "detail": detail})
+
+
+def _audited_positions(q: QueryLog, p: dict, since_dt: datetime | None, until_dt: datetime | None) -> list[dict]:
     w = (" AND p.opened_at >= %(since)s" if since_dt else "") + (" AND p.opened_at <= %(until)s" if until_dt else "")
-    positions = q.all("positions_with_entry", f"""
+    return q.all("positions_with_entry", f"""
         SELECT p.position_id, p.strategy_name, p.symbol, p.side, p.status, p.entry_qty, p.avg_entry_price,
                p.opened_at, p.closed_at, p.close_reason, p.entry_signal_id,
                s.ts AS signal_ts, s.price AS signal_price, s.timeframe,
@@ -115,130 +161,134 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
           FROM positions p LEFT JOIN signals s ON s.signal_id = p.entry_signal_id
          WHERE p.run_id = %(run_id)s{w}
          ORDER BY p.opened_at, p.position_id""", p)
-    events = q.all("breaker_events", """
-        SELECT event_id, ts, event_type, symbol, payload FROM system_events
-         WHERE event_type IN ('breaker_tripped', 'breaker_reset')
-           AND (payload->>'run_id' IS NULL OR payload->>'run_id' = %(run_id)s)
-           AND (account_id IS NULL OR account_id = (SELECT account_id FROM engine_runs WHERE run_id = %(run_id)s))
-         ORDER BY ts, event_id""", p)
-    windows = breaker_windows(events)
-    q.entries.append({"name": "config_as_of", "rows": 0,
-                      "sql": "SELECT * FROM strategy_configurations_history WHERE account_id = '<account>' AND "
-                             "strategy_name = '<strategy>' AND valid_from <= '<signal ts>'::timestamptz "
-                             "ORDER BY valid_from DESC, history_id DESC LIMIT 1  -- per position "
-                             "(ats.db.config_store.strategy_as_of)"})
-    ref = run.get("last_bar_time") if run["mode"] != "live" else utcnow()
-    ref = ref or utcnow()
 
-    cfg = ConfigAsOf(conn, run["account_id"])
 
-    violations: list[dict] = []
-    not_checked: Counter = Counter()
+def _audit_position(a: _Audit, pos: dict) -> None:
+    entry_t = pos["signal_ts"] or pos["opened_at"]
+    c = a.cfg(pos["strategy_name"], entry_t)
+    params = (c or {}).get("params") or {}
+    _check_buy_gate(a, pos, c, entry_t)
+    eorders = _entry_orders(pos)
+    _check_size(a, pos, params, eorders, entry_t)
+    _check_max_adds(a, pos, params, eorders, entry_t)
+    _check_tp_sl(a, pos, params)
+    _check_cooldown(a, pos, params)
+    _check_max_hold(a, pos, params)
+    _check_sell_gate(a, pos)
+    _check_breakers(a, pos, entry_t)
 
-    def bad(rule: str, pos: dict, at: datetime | None, **detail):
-        violations.append({"rule": rule, "position_id": pos["position_id"], "strategy_name": pos["strategy_name"],
-                           "symbol": pos["symbol"], "ts": at, "detail": detail})
 
-    last_exit: dict[tuple, datetime] = {}
-    for pos in positions:
-        entry_t = pos["signal_ts"] or pos["opened_at"]
-        c = cfg(pos["strategy_name"], entry_t)
-        params = (c or {}).get("params") or {}
-        # buy gate
-        if c is None or not c.get("buy_enabled"):
-            bad("buy_gate", pos, entry_t, config_valid_from=(c or {}).get("valid_from"),
-                buy_enabled=(c or {}).get("buy_enabled"),
-                message=f"entry at {iso(entry_t)} while the buy gate was "
-                        f"{'absent' if c is None else 'off'} for {pos['strategy_name']}")
-        # size, per opening / adding order (position totals grow with adds)
-        amount = _param(params, "trade_amount_usd")
-        eorders = pos["entry_orders"]
-        if isinstance(eorders, str):
-            eorders = json.loads(eorders)
-        if not eorders:  # no order rows (position written without orders): use the position's own figures
-            eorders = [{"order_id": None, "intent": "open",
-                        "notional_usd": fnum(pos["entry_qty"]) * fnum(pos["avg_entry_price"])}]
-        if amount is None or amount <= 0:
-            not_checked["size"] += 1
-        else:
-            for o in eorders:
-                notional = float(o["notional_usd"] or 0)
-                if notional > amount * (1 + SIZE_TOLERANCE):
-                    bad("size", pos, entry_t, order_id=o["order_id"], intent=o["intent"], entry_notional_usd=notional,
-                        trade_amount_usd=amount,
-                        message=f"{o['intent']} order notional {notional:.2f} USD > trade_amount_usd {amount:.2f} "
-                                f"(+{SIZE_TOLERANCE:.0%})")
-        adds = sum(1 for o in eorders if o["intent"] == "add")
-        max_adds = params.get("max_adds")
-        if max_adds is None:
-            not_checked["max_adds"] += 1
-        elif adds > int(max_adds):
-            bad("max_adds", pos, entry_t, adds=adds, max_adds=int(max_adds),
-                message=f"{adds} add(s) on one position > max_adds {int(max_adds)}")
-        # TP / SL
-        tp_pct, sl_pct = _param(params, "tp_pct"), _param(params, "sl_pct")
-        tg = pos["initial_targets"]
-        if isinstance(tg, str):
-            tg = json.loads(tg)
-        if tg is None or (tp_pct is None and sl_pct is None):
-            not_checked["tp_sl"] += 1
-        else:
-            sign = 1.0 if pos["side"] == "long" else -1.0
-            # the initial targets are set on the opening fill, before any add moves the average entry
-            bases = [fnum(x) for x in (pos["first_fill_price"], pos["signal_price"], pos["avg_entry_price"]) if x]
-            for label, pct, got, direction in (("tp", tp_pct, tg.get("tp_price"), sign), ("sl", sl_pct, tg.get("sl_price"), -sign)):
-                if pct is None or pct <= 0:  # 0 = off
-                    continue
-                if got is None:
-                    bad("tp_sl", pos, pos["opened_at"], target=label, expected_pct=pct, recorded=None,
-                        message=f"no initial {label.upper()} recorded although {label}_pct={pct}")
-                    continue
-                want = [b * (1 + direction * pct / 100.0) for b in bases]
-                if min(abs(float(got) - x) / x for x in want) > TARGET_TOLERANCE:
-                    bad("tp_sl", pos, pos["opened_at"], target=label, expected_price=want[0], recorded=float(got),
-                        pct=pct, message=f"initial {label.upper()} {float(got):g} != entry {bases[0]:g} x "
-                                         f"(1 {'+' if direction > 0 else '-'} {pct}%) = {want[0]:g}")
-        # cooldown
-        cd = _param(params, "cooldown_min")
-        key = (pos["strategy_name"], pos["symbol"])
-        prev = last_exit.get(key)
-        if cd is None:
-            not_checked["cooldown"] += 1
-        elif prev is not None and pos["opened_at"] < prev + timedelta(minutes=cd):
-            gap = (pos["opened_at"] - prev).total_seconds() / 60.0
-            bad("cooldown", pos, pos["opened_at"], previous_exit=prev, gap_minutes=gap, cooldown_min=cd,
-                message=f"re-entry {gap:.0f} min after the previous exit (cooldown {cd:.0f} min)")
-        if pos["closed_at"] is not None:
-            last_exit[key] = max(pos["closed_at"], last_exit.get(key, pos["closed_at"]))
-        # max hold
-        mh = _max_hold_minutes(params, pos["timeframe"])
-        if mh is not None and mh <= 0:  # 0 = off
-            pass
-        elif mh is None:
-            not_checked["max_hold"] += 1
-        else:
-            bar = TIMEFRAME_SECONDS.get(pos["timeframe"] or "1h", 3600) / 60.0
-            end = pos["closed_at"] or ref
-            held = (end - pos["opened_at"]).total_seconds() / 60.0
-            if held > mh + bar:
-                bad("max_hold", pos, end, held_hours=held / 60, max_hold_hours=mh / 60, still_open=pos["closed_at"] is None,
-                    message=f"held {held / 60:.1f} h > max hold {mh / 60:.1f} h (+1 bar)"
-                            + (" and still open" if pos["closed_at"] is None else ""))
-        # sell gate on signal exits
-        if pos["closed_at"] is not None and pos["close_reason"] == "signal":
-            xc = cfg(pos["strategy_name"], pos["closed_at"])
-            if xc is None or not xc.get("sell_enabled"):
-                bad("sell_gate", pos, pos["closed_at"], message="signal exit while the sell gate was off")
-        # breakers
-        tripped = [wd["breaker"] for wd in windows if wd["scope"] in ("*", pos["symbol"])
-                   and wd["tripped_at"] <= entry_t and (wd["reset_at"] is None or entry_t < wd["reset_at"])]
-        if tripped:
-            bad("breaker", pos, entry_t, breakers=tripped, message=f"entry while {', '.join(tripped)} tripped")
-    by_rule = Counter(v["rule"] for v in violations)
-    return jsonable({"run": run, "since": since_dt, "until": until_dt, "reference_time": ref,
-                     "checked_positions": len(positions), "violations": violations,
-                     "by_rule": {r: by_rule.get(r, 0) for r in RULES}, "not_checked": dict(not_checked),
-                     "passed": not violations, "queries": q.entries})
+def _check_buy_gate(a: _Audit, pos: dict, c: dict | None, entry_t: datetime) -> None:
+    if c is None or not c.get("buy_enabled"):
+        a.bad("buy_gate", pos, entry_t, config_valid_from=(c or {}).get("valid_from"),
+              buy_enabled=(c or {}).get("buy_enabled"),
+              message=f"entry at {iso(entry_t)} while the buy gate was "
+                      f"{'absent' if c is None else 'off'} for {pos['strategy_name']}")
+
+
+def _entry_orders(pos: dict) -> list[dict]:
+    eorders = pos["entry_orders"]
+    if isinstance(eorders, str):
+        eorders = json.loads(eorders)
+    if not eorders:  # no order rows (position written without orders): use the position's own figures
+        eorders = [{"order_id": None, "intent": "open",
+                    "notional_usd": fnum(pos["entry_qty"]) * fnum(pos["avg_entry_price"])}]
+    return eorders
+
+
+def _check_size(a: _Audit, pos: dict, params: dict, eorders: list[dict], entry_t: datetime) -> None:
+    """Size, per opening / adding order (position totals grow with adds)."""
+    amount = _param(params, "trade_amount_usd")
+    if amount is None or amount <= 0:
+        a.not_checked["size"] += 1
+        return
+    for o in eorders:
+        notional = float(o["notional_usd"] or 0)
+        if notional > amount * (1 + SIZE_TOLERANCE):
+            a.bad("size", pos, entry_t, order_id=o["order_id"], intent=o["intent"], entry_notional_usd=notional,
+                  trade_amount_usd=amount,
+                  message=f"{o['intent']} order notional {notional:.2f} USD > trade_amount_usd {amount:.2f} "
+                          f"(+{SIZE_TOLERANCE:.0%})")
+
+
+def _check_max_adds(a: _Audit, pos: dict, params: dict, eorders: list[dict], entry_t: datetime) -> None:
+    adds = sum(1 for o in eorders if o["intent"] == "add")
+    max_adds = params.get("max_adds")
+    if max_adds is None:
+        a.not_checked["max_adds"] += 1
+    elif adds > int(max_adds):
+        a.bad("max_adds", pos, entry_t, adds=adds, max_adds=int(max_adds),
+              message=f"{adds} add(s) on one position > max_adds {int(max_adds)}")
+
+
+def _check_tp_sl(a: _Audit, pos: dict, params: dict) -> None:
+    """The initial TP / SL, set on the opening fill before any add moves the average entry."""
+    tp_pct, sl_pct = _param(params, "tp_pct"), _param(params, "sl_pct")
+    tg = pos["initial_targets"]
+    if isinstance(tg, str):
+        tg = json.loads(tg)
+    if tg is None or (tp_pct is None and sl_pct is None):
+        a.not_checked["tp_sl"] += 1
+        return
+    sign = 1.0 if pos["side"] == "long" else -1.0
+    bases = [fnum(x) for x in (pos["first_fill_price"], pos["signal_price"], pos["avg_entry_price"]) if x]
+    for label, pct, got, direction in (("tp", tp_pct, tg.get("tp_price"), sign), ("sl", sl_pct, tg.get("sl_price"), -sign)):
+        if pct is None or pct <= 0:  # 0 = off
+            continue
+        if got is None:
+            a.bad("tp_sl", pos, pos["opened_at"], target=label, expected_pct=pct, recorded=None,
+                  message=f"no initial {label.upper()} recorded although {label}_pct={pct}")
+            continue
+        want = [b * (1 + direction * pct / 100.0) for b in bases]
+        if min(abs(float(got) - x) / x for x in want) > TARGET_TOLERANCE:
+            a.bad("tp_sl", pos, pos["opened_at"], target=label, expected_price=want[0], recorded=float(got),
+                  pct=pct, message=f"initial {label.upper()} {float(got):g} != entry {bases[0]:g} x "
+                                   f"(1 {'+' if direction > 0 else '-'} {pct}%) = {want[0]:g}")
+
+
+def _check_cooldown(a: _Audit, pos: dict, params: dict) -> None:
+    cd = _param(params, "cooldown_min")
+    key = (pos["strategy_name"], pos["symbol"])
+    prev = a.last_exit.get(key)
+    if cd is None:
+        a.not_checked["cooldown"] += 1
+    elif prev is not None and pos["opened_at"] < prev + timedelta(minutes=cd):
+        gap = (pos["opened_at"] - prev).total_seconds() / 60.0
+        a.bad("cooldown", pos, pos["opened_at"], previous_exit=prev, gap_minutes=gap, cooldown_min=cd,
+              message=f"re-entry {gap:.0f} min after the previous exit (cooldown {cd:.0f} min)")
+    if pos["closed_at"] is not None:
+        a.last_exit[key] = max(pos["closed_at"], a.last_exit.get(key, pos["closed_at"]))
+
+
+def _check_max_hold(a: _Audit, pos: dict, params: dict) -> None:
+    mh = _max_hold_minutes(params, pos["timeframe"])
+    if mh is not None and mh <= 0:  # 0 = off
+        return
+    if mh is None:
+        a.not_checked["max_hold"] += 1
+        return
+    bar = TIMEFRAME_SECONDS.get(pos["timeframe"] or "1h", 3600) / 60.0
+    end = pos["closed_at"] or a.ref
+    held = (end - pos["opened_at"]).total_seconds() / 60.0
+    if held > mh + bar:
+        a.bad("max_hold", pos, end, held_hours=held / 60, max_hold_hours=mh / 60, still_open=pos["closed_at"] is None,
+              message=f"held {held / 60:.1f} h > max hold {mh / 60:.1f} h (+1 bar)"
+                      + (" and still open" if pos["closed_at"] is None else ""))
+
+
+def _check_sell_gate(a: _Audit, pos: dict) -> None:
+    """Signal exits need the sell gate on at the exit."""
+    if pos["closed_at"] is not None and pos["close_reason"] == "signal":
+        xc = a.cfg(pos["strategy_name"], pos["closed_at"])
+        if xc is None or not xc.get("sell_enabled"):
+            a.bad("sell_gate", pos, pos["closed_at"], message="signal exit while the sell gate was off")
+
+
+def _check_breakers(a: _Audit, pos: dict, entry_t: datetime) -> None:
+    tripped = [wd["breaker"] for wd in a.windows if wd["scope"] in ("*", pos["symbol"])
+               and wd["tripped_at"] <= entry_t and (wd["reset_at"] is None or entry_t < wd["reset_at"])]
+    if tripped:
+        a.bad("breaker", pos, entry_t, breakers=tripped, message=f"entry while {', '.join(tripped)} tripped")
 
 
 def health_check(conn: psycopg.Connection, run_id: str | None = None, since: Any = None, until: Any = None) -> dict:

@@ -44,16 +44,50 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "x"
 
 
-def render_investigation(r: dict, *, title: str | None = None) -> str:
-    """Render an ``investigate_symbol`` result as markdown (every figure traceable to an appendix query)."""
-    sym = r["symbol"]
-    run = r.get("run") or {}
-    qnames = {q["name"]: i + 1 for i, q in enumerate(r.get("queries", []))}
+class _Refs:
+    """``ref("q1", "q2")`` -> `` [Q3, Q7]``: the appendix numbers of the named queries that ran."""
 
-    def ref(*names: str) -> str:
-        got = [f"Q{qnames[n]}" for n in names if n in qnames]
+    def __init__(self, queries: list[dict]) -> None:
+        self._n = {q["name"]: i + 1 for i, q in enumerate(queries)}
+
+    def __call__(self, *names: str) -> str:
+        got = [f"Q{self._n[n]}" for n in names if n in self._n]
         return f" [{', '.join(got)}]" if got else ""
 
+
+def render_investigation(r: dict, *, title: str | None = None) -> str:
+    """Render an ``investigate_symbol`` result as markdown (every figure traceable to an appendix query).
+
+    Parameters
+    ----------
+    r : dict
+        The result of :func:`ats.forensics.queries.investigate_symbol`.
+    title : str, optional
+        First heading (default ``Investigation: <SYMBOL>``).
+
+    Returns
+    -------
+    str
+        Markdown: header, summary, timeline, trades, blocked signals, reconciliation, anomalies, open questions
+        and the appendix of queries (no trailing newline).
+    """
+    run = r.get("run") or {}
+    ref = _Refs(r.get("queries", []))
+    L = _header(r, run, title)
+    if not run:
+        L.append("No engine run has any signal, blocked signal or position for this symbol.")
+        L.append("")
+        L += ["## Open questions", ""] + [f"- {q}" for q in r.get("open_questions", [])] + [""]
+        return "\n".join(L)
+    for section in (_summary_section, _timeline_section, _trades_section, _blocked_section,
+                    _reconciliation_section, _anomalies_section, _questions_and_appendix):
+        L += section(r, ref)
+    return "\n".join(L)
+
+
+def _header(r: dict, run: dict, title: str | None) -> list[str]:
+    """Title and the run / window / provenance lines."""
+    sym = r["symbol"]
     L: list[str] = []
     L.append(f"# {title or 'Investigation: ' + sym}")
     L.append("")
@@ -65,12 +99,12 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
     L.append(f"- Generated: {r.get('generated_at')} by `ats.forensics.investigate` (deterministic; an agent may "
              f"append judgement below the Open questions)")
     L.append("")
-    if not run:
-        L.append("No engine run has any signal, blocked signal or position for this symbol.")
-        L.append("")
-        L += ["## Open questions", ""] + [f"- {q}" for q in r.get("open_questions", [])] + [""]
-        return "\n".join(L)
+    return L
 
+
+def _summary_section(r: dict, ref: "_Refs") -> list[str]:
+    """The figures table, each with the queries behind it."""
+    L: list[str] = []
     pnl = r["pnl"]
     c = r["counts"]
     rec = r["reconciliation"]
@@ -92,8 +126,12 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
     ]
     L.append(md_table(["Figure", "Value", "Query"], rows))
     L.append("")
+    return L
 
-    # ---- timeline
+
+def _timeline_section(r: dict, ref: "_Refs") -> list[str]:
+    """The first TIMELINE_MAX timeline entries (the JSON twin has them all)."""
+    L: list[str] = []
     L.append("## Timeline")
     L.append("")
     tl = r["timeline"]
@@ -104,67 +142,83 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
         L.append("")
         L.append(f"_{len(tl) - len(shown)} later entries omitted here; the JSON twin has the full timeline._")
     L.append("")
+    return L
 
-    # ---- trades
+
+def _trades_section(r: dict, ref: "_Refs") -> list[str]:
+    """One subsection per position: entry (signal, gates, breakers, TP/SL), exit, P&L, fills."""
+    L: list[str] = []
     L.append("## Trades: entries and exits")
     L.append("")
     if not r["trades"]:
         L.append("No positions in this window.")
         L.append("")
     for t in r["trades"]:
-        L.append(f"### Position {t['position_id']}: {t['strategy_name']} {t['side']} "
-                 f"({t['status']}{', ' + t['close_reason'] if t.get('close_reason') else ''})")
-        L.append("")
-        es, cfg = t.get("entry_signal"), t.get("entry_config")
-        L.append(f"- **Entry** {_short_ts(t['opened_at'])} @ {_f(t['entry_price'])}, qty {_f(t['qty'])} "
-                 f"(notional {_usd(t.get('entry_notional_usd'))} USD){ref('positions')}")
-        if es:
-            ctx = json.dumps(es.get("context") or {}, sort_keys=True)[:300]
-            L.append(f"  - signal #{es['signal_id']} at {_short_ts(es['ts'])}: {es['side']} {es['intent']} "
-                     f"@ {_f(es['price'])}, strength {_f(es.get('strength'), 3)}, regime {es.get('regime') or 'n/a'}, "
-                     f"context `{ctx}`{ref('signals', 'referenced_signals')}")
-        else:
-            L.append("  - no entry signal recorded (manual or pre-run position?)")
-        if cfg:
-            params = json.dumps(cfg.get("params") or {}, sort_keys=True)[:400]
-            L.append(f"  - gates in force (config valid from {_short_ts(cfg.get('valid_from'))}): watchlist "
-                     f"{_onoff(cfg['watchlist_enabled'])}, buy {_onoff(cfg['buy_enabled'])}, sell "
-                     f"{_onoff(cfg['sell_enabled'])}; params `{params}`")
-        else:
-            L.append("  - no strategy configuration in force at entry (strategy_configurations_history)")
-        L.append(f"  - breakers tripped at entry: {', '.join(t['breakers_at_entry']) or 'none'}")
-        if t["targets"]:
-            tg = "; ".join(f"{_short_ts(x['ts'])} {x['reason']}: TP {_f(x['tp_price'])} SL {_f(x['sl_price'])}"
-                           + (f" trail {_f(x['trailing_stop'])}" if x.get("trailing_stop") else "") for x in t["targets"])
-            L.append(f"  - TP/SL history: {tg}{ref('position_targets')}")
-        if t["status"] == "closed":
-            ev = t.get("exit_evaluation")
-            L.append(f"- **Exit** {_short_ts(t['closed_at'])} @ {_f(t['exit_price'])} after "
-                     f"{(t['hold_minutes'] or 0) / 60:.1f} h, reason `{t['close_reason']}`")
-            if ev:
-                L.append(f"  - exit check #{ev['evaluation_id']}: decision `{ev['decision']}` at price {_f(ev['price'])} "
-                         f"({ev.get('reason') or ''}){ref('position_evaluations')}")
-            xs = t.get("exit_signal")
-            if xs:
-                L.append(f"  - exit signal #{xs['signal_id']} at {_short_ts(xs['ts'])} ({xs['side']} {xs['intent']})")
-            xc = t.get("exit_config")
-            if xc:
-                L.append(f"  - sell gate at exit: {_onoff(xc['sell_enabled'])}")
-            L.append(f"- **P&L** {money(t['realized_pnl_usd'])} USD net of {_usd(t['fees_usd'])} USD fees"
-                     f" ({_f(t.get('return_pct'), 3)} % of entry notional){ref('positions')}")
-        else:
-            L.append(f"- still open; {t['evaluations']} exit checks so far{ref('position_evaluations')}")
-        if t["fills"]:
-            L.append("")
-            L.append(md_table(["Fill", "Time", "Side", "Qty", "Price", "Fee USD", "Slippage bps"],
-                              [(f["fill_id"], _short_ts(f["ts"]), f["side"], _f(f["qty"]), _f(f["price"]),
-                                f"{f['fee_usd']:.4f}", f"{f['slippage_bps']:.1f}") for f in t["fills"]]))
-        L.append("")
-        if t["blocked_while_open"]:
-            L.append(f"_{t['blocked_while_open']} other signal(s) of {sym} were blocked while this position was open._")
-            L.append("")
+        L += _trade_lines(t, r["symbol"], ref)
+    return L
 
-    # ---- blocked
+
+def _trade_lines(t: dict, sym: str, ref: "_Refs") -> list[str]:
+    """The lines of one position's subsection."""
+    L: list[str] = []
+    L.append(f"### Position {t['position_id']}: {t['strategy_name']} {t['side']} "
+             f"({t['status']}{', ' + t['close_reason'] if t.get('close_reason') else ''})")
+    L.append("")
+    es, cfg = t.get("entry_signal"), t.get("entry_config")
+    L.append(f"- **Entry** {_short_ts(t['opened_at'])} @ {_f(t['entry_price'])}, qty {_f(t['qty'])} "
+             f"(notional {_usd(t.get('entry_notional_usd'))} USD){ref('positions')}")
+    if es:
+        ctx = json.dumps(es.get("context") or {}, sort_keys=True)[:300]
+        L.append(f"  - signal #{es['signal_id']} at {_short_ts(es['ts'])}: {es['side']} {es['intent']} "
+                 f"@ {_f(es['price'])}, strength {_f(es.get('strength'), 3)}, regime {es.get('regime') or 'n/a'}, "
+                 f"context `{ctx}`{ref('signals', 'referenced_signals')}")
+    else:
+        L.append("  - no entry signal recorded (manual or pre-run position?)")
+    if cfg:
+        params = json.dumps(cfg.get("params") or {}, sort_keys=True)[:400]
+        L.append(f"  - gates in force (config valid from {_short_ts(cfg.get('valid_from'))}): watchlist "
+                 f"{_onoff(cfg['watchlist_enabled'])}, buy {_onoff(cfg['buy_enabled'])}, sell "
+                 f"{_onoff(cfg['sell_enabled'])}; params `{params}`")
+    else:
+        L.append("  - no strategy configuration in force at entry (strategy_configurations_history)")
+    L.append(f"  - breakers tripped at entry: {', '.join(t['breakers_at_entry']) or 'none'}")
+    if t["targets"]:
+        tg = "; ".join(f"{_short_ts(x['ts'])} {x['reason']}: TP {_f(x['tp_price'])} SL {_f(x['sl_price'])}"
+                       + (f" trail {_f(x['trailing_stop'])}" if x.get("trailing_stop") else "") for x in t["targets"])
+        L.append(f"  - TP/SL history: {tg}{ref('position_targets')}")
+    if t["status"] == "closed":
+        ev = t.get("exit_evaluation")
+        L.append(f"- **Exit** {_short_ts(t['closed_at'])} @ {_f(t['exit_price'])} after "
+                 f"{(t['hold_minutes'] or 0) / 60:.1f} h, reason `{t['close_reason']}`")
+        if ev:
+            L.append(f"  - exit check #{ev['evaluation_id']}: decision `{ev['decision']}` at price {_f(ev['price'])} "
+                     f"({ev.get('reason') or ''}){ref('position_evaluations')}")
+        xs = t.get("exit_signal")
+        if xs:
+            L.append(f"  - exit signal #{xs['signal_id']} at {_short_ts(xs['ts'])} ({xs['side']} {xs['intent']})")
+        xc = t.get("exit_config")
+        if xc:
+            L.append(f"  - sell gate at exit: {_onoff(xc['sell_enabled'])}")
+        L.append(f"- **P&L** {money(t['realized_pnl_usd'])} USD net of {_usd(t['fees_usd'])} USD fees"
+                 f" ({_f(t.get('return_pct'), 3)} % of entry notional){ref('positions')}")
+    else:
+        L.append(f"- still open; {t['evaluations']} exit checks so far{ref('position_evaluations')}")
+    if t["fills"]:
+        L.append("")
+        L.append(md_table(["Fill", "Time", "Side", "Qty", "Price", "Fee USD", "Slippage bps"],
+                          [(f["fill_id"], _short_ts(f["ts"]), f["side"], _f(f["qty"]), _f(f["price"]),
+                            f"{f['fee_usd']:.4f}", f"{f['slippage_bps']:.1f}") for f in t["fills"]]))
+    L.append("")
+    if t["blocked_while_open"]:
+        L.append(f"_{t['blocked_while_open']} other signal(s) of {sym} were blocked while this position was open._")
+        L.append("")
+    return L
+
+
+def _blocked_section(r: dict, ref: "_Refs") -> list[str]:
+    """Blocked signals by gate, reason and day; the breaker windows."""
+    L: list[str] = []
+    sym, bs = r["symbol"], r["blocked_summary"]
     L.append("## What blocked other signals, and why")
     L.append("")
     if not bs["by_gate"]:
@@ -189,8 +243,13 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
                           [(w["breaker"], w["scope"], _short_ts(w["tripped_at"]), _short_ts(w["reset_at"]) or "still tripped",
                             w.get("cause") or "") for w in r["breaker_windows"]]) + "\n\nSource:" + ref("breaker_events"))
         L.append("")
+    return L
 
-    # ---- reconciliation
+
+def _reconciliation_section(r: dict, ref: "_Refs") -> list[str]:
+    """Per-trade P&L against the hourly snapshots."""
+    L: list[str] = []
+    rec = r["reconciliation"]
     L.append("## P&L per trade reconciled against snapshots")
     L.append("")
     if rec.get("method") == "none":
@@ -219,8 +278,12 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
         if rec["trades_after_last_snapshot"]:
             L.append(f"Closed after the last snapshot (not yet in snapshot P&L): {rec['trades_after_last_snapshot']}.")
     L.append("")
+    return L
 
-    # ---- anomalies
+
+def _anomalies_section(r: dict, ref: "_Refs") -> list[str]:
+    """The anomalies found, or what was checked."""
+    L: list[str] = []
     L.append("## Anomalies")
     L.append("")
     if not r["anomalies"]:
@@ -232,7 +295,12 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
                           [(_short_ts(a["ts"]), a["kind"], json.dumps(a["detail"], sort_keys=True)[:300])
                            for a in r["anomalies"][:200]]))
     L.append("")
+    return L
 
+
+def _questions_and_appendix(r: dict, ref: "_Refs") -> list[str]:
+    """Open questions, then every query with its SQL."""
+    L: list[str] = []
     L.append("## Open questions")
     L.append("")
     L += [f"- {q}" for q in r["open_questions"]] or ["- none"]
@@ -250,7 +318,7 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
         L.append(q["sql"])
         L.append("```")
         L.append("")
-    return "\n".join(L)
+    return L
 
 
 def _usd(v: Any) -> str:

@@ -16,6 +16,7 @@ cumulative since 00:00 UTC, see the CLAUDE.md anti-patterns).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -154,6 +155,11 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
 
     When no run touched the symbol the dict has ``run: None`` and empty lists. Raises AtsError for an unknown
     ``run_id`` or an unparsable time.
+
+    The steps, in the order their queries appear in the appendix: :func:`_audit_rows` (the symbol's rows of the
+    window), :func:`_events_and_breakers`, :func:`_referenced_rows` (signals, orders and fills outside the
+    window that the window's positions reference), :func:`_trades`, :func:`_pnl_summary`,
+    :func:`_blocked_summary`, then reconciliation, timeline, anomalies and open questions.
     """
     _conn_ok(conn)
     symbol = symbol.strip().upper()
@@ -164,36 +170,114 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
     run = resolve_run(conn, run_id, symbol=symbol)
     out: dict[str, Any] = {"symbol": symbol, "since": iso(since_dt), "until": iso(until_dt), "run": None,
                            "account_id": None, "generated_at": iso(utcnow())}
-    empty_lists = ("signals", "blocked_signals", "orders", "fills", "positions", "position_evaluations",
-                   "position_targets", "system_events", "trades", "breaker_windows", "timeline", "anomalies")
     if run is None:
-        for k in empty_lists:
-            out[k] = []
-        out.update(counts={}, pnl={"closed_trades": 0, "realized_pnl_usd": 0.0, "fees_usd": 0.0, "wins": 0,
-                                   "losses": 0, "open_positions": 0},
-                   blocked_summary={"by_gate": {}, "by_reason": {}, "by_strategy": {}, "by_day": {}, "breakers": []},
-                   reconciliation={"method": "none", "reconciled": None, "note": "no engine run touched this symbol"},
-                   open_questions=[f"No engine run has any signal, blocked signal or position for {symbol}: "
-                                   "is it on the watchlist / in the run's symbols?"],
-                   queries=[])
-        return jsonable(out)
-
-    rid = run["run_id"]
+        return jsonable(_no_run(out, symbol))
     out["run"] = run
     out["account_id"] = run["account_id"]
-    p = {"run_id": rid, "symbol": symbol, "since": since_dt, "until": until_dt}
+    sc = _Scope(conn, q, run, symbol, since_dt, until_dt,
+                {"run_id": run["run_id"], "symbol": symbol, "since": since_dt, "until": until_dt})
+    rows = _audit_rows(sc)
+    events, bwins = _events_and_breakers(sc)
+    _referenced_rows(sc, rows)
+    trades = _trades(sc, rows, bwins)
+    pnl = _pnl_summary(sc, trades)
+    blocked = rows.blocked
+    summary, by_gate, by_day = _blocked_summary(sc, blocked)
+    recon = _reconcile(q, run, symbol, since_dt, until_dt, trades)
+    timeline = _timeline(rows.signals, blocked, rows.all_orders, rows.all_fills, rows.positions, rows.targets,
+                         rows.evaluations, events)
+    anomalies = _anomalies(q, run, symbol, trades, rows.all_orders, rows.evaluations, bwins, rows.signals, recon,
+                           since_dt, until_dt)
+    questions = _open_questions(symbol, trades, blocked, by_gate, by_day, recon, anomalies, rows.positions)
+    positions = rows.positions
+    out.update(
+        counts={"signals": len(rows.signals), "accepted": sum(1 for s in rows.signals if s["status"] == "accepted"),
+                "blocked": len(blocked), "orders": len(rows.orders), "fills": len(rows.fills),
+                "positions": len(positions), "closed": sum(1 for x in positions if x["status"] == "closed"),
+                "open": sum(1 for x in positions if x["status"] == "open"), "events": len(events)},
+        signals=rows.signals, blocked_signals=blocked, orders=rows.orders, fills=rows.fills, positions=positions,
+        position_evaluations=rows.evaluations, position_targets=rows.targets, system_events=events, trades=trades,
+        pnl=pnl, blocked_summary=summary, breaker_windows=bwins, reconciliation=recon, timeline=timeline,
+        anomalies=anomalies, open_questions=questions, queries=q.entries,
+    )
+    return jsonable(out)
 
-    def win(col: str) -> str:
+
+_EMPTY_LISTS = ("signals", "blocked_signals", "orders", "fills", "positions", "position_evaluations",
+                "position_targets", "system_events", "trades", "breaker_windows", "timeline", "anomalies")
+
+_SIGNAL_COLS = ("signal_id, strategy_name, timeframe, ts, side, intent, position_side, price, strength, regime, "
+                "status, context")
+_ORDER_COLS = """order_id, client_order_id, signal_id, position_id, strategy_name, side, position_side, intent,
+               order_type, qty, notional_usd, decision_price, status, reject_reason, filled_qty, avg_fill_price,
+               broker, submitted_at, updated_at, context"""
+_FILL_COLS = "fill_id, order_id, client_order_id, fill_seq, side, qty, price, fee_usd, liquidity, slippage_bps, ts"
+
+
+@dataclass
+class _Scope:
+    """What one investigation reads: the connection, its query log, the run, the symbol and the window."""
+
+    conn: psycopg.Connection
+    q: QueryLog
+    run: dict
+    symbol: str
+    since_dt: datetime | None
+    until_dt: datetime | None
+    p: dict  # the bound parameters shared by every query (grows as steps add ids)
+
+    def win(self, col: str) -> str:
+        """`` AND col >= since AND col <= until`` for the bounds that are set ('' for the whole run)."""
         parts = []
-        if since_dt is not None:
+        if self.since_dt is not None:
             parts.append(f"{col} >= %(since)s")
-        if until_dt is not None:
+        if self.until_dt is not None:
             parts.append(f"{col} <= %(until)s")
         return (" AND " + " AND ".join(parts)) if parts else ""
 
+    def pos_win(self) -> str:
+        """Positions overlapping the window: opened before its end, not closed before its start."""
+        w = ""
+        if self.until_dt is not None:
+            w += " AND opened_at <= %(until)s"
+        if self.since_dt is not None:
+            w += " AND (closed_at IS NULL OR closed_at >= %(since)s)"
+        return w
+
+
+@dataclass
+class _Rows:
+    """The symbol's audit rows of the window, plus the rows outside it that its positions reference."""
+
+    signals: list[dict]
+    blocked: list[dict]
+    orders: list[dict]
+    fills: list[dict]
+    positions: list[dict]
+    evaluations: list[dict]
+    targets: list[dict]
+    sig_by_id: dict = field(default_factory=dict)
+    all_orders: list[dict] = field(default_factory=list)
+    all_fills: list[dict] = field(default_factory=list)
+
+
+def _no_run(out: dict, symbol: str) -> dict:
+    for k in _EMPTY_LISTS:
+        out[k] = []
+    out.update(counts={}, pnl={"closed_trades": 0, "realized_pnl_usd": 0.0, "fees_usd": 0.0, "wins": 0,
+                               "losses": 0, "open_positions": 0},
+               blocked_summary={"by_gate": {}, "by_reason": {}, "by_strategy": {}, "by_day": {}, "breakers": []},
+               reconciliation={"method": "none", "reconciled": None, "note": "no engine run touched this symbol"},
+               open_questions=[f"No engine run has any signal, blocked signal or position for {symbol}: "
+                               "is it on the watchlist / in the run's symbols?"],
+               queries=[])
+    return out
+
+
+def _audit_rows(sc: _Scope) -> _Rows:
+    q, p, win = sc.q, sc.p, sc.win
     signals = q.all("signals", f"""
-        SELECT signal_id, strategy_name, timeframe, ts, side, intent, position_side, price, strength, regime,
-               status, context
+        SELECT {_SIGNAL_COLS}
           FROM signals WHERE run_id = %(run_id)s AND symbol = %(symbol)s{win('ts')}
          ORDER BY ts, signal_id""", p)
     blocked = q.all("blocked_signals", f"""
@@ -201,24 +285,17 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
           FROM blocked_signals WHERE run_id = %(run_id)s AND symbol = %(symbol)s{win('ts')}
          ORDER BY ts, blocked_id""", p)
     orders = q.all("orders", f"""
-        SELECT order_id, client_order_id, signal_id, position_id, strategy_name, side, position_side, intent,
-               order_type, qty, notional_usd, decision_price, status, reject_reason, filled_qty, avg_fill_price,
-               broker, submitted_at, updated_at, context
+        SELECT {_ORDER_COLS}
           FROM order_executions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{win('submitted_at')}
          ORDER BY submitted_at, order_id""", p)
     fills = q.all("fills", f"""
-        SELECT fill_id, order_id, client_order_id, fill_seq, side, qty, price, fee_usd, liquidity, slippage_bps, ts
+        SELECT {_FILL_COLS}
           FROM fills WHERE run_id = %(run_id)s AND symbol = %(symbol)s{win('ts')}
          ORDER BY ts, fill_id""", p)
-    pos_win = ""
-    if until_dt is not None:
-        pos_win += " AND opened_at <= %(until)s"
-    if since_dt is not None:
-        pos_win += " AND (closed_at IS NULL OR closed_at >= %(since)s)"
     positions = q.all("positions", f"""
         SELECT position_id, strategy_name, side, status, qty, entry_qty, avg_entry_price, avg_exit_price,
                realized_pnl_usd, fees_usd, opened_at, closed_at, close_reason, entry_signal_id, context
-          FROM positions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{pos_win}
+          FROM positions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{sc.pos_win()}
          ORDER BY opened_at, position_id""", p)
     pids = [r["position_id"] for r in positions]
     p["position_ids"] = pids
@@ -231,9 +308,14 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
         SELECT target_id, position_id, ts, tp_price, sl_price, trailing_stop, reason
           FROM position_targets WHERE position_id = ANY(%(position_ids)s)
          ORDER BY ts, target_id""", p) if pids else []
+    return _Rows(signals, blocked, orders, fills, positions, evaluations, targets)
 
-    # events: the symbol's own, plus market-wide breaker / engine events (scope '*'), restricted to this run
-    # when the payload names one; the window defaults to the run's span on the engine clock.
+
+def _events_and_breakers(sc: _Scope) -> tuple[list[dict], list[dict]]:
+    """The symbol's events plus market-wide breaker / engine events (scope '*'), restricted to this run when the
+    payload names one; the window defaults to the run's span on the engine clock. Breaker windows also count
+    trips that happened before the window."""
+    q, p, run = sc.q, sc.p, sc.run
     span = q.one("run_span", """
         SELECT least(s.first_ts, b.first_ts, h.first_ts) AS first_ts,
                greatest(s.last_ts, b.last_ts, h.last_ts) AS last_ts
@@ -241,9 +323,9 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
                (SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM blocked_signals WHERE run_id = %(run_id)s) b,
                (SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM portfolio_hourly_snapshots
                  WHERE run_id = %(run_id)s) h""", p, record=False) or {}
-    p["ev_since"] = since_dt or span.get("first_ts") or run.get("started_at")
-    p["ev_until"] = until_dt or span.get("last_ts") or run.get("last_bar_time") or utcnow()
-    if p["ev_until"] and run.get("last_bar_time") and until_dt is None:
+    p["ev_since"] = sc.since_dt or span.get("first_ts") or run.get("started_at")
+    p["ev_until"] = sc.until_dt or span.get("last_ts") or run.get("last_bar_time") or utcnow()
+    if p["ev_until"] and run.get("last_bar_time") and sc.until_dt is None:
         p["ev_until"] = max(p["ev_until"], run["last_bar_time"])
     events = q.all("system_events", """
         SELECT event_id, ts, component, event_type, severity, symbol, payload
@@ -255,7 +337,6 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
            AND (payload->>'run_id' IS NULL OR payload->>'run_id' = %(run_id)s)
            AND (account_id IS NULL OR account_id = (SELECT account_id FROM engine_runs WHERE run_id = %(run_id)s))
          ORDER BY ts, event_id""", p)
-    # breaker windows need trips that happened before the window too
     breaker_events = q.all("breaker_events", """
         SELECT event_id, ts, event_type, symbol, payload FROM system_events
          WHERE event_type IN ('breaker_tripped', 'breaker_reset') AND ts <= %(ev_until)s
@@ -263,142 +344,155 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
            AND (account_id IS NULL OR account_id = (SELECT account_id FROM engine_runs WHERE run_id = %(run_id)s))
          ORDER BY ts, event_id""", p)
     bwins = [w for w in breaker_windows(breaker_events)
-             if (w["scope"] in ("*", symbol)) and (p["ev_since"] is None or w["reset_at"] is None
-                                                    or w["reset_at"] >= p["ev_since"])]
+             if (w["scope"] in ("*", sc.symbol)) and (p["ev_since"] is None or w["reset_at"] is None
+                                                       or w["reset_at"] >= p["ev_since"])]
+    return events, bwins
 
-    sig_by_id = {s["signal_id"]: s for s in signals}
-    # entry signals may predate the window: fetch the ones positions reference
-    missing = [r["entry_signal_id"] for r in positions if r["entry_signal_id"] and r["entry_signal_id"] not in sig_by_id]
-    missing += [o["signal_id"] for o in orders if o["signal_id"] and o["signal_id"] not in sig_by_id]
+
+def _referenced_rows(sc: _Scope, rows: _Rows) -> None:
+    """Fill ``rows.sig_by_id``, ``all_orders`` and ``all_fills``: entry signals may predate the window, and exit
+    orders (with their fills) of the window's positions may fall outside it."""
+    q, p = sc.q, sc.p
+    sig_by_id = {s["signal_id"]: s for s in rows.signals}
+    missing = [r["entry_signal_id"] for r in rows.positions
+               if r["entry_signal_id"] and r["entry_signal_id"] not in sig_by_id]
+    missing += [o["signal_id"] for o in rows.orders if o["signal_id"] and o["signal_id"] not in sig_by_id]
     if missing:
         p["extra_signal_ids"] = sorted(set(missing))
-        for s in q.all("referenced_signals", """
-                SELECT signal_id, strategy_name, timeframe, ts, side, intent, position_side, price, strength, regime,
-                       status, context FROM signals WHERE signal_id = ANY(%(extra_signal_ids)s)""", p):
+        for s in q.all("referenced_signals", f"""
+                SELECT {_SIGNAL_COLS} FROM signals WHERE signal_id = ANY(%(extra_signal_ids)s)""", p):
             sig_by_id[s["signal_id"]] = s
-    # exit orders of positions in the window may fall outside the order window: fetch by position_id
-    if pids:
-        known = {o["order_id"] for o in orders}
-        pos_orders = q.all("position_orders", """
-            SELECT order_id, client_order_id, signal_id, position_id, strategy_name, side, position_side, intent,
-                   order_type, qty, notional_usd, decision_price, status, reject_reason, filled_qty, avg_fill_price,
-                   broker, submitted_at, updated_at, context
+    rows.sig_by_id = sig_by_id
+    if not p["position_ids"]:
+        rows.all_orders, rows.all_fills = rows.orders, rows.fills
+        return
+    known = {o["order_id"] for o in rows.orders}
+    pos_orders = q.all("position_orders", f"""
+            SELECT {_ORDER_COLS}
               FROM order_executions WHERE position_id = ANY(%(position_ids)s) ORDER BY submitted_at, order_id""", p)
-        all_orders = orders + [o for o in pos_orders if o["order_id"] not in known]
-        p["order_ids"] = [o["order_id"] for o in all_orders]
-        all_fills = q.all("position_fills", """
-            SELECT fill_id, order_id, client_order_id, fill_seq, side, qty, price, fee_usd, liquidity, slippage_bps, ts
+    rows.all_orders = rows.orders + [o for o in pos_orders if o["order_id"] not in known]
+    p["order_ids"] = [o["order_id"] for o in rows.all_orders]
+    rows.all_fills = q.all("position_fills", f"""
+            SELECT {_FILL_COLS}
               FROM fills WHERE order_id = ANY(%(order_ids)s) ORDER BY ts, fill_id""", p) if p["order_ids"] else []
-        for o in pos_orders:
-            if o["signal_id"] and o["signal_id"] not in sig_by_id:
-                s = conn.execute("SELECT signal_id, strategy_name, timeframe, ts, side, intent, position_side, price,"
-                                 " strength, regime, status, context FROM signals WHERE signal_id = %s",
-                                 (o["signal_id"],)).fetchone()
-                if s:
-                    sig_by_id[s["signal_id"]] = dict(s)
-    else:
-        all_orders, all_fills = orders, fills
+    for o in pos_orders:
+        if o["signal_id"] and o["signal_id"] not in sig_by_id:
+            s = sc.conn.execute(f"SELECT {_SIGNAL_COLS} FROM signals WHERE signal_id = %s",
+                                (o["signal_id"],)).fetchone()
+            if s:
+                sig_by_id[s["signal_id"]] = dict(s)
 
+
+def _sig_brief(s: dict | None) -> dict | None:
+    if not s:
+        return None
+    return {k: s[k] for k in ("signal_id", "strategy_name", "ts", "side", "intent", "price", "strength",
+                              "regime", "status", "context")}
+
+
+def _group(items: list[dict], key: str) -> dict[Any, list]:
+    out: dict[Any, list] = defaultdict(list)
+    for it in items:
+        if it[key] is not None:
+            out[it[key]].append(it)
+    return out
+
+
+def _trades(sc: _Scope, rows: _Rows, bwins: list[dict]) -> list[dict]:
+    """One trade per position, with its entry/exit signals, the configuration in force at entry and exit, its
+    orders, fills and targets, and the breakers active at its entry."""
     from .config_as_of import ConfigAsOf
 
-    config_at = ConfigAsOf(conn, run["account_id"])
+    config_at = ConfigAsOf(sc.conn, sc.run["account_id"])
+    evals_by_pos = _group(rows.evaluations, "position_id")
+    targets_by_pos = _group(rows.targets, "position_id")
+    orders_by_pos = _group(rows.all_orders, "position_id")
+    fills_by_order = _group(rows.all_fills, "order_id")
+    return [_trade(pos, rows, config_at, orders_by_pos.get(pos["position_id"], []),
+                   evals_by_pos.get(pos["position_id"], []), targets_by_pos.get(pos["position_id"], []),
+                   fills_by_order, bwins)
+            for pos in rows.positions]
 
-    evals_by_pos: dict[int, list] = defaultdict(list)
-    for e in evaluations:
-        evals_by_pos[e["position_id"]].append(e)
-    targets_by_pos: dict[int, list] = defaultdict(list)
-    for t in targets:
-        targets_by_pos[t["position_id"]].append(t)
-    orders_by_pos: dict[int, list] = defaultdict(list)
-    for o in all_orders:
-        if o["position_id"] is not None:
-            orders_by_pos[o["position_id"]].append(o)
-    fills_by_order: dict[int, list] = defaultdict(list)
-    for f in all_fills:
-        fills_by_order[f["order_id"]].append(f)
 
-    def sig_brief(s: dict | None) -> dict | None:
-        if not s:
-            return None
-        return {k: s[k] for k in ("signal_id", "strategy_name", "ts", "side", "intent", "price", "strength",
-                                  "regime", "status", "context")}
+def _trade(pos: dict, rows: _Rows, config_at, pord: list[dict], pevals: list[dict], ptargets: list[dict],
+           fills_by_order: dict, bwins: list[dict]) -> dict:
+    sig_by_id = rows.sig_by_id
+    entry_sig = sig_by_id.get(pos["entry_signal_id"]) if pos["entry_signal_id"] else None
+    if entry_sig is None:
+        first_open = next((o for o in pord if o["intent"] == "open"), None)
+        if first_open and first_open["signal_id"]:
+            entry_sig = sig_by_id.get(first_open["signal_id"])
+    exit_sig = None
+    for o in pord:
+        if o["intent"] == "close" and o["signal_id"] and o["signal_id"] in sig_by_id:
+            exit_sig = sig_by_id[o["signal_id"]]
+    exit_eval = next((e for e in reversed(pevals) if str(e["decision"]).startswith("exit_")
+                      and e["decision"] != "exit_blocked"), None)
+    hold = None
+    if pos["closed_at"] is not None:
+        hold = (pos["closed_at"] - pos["opened_at"]).total_seconds() / 60.0
+    entry_cfg = config_at(pos["strategy_name"], entry_sig["ts"] if entry_sig else pos["opened_at"])
+    exit_cfg = config_at(pos["strategy_name"], pos["closed_at"]) if pos["closed_at"] else None
+    blocked_while_open = [b for b in rows.blocked if b["ts"] >= pos["opened_at"]
+                          and (pos["closed_at"] is None or b["ts"] <= pos["closed_at"])]
+    entry_notional = fnum(pos["entry_qty"]) * fnum(pos["avg_entry_price"]) if pos["entry_qty"] else None
+    ret_pct = None
+    if pos["status"] == "closed" and entry_notional:
+        ret_pct = 100.0 * fnum(pos["realized_pnl_usd"]) / entry_notional
+    return {
+        "position_id": pos["position_id"], "strategy_name": pos["strategy_name"], "side": pos["side"],
+        "status": pos["status"], "opened_at": pos["opened_at"], "closed_at": pos["closed_at"],
+        "hold_minutes": hold, "entry_price": pos["avg_entry_price"], "exit_price": pos["avg_exit_price"],
+        "qty": pos["entry_qty"], "entry_notional_usd": entry_notional,
+        "realized_pnl_usd": pos["realized_pnl_usd"], "fees_usd": pos["fees_usd"], "return_pct": ret_pct,
+        "close_reason": pos["close_reason"],
+        "entry_signal": _sig_brief(entry_sig),
+        "entry_config": _cfg_brief(entry_cfg),
+        "exit_signal": _sig_brief(exit_sig),
+        "exit_config": _cfg_brief(exit_cfg),
+        "exit_evaluation": exit_eval,
+        "evaluations": len(pevals),
+        "orders": pord,
+        "fills": [f for o in pord for f in fills_by_order.get(o["order_id"], [])],
+        "targets": ptargets,
+        "breakers_at_entry": [w["breaker"] for w in bwins if _in_window(pos["opened_at"], w)],
+        "blocked_while_open": len(blocked_while_open),
+    }
 
-    trades = []
-    for pos in positions:
-        pid = pos["position_id"]
-        pord = orders_by_pos.get(pid, [])
-        entry_sig = sig_by_id.get(pos["entry_signal_id"]) if pos["entry_signal_id"] else None
-        if entry_sig is None:
-            first_open = next((o for o in pord if o["intent"] == "open"), None)
-            if first_open and first_open["signal_id"]:
-                entry_sig = sig_by_id.get(first_open["signal_id"])
-        close_orders = [o for o in pord if o["intent"] == "close"]
-        exit_sig = None
-        for o in close_orders:
-            if o["signal_id"] and o["signal_id"] in sig_by_id:
-                exit_sig = sig_by_id[o["signal_id"]]
-        pevals = evals_by_pos.get(pid, [])
-        exit_eval = next((e for e in reversed(pevals) if str(e["decision"]).startswith("exit_")
-                          and e["decision"] != "exit_blocked"), None)
-        hold = None
-        if pos["closed_at"] is not None:
-            hold = (pos["closed_at"] - pos["opened_at"]).total_seconds() / 60.0
-        entry_cfg = config_at(pos["strategy_name"], entry_sig["ts"] if entry_sig else pos["opened_at"])
-        exit_cfg = config_at(pos["strategy_name"], pos["closed_at"]) if pos["closed_at"] else None
-        blocked_while_open = [b for b in blocked if b["ts"] >= pos["opened_at"]
-                              and (pos["closed_at"] is None or b["ts"] <= pos["closed_at"])]
-        entry_notional = fnum(pos["entry_qty"]) * fnum(pos["avg_entry_price"]) if pos["entry_qty"] else None
-        ret_pct = None
-        if pos["status"] == "closed" and entry_notional:
-            ret_pct = 100.0 * fnum(pos["realized_pnl_usd"]) / entry_notional
-        trades.append({
-            "position_id": pid, "strategy_name": pos["strategy_name"], "side": pos["side"],
-            "status": pos["status"], "opened_at": pos["opened_at"], "closed_at": pos["closed_at"],
-            "hold_minutes": hold, "entry_price": pos["avg_entry_price"], "exit_price": pos["avg_exit_price"],
-            "qty": pos["entry_qty"], "entry_notional_usd": entry_notional,
-            "realized_pnl_usd": pos["realized_pnl_usd"], "fees_usd": pos["fees_usd"], "return_pct": ret_pct,
-            "close_reason": pos["close_reason"],
-            "entry_signal": sig_brief(entry_sig),
-            "entry_config": _cfg_brief(entry_cfg),
-            "exit_signal": sig_brief(exit_sig),
-            "exit_config": _cfg_brief(exit_cfg),
-            "exit_evaluation": exit_eval,
-            "evaluations": len(pevals),
-            "orders": pord,
-            "fills": [f for o in pord for f in fills_by_order.get(o["order_id"], [])],
-            "targets": targets_by_pos.get(pid, []),
-            "breakers_at_entry": [w["breaker"] for w in bwins if _in_window(pos["opened_at"], w)],
-            "blocked_while_open": len(blocked_while_open),
-        })
 
-    # P&L: closed positions whose close falls in the window
-    def closed_in_window(t: dict) -> bool:
-        if t["status"] != "closed" or t["closed_at"] is None:
-            return False
-        if since_dt is not None and t["closed_at"] < since_dt:
-            return False
-        if until_dt is not None and t["closed_at"] > until_dt:
-            return False
-        return True
+def _closed_in_window(sc: _Scope, t: dict) -> bool:
+    if t["status"] != "closed" or t["closed_at"] is None:
+        return False
+    if sc.since_dt is not None and t["closed_at"] < sc.since_dt:
+        return False
+    if sc.until_dt is not None and t["closed_at"] > sc.until_dt:
+        return False
+    return True
 
-    closed = [t for t in trades if closed_in_window(t)]
-    # the summary figures come from this query (printed in the report appendix); the per-trade rows must agree
-    closed_win = win("closed_at")
-    srow = q.one("pnl_summary", f"""
+
+def _pnl_summary(sc: _Scope, trades: list[dict]) -> dict:
+    """P&L of the positions closed in the window, from one query (printed in the report appendix); the per-trade
+    rows must agree with it (AtsError otherwise: a bug)."""
+    closed = [t for t in trades if _closed_in_window(sc, t)]
+    closed_win = sc.win("closed_at")
+    srow = sc.q.one("pnl_summary", f"""
         SELECT count(*) FILTER (WHERE status = 'closed'{closed_win}) AS closed_trades,
                coalesce(sum(realized_pnl_usd) FILTER (WHERE status = 'closed'{closed_win}), 0) AS realized_pnl_usd,
                coalesce(sum(fees_usd) FILTER (WHERE status = 'closed'{closed_win}), 0) AS fees_usd,
                count(*) FILTER (WHERE status = 'closed'{closed_win} AND realized_pnl_usd > 0) AS wins,
                count(*) FILTER (WHERE status = 'closed'{closed_win} AND realized_pnl_usd <= 0) AS losses,
                count(*) FILTER (WHERE status = 'open') AS open_positions
-          FROM positions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{pos_win}""", p)
+          FROM positions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{sc.pos_win()}""", sc.p)
     pnl = {k: (fnum(v) if k.endswith("_usd") else int(v)) for k, v in srow.items()}
     check = sum(fnum(t["realized_pnl_usd"]) for t in closed)
     if abs(check - pnl["realized_pnl_usd"]) > 1e-6 or len(closed) != pnl["closed_trades"]:  # pragma: no cover
-        raise AtsError(f"investigate {symbol}: per-trade P&L ({check}) disagrees with the summary query "
+        raise AtsError(f"investigate {sc.symbol}: per-trade P&L ({check}) disagrees with the summary query "
                        f"({pnl['realized_pnl_usd']}); report a bug in ats.forensics.queries")
+    return pnl
 
-    # blocked summary
+
+def _blocked_summary(sc: _Scope, blocked: list[dict]) -> tuple[dict, Counter, dict[str, Counter]]:
+    """Blocked signals counted by gate, reason, strategy and UTC day; the breakers among the gates."""
     by_gate = Counter(b["gate"] for b in blocked)
     by_reason = Counter(f"{b['gate']}: {b['reason']}" for b in blocked)
     by_strategy = Counter(b["strategy_name"] for b in blocked)
@@ -406,31 +500,15 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
     for b in blocked:
         by_day[b["ts"].astimezone(UTC).date().isoformat()][b["gate"]] += 1
     breakers = sorted({g.split(":", 1)[1] for g in by_gate if g.startswith("breaker:")})
-    q.entries.append({"name": "blocked_by_day_gate", "rows": sum(len(v) for v in by_day.values()),
-                      "sql": _render("""SELECT (ts AT TIME ZONE 'UTC')::date AS day, gate, count(*) FROM blocked_signals
+    sc.q.entries.append({"name": "blocked_by_day_gate", "rows": sum(len(v) for v in by_day.values()),
+                         "sql": _render("""SELECT (ts AT TIME ZONE 'UTC')::date AS day, gate, count(*) FROM blocked_signals
                                          WHERE run_id = %(run_id)s AND symbol = %(symbol)s{w}
-                                         GROUP BY 1, 2 ORDER BY 1, 2""".replace("{w}", win("ts")), p)})
-
-    recon = _reconcile(q, run, symbol, since_dt, until_dt, trades)
-    timeline = _timeline(signals, blocked, all_orders, all_fills, positions, targets, evaluations, events)
-    anomalies = _anomalies(q, run, symbol, trades, all_orders, evaluations, bwins, signals, recon, since_dt, until_dt)
-    questions = _open_questions(symbol, trades, blocked, by_gate, by_day, recon, anomalies, positions)
-
-    out.update(
-        counts={"signals": len(signals), "accepted": sum(1 for s in signals if s["status"] == "accepted"),
-                "blocked": len(blocked), "orders": len(orders), "fills": len(fills), "positions": len(positions),
-                "closed": sum(1 for x in positions if x["status"] == "closed"),
-                "open": sum(1 for x in positions if x["status"] == "open"), "events": len(events)},
-        signals=signals, blocked_signals=blocked, orders=orders, fills=fills, positions=positions,
-        position_evaluations=evaluations, position_targets=targets, system_events=events, trades=trades, pnl=pnl,
-        blocked_summary={"by_gate": dict(by_gate.most_common()), "by_reason": dict(by_reason.most_common()),
-                         "by_strategy": dict(by_strategy.most_common()),
-                         "by_day": {d: dict(c.most_common()) for d, c in sorted(by_day.items())},
-                         "breakers": breakers},
-        breaker_windows=bwins, reconciliation=recon, timeline=timeline, anomalies=anomalies,
-        open_questions=questions, queries=q.entries,
-    )
-    return jsonable(out)
+                                         GROUP BY 1, 2 ORDER BY 1, 2""".replace("{w}", sc.win("ts")), sc.p)})
+    summary = {"by_gate": dict(by_gate.most_common()), "by_reason": dict(by_reason.most_common()),
+               "by_strategy": dict(by_strategy.most_common()),
+               "by_day": {d: dict(c.most_common()) for d, c in sorted(by_day.items())},
+               "breakers": breakers}
+    return summary, by_gate, by_day
 
 
 def _render(sql: str, params: dict) -> str:
