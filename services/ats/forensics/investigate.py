@@ -104,13 +104,11 @@ def _header(r: dict, run: dict, title: str | None) -> list[str]:
 
 def _summary_section(r: dict, ref: "_Refs") -> list[str]:
     """The figures table, each with the queries behind it."""
-    L: list[str] = []
     pnl = r["pnl"]
     c = r["counts"]
     rec = r["reconciliation"]
     bs = r["blocked_summary"]
-    L.append("## Summary")
-    L.append("")
+    L = ["## Summary", ""]
     rows = [
         ("Signals (accepted / blocked)", f"{c['accepted']} / {c['blocked']}", ref("signals", "blocked_signals")),
         ("Orders / fills", f"{c['orders']} / {c['fills']}", ref("orders", "fills")),
@@ -131,9 +129,7 @@ def _summary_section(r: dict, ref: "_Refs") -> list[str]:
 
 def _timeline_section(r: dict, ref: "_Refs") -> list[str]:
     """The first TIMELINE_MAX timeline entries (the JSON twin has them all)."""
-    L: list[str] = []
-    L.append("## Timeline")
-    L.append("")
+    L = ["## Timeline", ""]
     tl = r["timeline"]
     shown = tl[:TIMELINE_MAX]
     L.append(md_table(["Time (UTC)", "Kind", "What", "Ref"],
@@ -147,9 +143,7 @@ def _timeline_section(r: dict, ref: "_Refs") -> list[str]:
 
 def _trades_section(r: dict, ref: "_Refs") -> list[str]:
     """One subsection per position: entry (signal, gates, breakers, TP/SL), exit, P&L, fills."""
-    L: list[str] = []
-    L.append("## Trades: entries and exits")
-    L.append("")
+    L = ["## Trades: entries and exits", ""]
     if not r["trades"]:
         L.append("No positions in this window.")
         L.append("")
@@ -217,10 +211,8 @@ def _trade_lines(t: dict, sym: str, ref: "_Refs") -> list[str]:
 
 def _blocked_section(r: dict, ref: "_Refs") -> list[str]:
     """Blocked signals by gate, reason and day; the breaker windows."""
-    L: list[str] = []
     sym, bs = r["symbol"], r["blocked_summary"]
-    L.append("## What blocked other signals, and why")
-    L.append("")
+    L = ["## What blocked other signals, and why", ""]
     if not bs["by_gate"]:
         L.append("No signal was blocked in this window.")
     else:
@@ -248,10 +240,8 @@ def _blocked_section(r: dict, ref: "_Refs") -> list[str]:
 
 def _reconciliation_section(r: dict, ref: "_Refs") -> list[str]:
     """Per-trade P&L against the hourly snapshots."""
-    L: list[str] = []
     rec = r["reconciliation"]
-    L.append("## P&L per trade reconciled against snapshots")
-    L.append("")
+    L = ["## P&L per trade reconciled against snapshots", ""]
     if rec.get("method") == "none":
         L.append(rec.get("note", "no snapshots"))
     else:
@@ -283,9 +273,7 @@ def _reconciliation_section(r: dict, ref: "_Refs") -> list[str]:
 
 def _anomalies_section(r: dict, ref: "_Refs") -> list[str]:
     """The anomalies found, or what was checked."""
-    L: list[str] = []
-    L.append("## Anomalies")
-    L.append("")
+    L = ["## Anomalies", ""]
     if not r["anomalies"]:
         L.append("None found (checked: fills vs positions quantities, P&L vs fills and fees, entries during "
                  "tripped breakers, fills before their signal, rejected orders, blocked exits, never-evaluated open "
@@ -300,9 +288,7 @@ def _anomalies_section(r: dict, ref: "_Refs") -> list[str]:
 
 def _questions_and_appendix(r: dict, ref: "_Refs") -> list[str]:
     """Open questions, then every query with its SQL."""
-    L: list[str] = []
-    L.append("## Open questions")
-    L.append("")
+    L = ["## Open questions", ""]
     L += [f"- {q}" for q in r["open_questions"]] or ["- none"]
     L.append("")
 
