@@ -5,7 +5,10 @@
 # under a wall-clock timeout and a per-task lock (a second concurrent run of the same task exits "busy",
 # non-zero); appends to logs/cron/<task>.log and records the run as a system_events row (component 'cron').
 # Without Claude Code (binary missing, or "Not logged in") it runs the task's deterministic `ats` core and
-# says so. Exit status: 0 success, non-zero on failure. See `ats run --help` and services/ats/ops/headless.py.
+# says so. Each task declares the artifact it must leave (e.g. investigate: reports/investigations/*_SYMBOL.md
+# newer than the run's start); when Claude Code returns without it, the deterministic core runs so it lands,
+# the system_events row records artifact_missing, and the exit status is 3.
+# Exit status: 0 success, non-zero on failure. See `ats run --help` and services/ats/ops/headless.py.
 #
 # Environment: ATS_HOME (project root; default: this checkout), ATS_PYTHON (interpreter with `ats`
 # installed; default: <root>/.venv/bin/python, else python3), ATS_CLAUDE_BIN (claude binary).

@@ -8,7 +8,7 @@ in a background thread, only for chunks whose content hash changed. The embeddin
 background when the server starts.
 
 Run: ``python -m mcp_servers.docs`` (or ``mcp_servers/launch docs``, as .mcp.json does). Every call is logged
-to ``logs/mcp-docs.log``.
+to ``logs/mcp-docs.log`` at INFO; each call's statements share one time budget (``_common.TimeBudget``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ats.errors import AtsError
 from ats.log import setup_logging
 from ats.knowledge import docs_index as di
 
-from ._common import CallLog, ToolResult
+from ._common import CallLog, TimeBudget, ToolResult
 
 SERVICE = "mcp-docs"
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -152,21 +152,21 @@ def build_server(*, url: str | None = None, root: Path | None = None,
                 raise
             except psycopg.Error as exc:
                 raise AtsError(f"docs index refresh failed: {exc}") from exc
-            return svc.call(lambda c: di.search(c, query, k=k, mode=mode, paths=paths))
+            return svc.call(lambda c: TimeBudget("search").wrap(di.search)(c, query, k=k, mode=mode, paths=paths))
         return log.run("search", {"query": query, "k": k, "mode": mode, "paths": paths}, body)
 
     @server.tool(annotations=READ)
     def get(path: str) -> ToolResult:
         """Full markdown of one document: a path relative to the project root ('CLAUDE.md', 'kb/...md',
         'reports/...md') or 'lesson:<id>'. Returns {path, text, truncated, sha256, indexed, stale, chunks}."""
-        return log.run("get", {"path": path}, lambda: svc.call(lambda c: di.get(c, path, svc.root)))
+        return log.run("get", {"path": path}, lambda: svc.call(lambda c: TimeBudget("get").wrap(di.get)(c, path, svc.root)))
 
     @server.tool(annotations=READ)
     def status() -> ToolResult:
         """Index health: documents, chunks, embedded_chunks, stale_chunks (changed/deleted documents or missing
         vectors), stale/new documents, model (id, available, note), vector_backend (pgvector | float8[])."""
         def body():
-            out = svc.call(lambda c: di.status(c, svc.root))
+            out = svc.call(lambda c: TimeBudget("status").wrap(di.status)(c, svc.root))
             t = svc._embed_thread
             out["background_embedding"] = bool(t is not None and t.is_alive())
             out["last_embed_error"] = svc.last_embed_error

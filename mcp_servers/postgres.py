@@ -8,8 +8,15 @@ statement timeout, row/byte limits) and the forensic tools ``investigate_symbol`
 Write tools (only with ``--allow-writes``): ``append_lesson``, ``record_report``, ``write_investigation_report``;
 each is a parameterized INSERT (owner role) plus an audit row in ``system_events`` (component 'mcp').
 
+Time: each forensic tool call has a total budget (``ATS_MCP_TOOL_BUDGET_MS``, default 45 s) and every statement
+it runs gets the remaining budget as ``statement_timeout`` (``_common.TimeBudget``), so a call ends with a clear
+error before Claude Code's MCP tool timeout (60 s by default; ``.mcp.json`` sets the per-server ``timeout``
+field, which Claude Code 2.1.329's config schema documents as "Per-server tool-call timeout in milliseconds.
+Overrides the MCP_TOOL_TIMEOUT environment variable for this server", to 90 s). ``query`` / ``explain``
+run one statement under ATS_MCP_STATEMENT_TIMEOUT_MS (5 s).
+
 Run: ``python -m mcp_servers.postgres [--allow-writes]`` (or ``mcp_servers/launch postgres``, as .mcp.json does).
-Every call is logged to ``logs/mcp-postgres.log``.
+Every call is logged at INFO to ``logs/mcp-postgres.log``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from mcp_types import ToolAnnotations
 from ats.log import setup_logging
 from ats.db.readonly_query import DEFAULT_LIMIT, ReadOnlyDB, jsonable
 
-from ._common import CallLog, ToolResult
+from ._common import CallLog, TimeBudget, ToolResult
 
 SERVICE = "mcp-postgres"
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -84,7 +91,7 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
         def body():
             from ats.forensics.queries import investigate_symbol as fn
 
-            return ro.run(fn, symbol, since=since, until=until, run_id=run_id)
+            return _run_budgeted(ro, "investigate_symbol", fn, symbol, since=since, until=until, run_id=run_id)
         return log.run("investigate_symbol", {"symbol": symbol, "since": since, "until": until, "run_id": run_id},
                        body)
 
@@ -95,7 +102,7 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
         def body():
             from ats.portfolio.pnl import pnl_windows
 
-            return ro.run(pnl_windows, account_id=account_id, run_id=run_id)
+            return _run_budgeted(ro, "portfolio_pnl", pnl_windows, account_id=account_id, run_id=run_id)
         return log.run("portfolio_pnl", {"account_id": account_id, "run_id": run_id}, body)
 
     @server.tool(annotations=READ)
@@ -106,7 +113,7 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
         def body():
             from ats.forensics.queries import health_summary as fn
 
-            return ro.run(fn, run_id=run_id)
+            return _run_budgeted(ro, "health_summary", fn, run_id=run_id)
         return log.run("health_summary", {"run_id": run_id}, body)
 
     @server.tool(annotations=READ)
@@ -118,7 +125,7 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
         def body():
             from ats.forensics.queries import blocked_signals as fn
 
-            return ro.run(fn, since, strategy=strategy, until=until, limit=limit)
+            return _run_budgeted(ro, "blocked_signals", fn, since, strategy=strategy, until=until, limit=limit)
         return log.run("blocked_signals", {"since": since, "strategy": strategy, "until": until, "limit": limit},
                        body)
 
@@ -126,6 +133,12 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
         _add_write_tools(server, log, owner_url)
     server._ats_readonly = ro  # for tests and clean shutdown
     return server
+
+
+def _run_budgeted(ro: ReadOnlyDB, tool: str, fn, *args, **kwargs):
+    """``ro.run(fn, ...)`` under one :class:`TimeBudget`: each statement's timeout is what is left of it."""
+    budget = TimeBudget(tool)
+    return ro.run(budget.wrap(fn), *args, timeout_ms=budget.statement_timeout_ms(), **kwargs)
 
 
 def _owner_conn(owner_url: str | None):
@@ -166,7 +179,8 @@ def _add_write_tools(server: MCPServer, log: CallLog, owner_url: str | None) -> 
             from ats.forensics.investigate import write_investigation
 
             with _owner_conn(owner_url) as conn:
-                out = dict(write_investigation(conn, symbol, since=since, until=until))
+                budgeted = TimeBudget("write_investigation_report").wrap(write_investigation)
+                out = dict(budgeted(conn, symbol, since=since, until=until))
                 conn.commit()  # end the procedure's (read) transaction before the audited writes
                 reg = None
                 if out.get("md_path"):

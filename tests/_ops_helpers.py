@@ -115,6 +115,15 @@ FAKE_CLAUDE = textwrap.dedent('''\
     if mode == "max-turns":
         print(json.dumps({{**base, "is_error": True, "subtype": "error_max_turns", "result": ""}}))
         sys.exit(1)
+    if mode in ("ok", "hang"):  # a run that did its job leaves the task's declared artifact ("no-artifact": none)
+        from ats.ops.tasks import TASKS
+        cmd, *cmd_args = argv[argv.index("--print") + 1].lstrip("/").split()
+        task = next((t for t in TASKS.values() if t.command == cmd), None)
+        art = task.expected_artifact(cmd_args) if task is not None else None
+        if art is not None:
+            out = Path(os.getcwd()) / art.pattern.replace("*", "fake")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("# written by the fake claude\\n")
     print(json.dumps({{**base, "is_error": False, "subtype": "success", "result": "Fake assessment done."}}))
 ''')
 

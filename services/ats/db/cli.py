@@ -1,4 +1,4 @@
-"""`ats db ...`: up, status, url, migrate, down."""
+"""`ats db ...`: up, status, url, migrate, down, backup, restore."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ CLI_ORDER = 10
 
 import argparse
 import json
+from pathlib import Path
+
+from ..errors import AtsError
 
 from . import connection, migrate as mig
 
@@ -58,6 +61,43 @@ def _down(args) -> int:
     return 0
 
 
+def _backup(args) -> int:
+    from . import backup as bk
+
+    url = connection.database_url()
+    try:
+        man = bk.backup(args.dir, url=url)
+        keep_daily, keep_weekly = bk.rotation_settings(url)
+        deleted = bk.rotate(args.dir or bk.default_dir(), keep_daily, keep_weekly)
+    except Exception as exc:
+        event = bk.record_outcome("backup_failed", {"error": str(exc)[:500]}, severity="error", url=url)
+        raise AtsError(f"backup failed{f' (system_events event_id={event})' if event else ''}: {exc}") from exc
+    bk.record_outcome("backup_done", {"file": man.file, "size_bytes": man.size_bytes, "sha256": man.sha256,
+                                      "duration_s": man.duration_s, "deleted": [p.name for p in deleted]}, url=url)
+    total = sum(man.row_counts.values())
+    print(f"backup {Path(args.dir or bk.default_dir()) / man.file}: {man.size_bytes} bytes in {man.duration_s}s, "
+          f"{len(man.row_counts)} tables / {total} rows, PostgreSQL {man.server_version}; rotation "
+          f"(keep {keep_daily} daily, {keep_weekly} weekly) deleted {len(deleted)}")
+    return 0
+
+
+def _restore(args) -> int:
+    from . import backup as bk
+
+    res = bk.restore(args.file, args.into)
+    if res.ok:
+        print(f"restored {args.file} into {res.database} in {res.duration_s}s: row counts of {res.tables} "
+              f"tables equal the manifest")
+        return 0
+    bk.record_outcome("restore_mismatch", {"file": str(args.file), "into": args.into,
+                                           "mismatches": {k: list(v) for k, v in res.mismatches.items()}},
+                      severity="error")
+    for table, (want, got) in res.mismatches.items():
+        print(f"  {table}: manifest {want}, restored {got}")
+    print(f"restore of {args.file} into {res.database}: {len(res.mismatches)} tables differ from the manifest")
+    return 1
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `ats db` and its subcommands to the top-level parser."""
     p = sub.add_parser("db", help="database: status, url, migrate, up, down",
@@ -79,3 +119,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_migrate)
     q = dsub.add_parser("down", help="stop the embedded PostgreSQL")
     q.set_defaults(func=_down)
+    q = dsub.add_parser("backup", help="pg_dump -Fc + manifest (sizes, sha256, row counts), then rotate",
+                        description="Dump the database (pg_dump -Fc with a client matching the server), write "
+                                    "a manifest beside it and rotate (settings backup.keep_daily / keep_weekly).")
+    q.add_argument("--dir", type=Path, default=None, help="backup directory (default db_backups/ or ATS_BACKUP_DIR)")
+    q.set_defaults(func=_backup)
+    q = dsub.add_parser("restore", help="restore a dump into a new scratch database and verify row counts",
+                        description="Create database NAME, pg_restore FILE into it, compare every table's row "
+                                    "count with the manifest (exit 1 on any mismatch).")
+    q.add_argument("file", type=Path, help="a .dump written by `ats db backup`")
+    q.add_argument("--into", required=True, metavar="NAME", help="new scratch database (must not exist)")
+    q.set_defaults(func=_restore)

@@ -55,16 +55,27 @@ def upsert_strategy(conn: psycopg.Connection, strategy: str, *, account_id: str 
 
 
 def strategy_as_of(conn: psycopg.Connection, strategy: str, as_of: datetime, *,
-                   account_id: str = DEFAULT_ACCOUNT) -> dict | None:
-    """The configuration in force at ``as_of`` (latest history row with valid_from <= as_of), or None when the
-    strategy did not exist (or was deleted) then."""
+                   account_id: str = DEFAULT_ACCOUNT, as_known_at: datetime | None = None) -> dict | None:
+    """The configuration in force at ``as_of`` as the system knew it at ``as_known_at``.
+
+    Bitemporal: ``valid_from`` is when a version takes effect (valid time), ``recorded_at`` when it was written
+    (transaction time, wall clock). The answer is the latest history row with ``valid_from <= as_of`` among the
+    rows with ``recorded_at <= as_known_at`` (all rows when ``as_known_at`` is None), so a change back-dated after
+    the fact does not rewrite what was believed before it was recorded.
+
+    Returns
+    -------
+    dict or None
+        ``account_id, strategy_name, watchlist_enabled, buy_enabled, sell_enabled, params, valid_from``; None when the strategy did not exist (or was deleted) then.
+    """
     row = conn.execute(
         """SELECT account_id, strategy_name, operation, watchlist_enabled, buy_enabled, sell_enabled, params,
                   valid_from
              FROM strategy_configurations_history
             WHERE account_id = %s AND strategy_name = %s AND valid_from <= %s
+              AND (%s::timestamptz IS NULL OR recorded_at <= %s::timestamptz)
             ORDER BY valid_from DESC, history_id DESC LIMIT 1""",
-        (account_id, strategy, as_of)).fetchone()
+        (account_id, strategy, as_of, as_known_at, as_known_at)).fetchone()
     if row is None or row["operation"] == "DELETE":
         return None
     row = dict(row)
@@ -102,16 +113,33 @@ def set_setting(conn: psycopg.Connection, key: str, value: Any, *, account_id: s
 
 
 def setting_as_of(conn: psycopg.Connection, key: str, as_of: datetime | None = None, *, default: Any = None,
-                  account_id: str = DEFAULT_ACCOUNT) -> Any:
-    """The value of ``key`` in force at ``as_of`` (current value when as_of is None), else ``default``."""
-    if as_of is None:
+                  account_id: str = DEFAULT_ACCOUNT, as_known_at: datetime | None = None) -> Any:
+    """The value of ``key`` in force at ``as_of`` as known at ``as_known_at`` (see :func:`strategy_as_of`).
+
+    ``as_of`` None = the current value (or, with ``as_known_at``, the value in force at ``as_known_at`` as known
+    then). Returns ``default`` when the key had no value.
+    """
+    if as_of is None and as_known_at is None:
         row = conn.execute("SELECT value FROM system_settings WHERE account_id=%s AND key=%s",
                            (account_id, key)).fetchone()
         return default if row is None else row["value"]
+    as_of = as_of if as_of is not None else as_known_at
     row = conn.execute(
         """SELECT operation, value FROM system_settings_history
             WHERE account_id=%s AND key=%s AND valid_from <= %s
-            ORDER BY valid_from DESC, history_id DESC LIMIT 1""", (account_id, key, as_of)).fetchone()
+              AND (%s::timestamptz IS NULL OR recorded_at <= %s::timestamptz)
+            ORDER BY valid_from DESC, history_id DESC LIMIT 1""",
+        (account_id, key, as_of, as_known_at, as_known_at)).fetchone()
     if row is None or row["operation"] == "DELETE":
         return default
     return row["value"]
+
+
+def known_at_for(run_started_at: datetime, decision_ts: datetime) -> datetime:
+    """When a run knew the configuration it used for a decision at ``decision_ts`` (engine clock).
+
+    A live run decides on the venue's clock, so it knew what was recorded by ``decision_ts``; a replay or backtest
+    of the past decided while it ran, so it knew what was recorded by its (wall-clock) start. Both are
+    ``max(decision_ts, run_started_at)``.
+    """
+    return max(decision_ts, run_started_at)

@@ -21,6 +21,7 @@ Only one heavy run at a time (``ats.engine.runs.heavy_lock``): a second concurre
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -44,7 +45,7 @@ def _dt(t: int) -> datetime:
 
 
 def run_backtest(spec: RunSpec, *, url: str | None = None, walk_forward: int | None = None,
-                 progress: bool = False, commit_every: int = 500) -> dict:
+                 progress: bool = False, commit_every: int = 500, lock: bool = True) -> dict:
     """Run (or reuse) a backtest; returns its summary dict with ``backtest_id`` and ``run_id``.
 
     ``spec.mode`` must be 'backtest'. Raises BusyError when another heavy run holds the lock, UsageError on a bad
@@ -55,7 +56,8 @@ def run_backtest(spec: RunSpec, *, url: str | None = None, walk_forward: int | N
     if walk_forward is not None and not (1 <= walk_forward <= 12):
         raise UsageError("--walk-forward must be between 1 and 12 folds")
     url = url or database_url()
-    with heavy_lock(url, what=f"backtest {spec.run_id}"):
+    # lock=False: the caller holds the heavy-run lock for a group of backtests (a parameter sweep's cells)
+    with (heavy_lock(url, what=f"backtest {spec.run_id}") if lock else contextlib.nullcontext()):
         conn = connect(url, application_name=f"ats-backtest:{spec.run_id}"[:60])
         try:
             spec = resolve(conn, spec)

@@ -1,4 +1,4 @@
-"""Feed anomalies: gaps, stale feeds, spikes, suspected splits, cross-source disagreement.
+"""Feed anomalies: gaps, stale feeds, spikes, suspected splits, bad ticks, cross-source disagreement.
 
 Detected by ``detect_anomalies`` (``ats data anomalies --scan``) over every stored series that has a native
 (non-resampled) source, stored in ``feed_anomalies`` (migration 0002; unique per symbol/timeframe/open_time/
@@ -17,13 +17,23 @@ Rules (constants below; returns are natural-log returns of close prices, in frac
 * spike: close-to-close return r_t with |r_t| > SPIKE_K (5) x sigma_t, where sigma_t is the standard deviation of
   the previous SPIKE_WINDOW (48) returns (at least 24), and |r_t| >= SPIKE_MIN_MOVE[timeframe]; or an intrabar
   wick (low or high against the previous close) beyond SPIKE_WICK_K (8) x sigma_t and 2 x the minimum move.
-  Returns flagged as splits are excluded from sigma and never reported as spikes.
+  Returns flagged as splits or bad ticks are excluded from sigma and never reported as spikes.
 * split (suspected): the overnight jump ``previous close / open`` is within SPLIT_TOLERANCE (3 %) of a clean
-  ratio in SPLIT_RATIOS (2:1, 3:1, 4:1, 5:1, 7:1, 8:1, 10:1, ... and the reverse 1:N), and the reference index
-  (SPY for equities, BTCUSDT for crypto; same timeframe) moved less than SPLIT_REFERENCE_MAX_MOVE (10 %) over the
-  same interval; detail {ratio, clean_ratio, prev_close, open, reference, reference_move}. The 3 % tolerance
-  keeps AAPL's real 2000-09-29 crash (-52 %, ratio 1.90) a spike while its 2014 7:1 (6.96) and 2020 4:1 (3.91)
-  splits are splits.
+  ratio in SPLIT_RATIOS (2:1, 3:1, 4:1, 5:1, 7:1, 8:1, 10:1, ... and the reverse 1:N), open, high, low and close
+  of that bar all sit at the new level and the next SPLIT_PERSIST_BARS (2) closes stay there, and the reference
+  index (SPY for equities, BTCUSDT for crypto; same timeframe) moved less than SPLIT_REFERENCE_MAX_MOVE (10 %)
+  over the same interval; detail {ratio, clean_ratio, prev_close, open, persisted_bars, volume_ratio,
+  reference, reference_move}. The 3 % tolerance keeps AAPL's real 2000-09-29 crash (-52 %, ratio 1.90) a spike
+  while its 2014 7:1 (6.96) and 2020 4:1 (3.91) splits are splits. The last bar of a series cannot be
+  confirmed yet: until the next bar arrives it is judged as a spike.
+* bad_tick: a single-bar print in one or more of open/high/low/close that is away from both neighbours (the
+  previous close and the next open) in the same direction by at least max(BAD_TICK_MIN_MOVE[timeframe],
+  BAD_TICK_K (10) x a robust sigma of recent returns), uncorroborated by volume (< BAD_TICK_VOLUME_CONFIRM (3)
+  x the median of the previous 48 bars) or by the reference index (its same field moved less than
+  BAD_TICK_REFERENCE_SHARE (25 %) of it); detail {fields, values, move, prev_close, next_open, sigma,
+  threshold, volume_ratio, reference, reference_move}. A bad tick is confirmed only once the next bar exists.
+  Its bar is never a split or a spike (a bad close also spares the next bar's return). Example in the real
+  data: AAPL 2009-09-21, low 10.59 between closes of 185.02 and an open of 185.10.
 * cross_source: two sources hold the same candle and their open/high/low/close differ by more than
   CROSS_SOURCE_TOLERANCE (0.5 %) relative; detail {sources: {name: {open, high, low, close}}, field, rel_diff}.
 """
@@ -46,7 +56,8 @@ from .calendar import is_nyse_trading_day
 from .resample import RESAMPLE_SOURCE
 from .store import read_candles, series_filter, write_scope
 
-KINDS = ("gap", "stale", "spike", "split", "cross_source")
+KINDS = ("gap", "stale", "spike", "split", "bad_tick", "cross_source")
+FIELDS = ("open", "high", "low", "close")
 SPIKE_K = 5.0
 SPIKE_WICK_K = 8.0
 SPIKE_WINDOW = 48
@@ -55,6 +66,11 @@ SPIKE_MIN_MOVE = {"5m": 0.01, "15m": 0.015, "1h": 0.02, "4h": 0.03, "1d": 0.03, 
 SPLIT_RATIOS = (2, 3, 4, 5, 6, 7, 8, 10, 15, 20, 25, 30, 40, 50)
 SPLIT_TOLERANCE = 0.03
 SPLIT_REFERENCE_MAX_MOVE = 0.10
+SPLIT_PERSIST_BARS = 2
+BAD_TICK_K = 10.0
+BAD_TICK_MIN_MOVE = {"5m": 0.05, "15m": 0.06, "1h": 0.08, "4h": 0.10, "1d": 0.10, "1w": 0.15}
+BAD_TICK_VOLUME_CONFIRM = 3.0
+BAD_TICK_REFERENCE_SHARE = 0.25
 EQUITY_REFERENCE = "SPY"
 CRYPTO_REFERENCE = "BTCUSDT"
 CROSS_SOURCE_TOLERANCE = 0.005
@@ -64,46 +80,216 @@ def _iso(t) -> str:
     return cov.iso(pd.Timestamp(t).to_pydatetime())
 
 
-def detect_spikes_and_splits(df: pd.DataFrame, timeframe: str, ref: pd.DataFrame | None = None,
-                             ref_symbol: str | None = None) -> list[dict]:
-    """Spike and split anomalies of one candle frame (read_candles shape). Returns dicts with keys open_time
-    (Timestamp), kind, severity, detail. ``ref``: the reference index frame (same timeframe) for splits."""
+def _prev(a: np.ndarray) -> np.ndarray:
+    return np.concatenate(([np.nan], a[:-1]))
+
+
+def _next(a: np.ndarray) -> np.ndarray:
+    return np.concatenate((a[1:], [np.nan]))
+
+
+def _robust_sigma(r: np.ndarray) -> np.ndarray:
+    """Per bar: 1.4826 x the median |log return| of the previous SPIKE_WINDOW bars (at least SPIKE_MIN_PERIODS):
+    a scale estimate that one bad print or one split does not inflate (median absolute deviation around 0)."""
+    med = pd.Series(np.abs(r)).rolling(SPIKE_WINDOW, min_periods=SPIKE_MIN_PERIODS).median().shift(1)
+    return (1.4826 * med).to_numpy()
+
+
+def _ref_field_moves(df: pd.DataFrame, ref: pd.DataFrame | None) -> dict[str, np.ndarray] | None:
+    """Log move of each reference field against the reference's previous close, aligned on ``df``'s index."""
+    if ref is None or len(ref) < 2:
+        return None
+    pc = ref["close"].shift(1)
+    return {f: np.log((ref[f] / pc).reindex(df.index).to_numpy(dtype=float)) for f in FIELDS}
+
+
+def detect_bad_ticks(df: pd.DataFrame, timeframe: str, ref: pd.DataFrame | None = None,
+                     ref_symbol: str | None = None) -> list[dict]:
+    """Bad ticks: single-bar outliers in one or more OHLC fields that revert at the next bar.
+
+    A field f of bar i is a bad print when it is away from both its neighbours in the same direction (the
+    previous close and the next open), by ``dev = min(|log(f / prev_close)|, |log(f / next_open)|)`` of at
+    least ``max(BAD_TICK_MIN_MOVE[timeframe], BAD_TICK_K x sigma)`` (sigma: robust scale of the previous
+    SPIKE_WINDOW close-to-close log returns, see ``_robust_sigma``), and nothing corroborates the move: the
+    bar's volume is below BAD_TICK_VOLUME_CONFIRM x the median volume of the previous SPIKE_WINDOW bars and the
+    reference index's same field moved less than BAD_TICK_REFERENCE_SHARE of ``dev`` the same way. A real
+    wick (the 2021-05-19 crypto crash, the 2010-05-06 flash crash) comes with heavy volume and a market-wide
+    move; a print like AAPL's 2009-09-21 low of 10.59 (previous close 185.02) does not. The first and last bar
+    cannot be judged (no neighbour on one side).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        ``read_candles`` shape: open/high/low/close/volume (float), index open_time (UTC), oldest first.
+    timeframe : str
+        The candles' timeframe ('5m' .. '1w'), for BAD_TICK_MIN_MOVE.
+    ref, ref_symbol : pandas.DataFrame or None, str or None
+        The reference index (same timeframe) and its symbol, or None.
+
+    Returns
+    -------
+    list of dict
+        ``{open_time (Timestamp), kind: 'bad_tick', severity, detail}``; detail: fields (names of the bad
+        fields, OHLC order), values {field: printed price}, move {field: relative move against the nearer
+        neighbour, fraction, signed}, prev_close, next_open, sigma, threshold (log), volume_ratio, reference,
+        reference_move {field: fraction}.
+    """
+    out: list[dict] = []
+    if len(df) < 3:
+        return out
+    close, opens = df["close"].to_numpy(dtype=float), df["open"].to_numpy(dtype=float)
+    pc, no = _prev(close), _next(opens)
+    sigma = _robust_sigma(np.log(close / pc))
+    thr = np.maximum(BAD_TICK_MIN_MOVE.get(timeframe, 0.10), BAD_TICK_K * np.nan_to_num(sigma))
+    vol = df["volume"].to_numpy(dtype=float) if "volume" in df else np.full(len(df), np.nan)
+    vmed = pd.Series(vol).rolling(SPIKE_WINDOW, min_periods=SPIKE_MIN_PERIODS).median().shift(1).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vratio = vol / vmed
+    ref_moves = _ref_field_moves(df, ref)
+    devs: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for f in FIELDS:
+            v = df[f].to_numpy(dtype=float)
+            a, b = np.log(v / pc), np.log(v / no)
+            same = np.sign(a) == np.sign(b)
+            dev = np.where(same, np.sign(a) * np.minimum(np.abs(a), np.abs(b)), 0.0)
+            bad = np.isfinite(dev) & (np.abs(dev) >= thr)
+            bad &= ~(np.nan_to_num(vratio) >= BAD_TICK_VOLUME_CONFIRM)
+            if ref_moves is not None:
+                rm = np.nan_to_num(ref_moves[f])
+                bad &= ~((np.sign(rm) == np.sign(dev)) & (np.abs(rm) >= BAD_TICK_REFERENCE_SHARE * np.abs(dev)))
+            devs[f] = np.where(bad, dev, np.nan)
+    flagged = np.zeros(len(df), dtype=bool)
+    for f in FIELDS:
+        flagged |= np.isfinite(devs[f])
+    for i in np.flatnonzero(flagged):
+        fields = [f for f in FIELDS if np.isfinite(devs[f][i])]
+        out.append({"open_time": df.index[i], "kind": "bad_tick", "severity": "warning",
+                    "detail": {"fields": fields,
+                               "values": {f: float(df[f].iloc[i]) for f in fields},
+                               "move": {f: round(float(math.expm1(devs[f][i])), 6) for f in fields},
+                               "prev_close": float(pc[i]), "next_open": float(no[i]),
+                               "sigma": None if not np.isfinite(sigma[i]) else round(float(sigma[i]), 6),
+                               "threshold": round(float(thr[i]), 6),
+                               "volume_ratio": None if not np.isfinite(vratio[i]) else round(float(vratio[i]), 3),
+                               "reference": ref_symbol if ref_moves is not None else None,
+                               "reference_move": None if ref_moves is None else {
+                                   f: (None if not np.isfinite(ref_moves[f][i])
+                                       else round(float(math.expm1(ref_moves[f][i])), 6)) for f in fields}}})
+    return out
+
+
+def _split_confirmed(df: pd.DataFrame, i: int, clean_log: float) -> tuple[bool, int]:
+    """Whether bar i's open/high/low/close all sit at the new price level (nearer, in log terms, to
+    ``prev_close x exp(clean_log)`` than to ``prev_close``) and the closes of the next SPLIT_PERSIST_BARS bars
+    (at least one must exist) stay there. Returns (confirmed, bars checked after i)."""
+    pc = float(df["close"].iloc[i - 1])
+
+    def at_new_level(price: float) -> bool:
+        x = math.log(price / pc)
+        return abs(x - clean_log) < abs(x)
+
+    if not all(at_new_level(float(df[f].iloc[i])) for f in FIELDS):
+        return False, 0
+    after = df["close"].iloc[i + 1:i + 1 + SPLIT_PERSIST_BARS].to_numpy(dtype=float)
+    return len(after) > 0 and all(at_new_level(float(c)) for c in after), len(after)
+
+
+def detect_splits(df: pd.DataFrame, ref: pd.DataFrame | None = None, ref_symbol: str | None = None,
+                  skip: np.ndarray | None = None) -> list[dict]:
+    """Suspected splits: open, high, low and close move together by a clean ratio and the level persists.
+
+    Bar i is a split when ``prev_close / open`` is within SPLIT_TOLERANCE of a clean ratio N (or 1/N) of
+    SPLIT_RATIOS, all four prices of bar i sit at the new level and the next SPLIT_PERSIST_BARS closes stay
+    there (``_split_confirmed``), and the reference index moved less than SPLIT_REFERENCE_MAX_MOVE over the
+    same interval. A bar with a bad tick (``skip``) is never a split; the last bar cannot be confirmed yet
+    (it is judged as a spike until the next bar arrives).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        ``read_candles`` shape, oldest first.
+    ref, ref_symbol : pandas.DataFrame or None, str or None
+        The reference index (same timeframe) and its symbol, or None.
+    skip : numpy.ndarray of bool, optional
+        Per bar: True where a bad tick was found.
+
+    Returns
+    -------
+    list of dict
+        ``{open_time, kind: 'split', severity, detail}``; detail: ratio (prev_close / open), clean_ratio
+        ('N:1' forward, '1:N' reverse), prev_close, open, persisted_bars, volume_ratio (volume / previous
+        bar's volume; usually about N for an N:1 split), reference, reference_move (fraction).
+    """
     out: list[dict] = []
     if len(df) < 2:
         return out
-    close = df["close"].to_numpy()
-    prev_close = np.concatenate(([np.nan], close[:-1]))
-    opens = df["open"].to_numpy()
-    jump = prev_close / opens  # > 1: price fell overnight (a forward split); < 1: reverse split
-    split_mask = np.zeros(len(df), dtype=bool)
+    close, opens = df["close"].to_numpy(dtype=float), df["open"].to_numpy(dtype=float)
+    pc = _prev(close)
+    jump = pc / opens  # > 1: price fell overnight (a forward split); < 1: reverse split
     ref_open_ret = None
     if ref is not None and len(ref) > 1:
-        rc = ref["close"]
-        ref_jump = (rc.shift(1) / ref["open"]).reindex(df.index)
-        ref_open_ret = np.abs(np.log(ref_jump.to_numpy()))
+        ref_jump = (ref["close"].shift(1) / ref["open"]).reindex(df.index)
+        ref_open_ret = np.abs(np.log(ref_jump.to_numpy(dtype=float)))
+    vol = df["volume"].to_numpy(dtype=float) if "volume" in df else np.full(len(df), np.nan)
     for i in np.flatnonzero(np.isfinite(jump) & ((jump > 1.4) | (jump < 1 / 1.4))):
+        if skip is not None and skip[i]:
+            continue
         j = jump[i]
         big = j if j >= 1 else 1 / j
         clean = min(SPLIT_RATIOS, key=lambda r: abs(big / r - 1))
         if abs(big / clean - 1) > SPLIT_TOLERANCE:
+            continue
+        ok, persisted = _split_confirmed(df, i, -math.log(clean) if j >= 1 else math.log(clean))
+        if not ok:
             continue
         ref_move = None
         if ref_open_ret is not None and np.isfinite(ref_open_ret[i]):
             ref_move = float(math.expm1(ref_open_ret[i]))
             if ref_open_ret[i] >= math.log1p(SPLIT_REFERENCE_MAX_MOVE):
                 continue  # the whole market moved: not a split
-        split_mask[i] = True
+        vr = vol[i] / vol[i - 1] if vol[i - 1] > 0 else float("nan")
         out.append({"open_time": df.index[i], "kind": "split", "severity": "warning",
                     "detail": {"ratio": round(float(j), 4),
                                "clean_ratio": f"{clean}:1" if j >= 1 else f"1:{clean}",
-                               "prev_close": float(prev_close[i]), "open": float(opens[i]),
+                               "prev_close": float(pc[i]), "open": float(opens[i]),
+                               "persisted_bars": persisted,
+                               "volume_ratio": round(float(vr), 3) if np.isfinite(vr) else None,
                                "reference": ref_symbol if ref is not None else None,
                                "reference_move": None if ref_move is None else round(ref_move, 6)}})
+    return out
+
+
+def detect_spikes(df: pd.DataFrame, timeframe: str, exclude: np.ndarray | None = None) -> list[dict]:
+    """Spikes: close-to-close or intrabar-wick moves far beyond recent volatility (rules in the module docstring).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        ``read_candles`` shape, oldest first.
+    timeframe : str
+        For SPIKE_MIN_MOVE.
+    exclude : numpy.ndarray of bool, optional
+        Per bar: True where the return is an artefact (a split, a bad tick, or the bar after a bad close):
+        left out of sigma and never reported as a spike.
+
+    Returns
+    -------
+    list of dict
+        ``{open_time, kind: 'spike', severity, detail}``; detail: basis ('close' | 'wick'), return (log,
+        fraction), sigma, z, prev_close, close, low, high.
+    """
+    out: list[dict] = []
+    if len(df) < 2:
+        return out
+    excl = np.zeros(len(df), dtype=bool) if exclude is None else exclude
+    close = df["close"].to_numpy(dtype=float)
+    prev_close = _prev(close)
     r = np.log(close / prev_close)
-    r_sigma_input = pd.Series(np.where(split_mask, np.nan, r))
-    sigma = r_sigma_input.rolling(SPIKE_WINDOW, min_periods=SPIKE_MIN_PERIODS).std().shift(1).to_numpy()
-    lo = np.log(df["low"].to_numpy() / prev_close)
-    hi = np.log(df["high"].to_numpy() / prev_close)
+    sigma = pd.Series(np.where(excl, np.nan, r)).rolling(SPIKE_WINDOW, min_periods=SPIKE_MIN_PERIODS).std()
+    sigma = sigma.shift(1).to_numpy()
+    lo = np.log(df["low"].to_numpy(dtype=float) / prev_close)
+    hi = np.log(df["high"].to_numpy(dtype=float) / prev_close)
     wick = np.where(np.abs(lo) > np.abs(hi), lo, hi)
     min_move = SPIKE_MIN_MOVE.get(timeframe, 0.02)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -111,7 +297,7 @@ def detect_spikes_and_splits(df: pd.DataFrame, timeframe: str, ref: pd.DataFrame
         zw = wick / sigma
         close_spike = (np.abs(z) > SPIKE_K) & (np.abs(r) >= min_move)
         wick_spike = (np.abs(zw) > SPIKE_WICK_K) & (np.abs(wick) >= 2 * min_move)
-    for i in np.flatnonzero((close_spike | wick_spike) & ~split_mask & np.isfinite(sigma)):
+    for i in np.flatnonzero((close_spike | wick_spike) & ~excl & np.isfinite(sigma)):
         basis = "close" if close_spike[i] else "wick"
         ret = r[i] if basis == "close" else wick[i]
         zz = z[i] if basis == "close" else zw[i]
@@ -121,6 +307,45 @@ def detect_spikes_and_splits(df: pd.DataFrame, timeframe: str, ref: pd.DataFrame
                                "z": round(float(zz), 2), "prev_close": float(prev_close[i]),
                                "close": float(close[i]), "low": float(df["low"].iloc[i]),
                                "high": float(df["high"].iloc[i])}})
+    return out
+
+
+def detect_spikes_and_splits(df: pd.DataFrame, timeframe: str, ref: pd.DataFrame | None = None,
+                             ref_symbol: str | None = None) -> list[dict]:
+    """Bad-tick, split and spike anomalies of one candle frame, in that order of precedence.
+
+    A bar with a bad tick is neither a split nor a spike (and, when its close is bad, neither is the next
+    bar's return); a split's return is not a spike and stays out of the spike sigma.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        ``read_candles`` shape: open/high/low/close/volume, index open_time (UTC), oldest first.
+    timeframe : str
+        The candles' timeframe.
+    ref, ref_symbol : pandas.DataFrame or None, str or None
+        The reference index frame (same timeframe) and its symbol, for splits and bad ticks.
+
+    Returns
+    -------
+    list of dict
+        ``{open_time (Timestamp), kind ('bad_tick' | 'split' | 'spike'), severity, detail}``, by open_time.
+    """
+    n = len(df)
+    bad = detect_bad_ticks(df, timeframe, ref, ref_symbol)
+    bad_at = np.zeros(n, dtype=bool)
+    artefact = np.zeros(n, dtype=bool)
+    pos = {t: k for k, t in enumerate(df.index)}
+    for a in bad:
+        k = pos[a["open_time"]]
+        bad_at[k] = artefact[k] = True
+        if "close" in a["detail"]["fields"] and k + 1 < n:
+            artefact[k + 1] = True
+    splits = detect_splits(df, ref, ref_symbol, skip=bad_at)
+    for a in splits:
+        artefact[pos[a["open_time"]]] = True
+    out = bad + splits + detect_spikes(df, timeframe, exclude=artefact)
+    out.sort(key=lambda a: a["open_time"])
     return out
 
 
@@ -210,7 +435,7 @@ def find_anomalies(conn: psycopg.Connection, *, symbols: list[str] | None = None
                               "kind": "stale", "severity": "critical" if behind >= cov.STALE_RED_BARS else "warning",
                               "detail": {"last": row["last"], "behind": behind, "as_of": cov.iso(as_of_dt),
                                          "calendar": row["calendar"]}})
-    if {"spike", "split"} & set(kinds):
+    if {"spike", "split", "bad_tick"} & set(kinds):
         ref_cache: dict[tuple[str, str], pd.DataFrame] = {}
         for sym, tf in series:
             step = timedelta(seconds=TIMEFRAME_SECONDS[tf])
@@ -291,7 +516,7 @@ def anomalies_between(conn: psycopg.Connection, start, end, symbols: list[str] |
     """Stored anomalies with ``start <= open_time < end`` (UTC), oldest first.
 
     Each dict: symbol, timeframe, open_time (aware UTC datetime, the anomalous candle's open), kind
-    ('gap'|'stale'|'spike'|'split'|'cross_source'), detail (dict), severity, observed_at (open_time +
+    ('gap'|'stale'|'spike'|'split'|'bad_tick'|'cross_source'), detail (dict), severity, observed_at (open_time +
     timeframe: when the candle closed), anomaly_id. ``symbols`` / ``kinds`` / ``timeframes`` filter.
     """
     conds = ["open_time >= %(start)s", "open_time < %(end)s"]

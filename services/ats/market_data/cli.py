@@ -98,6 +98,8 @@ def _anomalies(args) -> int:
                  "spike": lambda: f"return {d.get('return', 0):+.2%} = {d.get('z')} sigma ({d.get('basis')})",
                  "split": lambda: f"{d.get('clean_ratio')} (ratio {d.get('ratio')}; {d.get('reference')} moved "
                                   f"{(d.get('reference_move') or 0):+.2%})",
+                 "bad_tick": lambda: ", ".join(f"{f} {d['values'][f]} ({d['move'][f]:+.2%})"
+                                               for f in d.get("fields", [])) + " then reverted",
                  "cross_source": lambda: f"{', '.join(d.get('sources', {}))} differ on {d.get('field')} by "
                                          f"{d.get('rel_diff', 0):.2%}"}[a["kind"]]()
         print(f"{j['open_time']}  {a['symbol']:<10} {a['timeframe']:<4} {a['kind']:<12} {brief}")
@@ -191,7 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       description="List stored feed anomalies; --scan detects new ones first (each new one is "
                                   "also a system_events row).")
     q.add_argument("--symbol", help="only this symbol")
-    q.add_argument("--kind", choices=["gap", "stale", "spike", "split", "cross_source"])
+    q.add_argument("--kind", choices=["gap", "stale", "spike", "split", "bad_tick", "cross_source"])
     q.add_argument("--timeframe", choices=tfs)
     q.add_argument("--since", type=_ts_arg("--since"), help="open_time >= this UTC time")
     q.add_argument("--until", type=_ts_arg("--until"), help="open_time < this UTC time")

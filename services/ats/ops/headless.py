@@ -14,11 +14,19 @@ One run, in order:
      the run), and the deny list cancels the project's allows beyond the task's own;
   4. when the claude binary is missing, or it answers "Not logged in" / an authentication error / an API
      error before any turn, run the task's deterministic core (`ats ...`) instead and say so;
-  5. append everything to ``logs/cron/<task>.log`` and record one ``system_events`` row (component 'cron',
+  5. check the task's declared artifact (``Task.artifact``: e.g. investigate leaves
+     ``reports/investigations/*_<SYMBOL>.md``) exists and is newer than the run's start; when Claude Code
+     returned without it, run the deterministic core so it lands (with at least ARTIFACT_CORE_MIN_S seconds,
+     even past the run's timeout), record ``artifact_missing`` in the payload and exit ARTIFACT_MISSING_EXIT
+     (unless the run had already failed with its own code): a timer that silently produced nothing is a
+     failed run;
+  6. append everything to ``logs/cron/<task>.log`` and record one ``system_events`` row (component 'cron',
      event_type 'cron_run') whose payload holds mode, exit code, and the parsed JSON result: is_error,
-     subtype, num_turns, total_cost_usd, permission_denials, session_id.
+     subtype, num_turns, total_cost_usd, permission_denials, session_id; ``artifact`` {expected, paths,
+     produced_by} when the artifact was found, ``artifact_missing`` {expected, description, newer_than, after,
+     core_exit_code, landed, paths} when it was not.
 The exit code is 0 only when the run succeeded (claude: ``is_error`` false and subtype 'success'; core: every
-command exited 0) and its event was recorded.
+command exited 0), its artifact exists, and its event was recorded.
 
 The claude binary: ``ATS_CLAUDE_BIN``; else ``claude`` on PATH; else the pinned test install
 ``$ATS_CLAUDE_CACHE`` or ``~/.cache/ats/claude-code``/node_modules/.bin/claude.
@@ -41,11 +49,13 @@ from typing import TextIO
 
 from ..errors import AtsError, BusyError, UsageError
 from ..paths import logs_dir, project_root, state_dir
-from .tasks import PG, PG_WRITE_TOOLS, Task, get_task
+from .tasks import PG, PG_WRITE_TOOLS, Artifact, Task, get_task
 
 CLAUDE_VERSION = "2.1.329"  # the version the end-to-end test pins
 CRON_LOG_MAX_BYTES = 10 * 1024 * 1024
 CRON_LOG_BACKUPS = 5
+ARTIFACT_MISSING_EXIT = 3  # the run ended without its declared artifact (the core may have recovered it)
+ARTIFACT_CORE_MIN_S = 120  # seconds the recovery core gets even when the run's timeout is (nearly) used up
 RESULT_CLIP = 4000  # characters of the model's final text kept in the system_events payload (all of it is in the log)
 
 #: Always denied in headless runs, on top of the project's deny list (deny beats allow in Claude Code).
@@ -76,6 +86,8 @@ class RunResult:
     event_id: int | None = None
     duration_s: float = 0.0
     log_path: str | None = None
+    artifact: dict | None = None            # {expected, paths, produced_by} when the declared artifact exists
+    artifact_missing: dict | None = None    # {expected, description, newer_than, after, ...} when it did not
 
     def payload(self) -> dict:
         """The system_events payload (JSON-serialisable)."""
@@ -89,6 +101,10 @@ class RunResult:
             doc["fallback_reason"] = self.fallback_reason
         if self.core_runs:
             doc["core_runs"] = self.core_runs
+        if self.artifact is not None:
+            doc["artifact"] = self.artifact
+        if self.artifact_missing is not None:
+            doc["artifact_missing"] = self.artifact_missing
         return doc
 
 
@@ -435,6 +451,7 @@ def _child_env(root: Path) -> dict:
     env["ATS_HOME"] = str(root)
     env["PATH"] = _venv_bin() + os.pathsep + env.get("PATH", "")
     env.setdefault("ATS_LOG_DIR", str(logs_dir()))
+    env["ATS_HEADLESS"] = "1"  # the PreToolUse hook (ats.ops.hooks) allows headless writes only under reports/ kb/ plans/
     return env
 
 
@@ -542,6 +559,7 @@ def run_task(task_name: str, args: list[str], *, core_only: bool = False, timeou
 def _run_locked(task: Task, prompt_spec, args: list[str], *, root: Path, log: CronLog, core_only: bool,
                 timeout_s: float, max_turns: int | None) -> RunResult:
     deadline = time.monotonic() + timeout_s
+    started = time.time()
     env = _child_env(root)
     label = task.name
     log.write(f"{_now()} start: task {label} args {json.dumps(args)} root {root} timeout {int(timeout_s)}s")
@@ -579,7 +597,10 @@ def _run_locked(task: Task, prompt_spec, args: list[str], *, root: Path, log: Cr
                 claude_doc = parse_claude_json(proc.stdout)
                 fallback_reason = no_model_reason(claude_doc, proc)
                 if fallback_reason is None:
-                    return _claude_result(label, args, proc, claude_doc, log, timeout_s)
+                    res = _claude_result(label, args, proc, claude_doc, log, timeout_s)
+                    art = task.expected_artifact(args) if prompt_spec is None else None
+                    return _check_artifact(res, art, started, task=task, root=root, env=env, deadline=deadline,
+                                           log=log)
 
     # deterministic core: core-only task, --core-only, or no model available
     if fallback_reason:
@@ -600,8 +621,72 @@ def _run_locked(task: Task, prompt_spec, args: list[str], *, root: Path, log: Cr
     if fallback_reason:
         summary += f" — Claude Code was not used: {fallback_reason}"
     log.write(summary, echo=True)
-    return RunResult(task=label, args=args, mode="core", exit_code=rc, summary=summary, claude=claude_doc,
-                     fallback_reason=fallback_reason, core_runs=runs)
+    res = RunResult(task=label, args=args, mode="core", exit_code=rc, summary=summary, claude=claude_doc,
+                    fallback_reason=fallback_reason, core_runs=runs)
+    art = task.expected_artifact(args) if prompt_spec is None else None
+    return _check_artifact(res, art, started, task=task, root=root, env=env, deadline=deadline, log=log)
+
+
+def _rel(paths: list[Path], root: Path) -> list[str]:
+    out = []
+    for p in paths:
+        try:
+            out.append(p.relative_to(root).as_posix())
+        except ValueError:
+            out.append(str(p))
+    return out
+
+
+def _check_artifact(res: RunResult, art: Artifact | None, started: float, *, task: Task, root: Path, env: dict,
+                    deadline: float, log: CronLog) -> RunResult:
+    """Verify the run left ``art`` (newer than ``started``, Unix s); see step 5 of the module docstring.
+
+    Parameters
+    ----------
+    res : RunResult
+        The outcome so far (mode 'claude' or 'core'); updated in place and returned.
+    art : Artifact or None
+        The declared artifact (None: nothing to check).
+    started : float
+        The run's start, Unix seconds.
+    task, root, env, deadline, log
+        To run the deterministic core when Claude Code left nothing.
+
+    Returns
+    -------
+    RunResult
+        ``res`` with ``artifact`` or ``artifact_missing`` set, and a non-zero exit code when it was missing.
+    """
+    if art is None:
+        return res
+    found = art.found(root, started)
+    if found:
+        res.artifact = {"expected": art.pattern, "paths": _rel(found, root), "produced_by": res.mode}
+        return res
+    missing: dict = {"expected": art.pattern, "description": art.description,
+                     "newer_than": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+                     "after": res.mode}
+    label = res.task
+    if res.mode == "claude":
+        log.write(f"{label}: Claude Code returned without {art.description} ({art.pattern}, newer than the run's "
+                  f"start); running the deterministic core so it lands", echo=True)
+        core_deadline = max(deadline, time.monotonic() + ARTIFACT_CORE_MIN_S)
+        runs = _run_core(label, task.core(res.args), root=root, env=env, deadline=core_deadline, log=log)
+        res.core_runs = runs
+        found = art.found(root, started)
+        missing.update(core_exit_code=next((r["exit_code"] for r in runs if r["exit_code"] != 0), 0),
+                       landed=bool(found), paths=_rel(found, root))
+    else:
+        missing.update(landed=False, paths=[])
+    res.artifact_missing = missing
+    if res.exit_code == 0:
+        res.exit_code = ARTIFACT_MISSING_EXIT
+    how = ("the deterministic core then wrote " + ", ".join(missing["paths"]) if missing.get("landed")
+           else "and the deterministic core did not produce it either")
+    note = f"ARTIFACT MISSING: {art.description} ({art.pattern}) was not written by the run, {how}"
+    res.summary += f"; {note}"
+    log.write(f"{label}: {note} (exit {res.exit_code}); artifact_missing {json.dumps(missing)}", echo=True)
+    return res
 
 
 def _core_argvs(task: Task, prompt_spec, args: list[str]) -> list[list[str]]:

@@ -12,12 +12,19 @@ Invariants (checked by tests/test_ops_config.py):
   * no allowlist holds a bare ``Bash``, ``Write`` or ``Edit``, nor ``Edit(...)`` outside ``reports/``, ``kb/``,
     ``plans/``; Bash entries are ``Bash(ats <core>:*)`` prefixes of the task's own core;
   * MCP write tools (``--allow-writes`` tools of ats-postgres) appear only where the task writes through them.
+
+Each task that produces something declares its :class:`Artifact` (a glob under the project root): after the
+Claude Code run the runner checks that a matching file is newer than the run's start, and when none is it runs
+the deterministic core so the artifact lands, records ``artifact_missing`` and exits non-zero
+(``ats.ops.headless``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
@@ -37,6 +44,58 @@ DOCS_READ = [f"{DOCS}search", f"{DOCS}get"]
 
 
 @dataclass(frozen=True)
+class Artifact:
+    """A file a headless run must leave behind.
+
+    Parameters
+    ----------
+    pattern : str
+        Glob relative to the project root, e.g. ``reports/investigations/*_BTCUSDT.md``.
+    description : str
+        What the file is, for messages.
+    """
+
+    pattern: str
+    description: str
+
+    def found(self, root: Path, since: float) -> list[Path]:
+        """Files matching ``pattern`` under ``root`` modified at or after ``since``.
+
+        Parameters
+        ----------
+        root : pathlib.Path
+            Project root.
+        since : float
+            The run's start, Unix seconds (wall clock); compared with ``st_mtime`` at whole-second resolution
+            so a file system with coarse timestamps does not hide a file written in the run's first second.
+
+        Returns
+        -------
+        list of pathlib.Path
+            Newest first.
+        """
+        floor = math.floor(since)
+        hits = []
+        for p in root.glob(self.pattern):
+            try:
+                mtime = p.stat().st_mtime
+            except OSError:
+                continue
+            if p.is_file() and mtime >= floor:
+                hits.append((mtime, p))
+        return [p for _, p in sorted(hits, reverse=True)]
+
+
+def _fixed_artifact(pattern: str, description: str) -> Callable[[list[str]], Artifact]:
+    return lambda args: Artifact(pattern, description)
+
+
+def _investigation_artifact(args: list[str]) -> Artifact:
+    symbol = args[0].upper() if args else "*"
+    return Artifact(f"reports/investigations/*_{symbol}.md", f"the investigation report of {symbol}")
+
+
+@dataclass(frozen=True)
 class Task:
     """One headless task.
 
@@ -46,6 +105,7 @@ class Task:
     core: ``core(args) -> list of argv lists`` for `ats` (without the leading ``ats``); run in order.
     max_turns: ``--max-turns``; timeout_s: wall-clock limit in seconds for the whole run (model or core).
     usage: one-line argument synopsis for help output.
+    artifact: ``artifact(args) -> Artifact`` the run must leave (None: the task promises no file).
     """
 
     name: str
@@ -57,6 +117,11 @@ class Task:
     max_turns: int = 20
     timeout_s: int = 900
     writes: tuple[str, ...] = field(default=("reports",))
+    artifact: Callable[[list[str]], Artifact] | None = None
+
+    def expected_artifact(self, args: list[str]) -> Artifact | None:
+        """The :class:`Artifact` a run with ``args`` must leave, or None."""
+        return self.artifact(args) if self.artifact is not None else None
 
     def prompt(self, args: list[str]) -> str:
         """The `claude --print` prompt: ``/<command> ARGS`` (expanded by Claude Code from the command file)."""
@@ -135,13 +200,14 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         allowed_tools=(f"{PG}investigate_symbol", f"{PG}write_investigation_report", f"{PG}blocked_signals",
                        f"{PG}portfolio_pnl", f"{PG}query", f"{PG}describe_table", "Bash(ats investigate:*)",
                        *DOCS_READ, *REPORT_FILES),
-        core=_investigate_core, max_turns=20, timeout_s=900),
+        core=_investigate_core, max_turns=20, timeout_s=900, artifact=_investigation_artifact),
     Task(
         name="ats-health-check", command="ats-health-check",
         description="post-trade health check and strategy-adherence audit (ats health-check)",
         allowed_tools=("Bash(ats health-check:*)", f"{PG}health_summary", f"{PG}portfolio_pnl",
                        f"{PG}blocked_signals", f"{PG}query", f"{PG}describe_table", *DOCS_READ, *REPORT_FILES),
-        core=_fixed(["health-check"]), max_turns=20, timeout_s=900),
+        core=_fixed(["health-check"]), max_turns=20, timeout_s=900,
+        artifact=_fixed_artifact("reports/health/*_health-check.md", "the health-check report")),
     Task(
         name="update-knowledge-base", command="update-knowledge-base",
         description="MD5-drift scan, then rebuild stale and pending KB articles (ats kb scan / update)",
@@ -149,37 +215,46 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         allowed_tools=("Bash(ats kb scan:*)", "Bash(ats kb update:*)", "Bash(ats kb status:*)", *DOCS_READ,
                        f"{DOCS}status", "Read(/services/**)", "Read(/mcp_servers/**)", "Read(/tests/**)",
                        "Read(/kb/**)", "Edit(/kb/**)"),
-        core=_fixed(["kb", "scan"], ["kb", "update"]), max_turns=40, timeout_s=1800, writes=("kb",)),
+        core=_fixed(["kb", "scan"], ["kb", "update"]), max_turns=40, timeout_s=1800, writes=("kb",),
+        artifact=_fixed_artifact("kb/README.md", "the KB index (rewritten by every `ats kb update`)")),
     Task(
         name="kb-scan", command=None,
         description="hourly MD5-drift scan of the source tree (deterministic, no model)",
         allowed_tools=(), core=_fixed(["kb", "scan"]), max_turns=0, timeout_s=600, writes=()),
     Task(
+        name="db-backup", command=None,
+        description="daily pg_dump -Fc + manifest + rotation (ats db backup; deterministic, no model)",
+        allowed_tools=(), core=_fixed(["db", "backup"]), max_turns=0, timeout_s=3600, writes=()),
+    Task(
         name="weekly-report", command="weekly-report",
         description="weekly P&L (snapshots), per-strategy stats, blocked signals, breaker trips (ats report weekly)",
         allowed_tools=("Bash(ats report weekly:*)", f"{PG}portfolio_pnl", f"{PG}blocked_signals",
                        f"{PG}health_summary", f"{PG}query", *DOCS_READ, *REPORT_FILES),
-        core=_fixed(["report", "weekly"]), max_turns=25, timeout_s=1200),
+        core=_fixed(["report", "weekly"]), max_turns=25, timeout_s=1200,
+        artifact=_fixed_artifact("reports/weekly/*_weekly.md", "the weekly report")),
     Task(
         name="24-h-trade-analysis", command="24-h-trade-analysis",
         description="5 representative trades of the last 24 h investigated + index (ats report 24h)",
         usage="[--as-of TIMESTAMP]",
         allowed_tools=("Bash(ats report 24h:*)", f"{PG}investigate_symbol", f"{PG}portfolio_pnl", f"{PG}query",
                        *DOCS_READ, *REPORT_FILES),
-        core=_fixed(["report", "24h"]), max_turns=30, timeout_s=1500),
+        core=_fixed(["report", "24h"]), max_turns=30, timeout_s=1500,
+        artifact=_fixed_artifact("reports/daily/*_24h/index.md", "the 24 h trade analysis index")),
     Task(
         name="watchlist-healthcheck", command="watchlist-healthcheck",
         description="watchlist capture vs the top 7-day gainers (ats report watchlist)",
         allowed_tools=("Bash(ats report watchlist:*)", f"{PG}query", f"{PG}describe_table", *DOCS_READ,
                        *REPORT_FILES),
-        core=_fixed(["report", "watchlist"]), max_turns=20, timeout_s=900),
+        core=_fixed(["report", "watchlist"]), max_turns=20, timeout_s=900,
+        artifact=_fixed_artifact("reports/watchlist/*_watchlist.md", "the watchlist health check")),
     Task(
         name="save-plan", command="save-plan",
         description="copy an approved plan into plans/YYYY-MM-DD_HHMM_<slug>.md (ats plan save)",
         usage='"TITLE" PLAN_FILE',
         allowed_tools=("Bash(ats plan save:*)", "Bash(ats plan list:*)", "Read(~/.claude/plans/**)",
                        "Read(/plans/**)"),
-        core=_save_plan_core, max_turns=8, timeout_s=300, writes=("plans",)),
+        core=_save_plan_core, max_turns=8, timeout_s=300, writes=("plans",),
+        artifact=_fixed_artifact("plans/*.md", "the saved plan")),
 ]}
 
 
