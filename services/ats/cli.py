@@ -2,14 +2,16 @@
 
 Every top-level command lives in its package's ``cli.py`` (discovered: ``ats.<package>.cli``, plus ``ats.demo``).
 A package whose commands are a separate job keeps them in a module its ``cli.py`` registers (``ats config`` in
-``ats.db.config_commands``, ``ats mcp`` in ``ats.ops.mcp_commands``).
+``ats.db.config_commands``, ``ats mcp`` in ``ats.ops.mcp_commands``, the fleet's commands in
+``ats.ops.fleet_cli``).
 
 =================  ==========================  ====================================================
 command            module                      what it does
 =================  ==========================  ====================================================
 ``demo``           ``ats.demo``                load the shared data, replay, print the figures
-``db``             ``ats.db.cli``              database: up, status, url, migrate, down
+``db``             ``ats.db.cli``              database: up, status, url, migrate, down, backup, restore
 ``config``         ``ats.db.config_commands``  strategy configurations and system settings (as of T)
+``account``        ``ats.accounts.cli``        accounts and their scope
 ``data``           ``ats.market_data.cli``     candles: load, resample, coverage, anomalies, backfill
 ``engine``         ``ats.engine.cli``          replay, runs, show, seed, strategies
 ``backtest``       ``ats.engine.cli``          backtest run, list, show, compare
@@ -24,6 +26,12 @@ command            module                      what it does
 ``mcp``            ``ats.ops.mcp_commands``    serve the MCP servers of mcp_servers/, list their tools
 ``run``            ``ats.ops.cli``             one headless task through Claude Code (or its core)
 ``cron``           ``ats.ops.cli``             render / install / list the timers
+``security``       ``ats.ops.fleet_cli``       security audit (secrets, grants, settings)
+``git``            ``ats.ops.fleet_cli``       commit explicit paths with the day's plan
+``session``        ``ats.ops.fleet_cli``       close an interactive session
+``hook``           ``ats.ops.fleet_cli``       Claude Code hooks (PreToolUse path rules)
+``gh``             ``ats.ops.fleet_cli``       GitHub issues over the gh CLI
+``archive``        ``ats.ops.fleet_cli``       git bundle + artifacts tarball, rotated
 =================  ==========================  ====================================================
 
 A new package adds its commands with a ``cli.py`` exposing ``register(subparsers)`` (and a row here); each parser
