@@ -40,7 +40,7 @@ from psycopg.rows import dict_row  # noqa: E402
 
 from ats.db.connection import with_dbname  # noqa: E402
 from ats.db.migrate import migrate  # noqa: E402
-from ats.procedures import kb  # noqa: E402
+from ats.knowledge import kb  # noqa: E402
 
 BODY = '''"""Generated module {i} for the kb scan benchmark."""
 

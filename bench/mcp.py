@@ -180,7 +180,7 @@ def bench_investigate(url: str, iterations: int, log) -> tuple[dict, dict]:
     """investigate_symbol over one-day windows: MCP stdio / in-process, direct function, raw SELECT baseline.
     Returns (timings, counts of the first window)."""
     from ats.db.connection import readonly_url
-    from ats.procedures import forensics as fx
+    from ats.forensics import queries as fx
     from mcp_servers.postgres import build_server as pg_server
 
     days = [f"2021-{m:02d}-{d:02d}" for m in range(2, 12) for d in (3, 11, 19, 27)]
@@ -224,7 +224,7 @@ def bench_investigate(url: str, iterations: int, log) -> tuple[dict, dict]:
 def bench_search(url: str, tmp: Path, chunks: int, iterations: int, log) -> tuple[dict, dict]:
     """search(query, k=8): MCP stdio / in-process (hybrid), direct hybrid/bm25/vector, pgvector kNN SQL and
     PostgreSQL full-text search baselines. Returns (timings, index facts)."""
-    from ats.procedures import docs_index as di
+    from ats.knowledge import docs_index as di
     from mcp_servers.docs import build_server as docs_server
 
     facts: dict = {}

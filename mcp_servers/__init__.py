@@ -1,1 +1,2 @@
-"""Thin MCP servers over ATS procedures (ats-postgres, ats-docs). Tools delegate to `ats.procedures`."""
+"""Thin MCP servers over ATS procedures (ats-postgres, ats-docs). Tools delegate to `ats.forensics`, `ats.knowledge` and
+`ats.db.readonly_query`."""

@@ -1,7 +1,7 @@
 """ats-docs: hybrid search over the project's markdown and lessons (MCP server, stdio).
 
 Tools: ``search(query, k=8, mode='hybrid'|'bm25'|'vector', paths=None)``, ``get(path)``, ``status()``; the
-core is ats.procedures.docs_index (BM25 + sentence-transformers vectors, reciprocal rank fusion k=60, vectors in
+core is ats.knowledge.docs_index (BM25 + sentence-transformers vectors, reciprocal rank fusion k=60, vectors in
 PostgreSQL). Before a search the server refreshes the index when it is older than ``ATS_DOCS_REFRESH_SECONDS``
 (default 30): changed files are re-chunked at once (BM25 sees them immediately) and their vectors are computed
 in a background thread, only for chunks whose content hash changed. The embedding model starts loading in the
@@ -26,7 +26,7 @@ from mcp_types import ToolAnnotations
 
 from ats.errors import AtsError
 from ats.log import setup_logging
-from ats.procedures import docs_index as di
+from ats.knowledge import docs_index as di
 
 from ._common import CallLog, TimeBudget, ToolResult
 

@@ -1,6 +1,6 @@
 """ats-postgres: the ATS database for Claude Code, least privilege (MCP server, stdio).
 
-Read tools (always): ``query``, ``list_tables``, ``describe_table``, ``explain`` (ats.procedures.query, run as
+Read tools (always): ``query``, ``list_tables``, ``describe_table``, ``explain`` (ats.db.readonly_query, run as
 role ``ats_readonly``: one statement enforced by PostgreSQL's extended query protocol, READ ONLY transaction,
 statement timeout, row/byte limits) and the forensic tools ``investigate_symbol``, ``portfolio_pnl``,
 ``health_summary``, ``blocked_signals`` (the deterministic procedures, also run as ``ats_readonly``).
@@ -28,7 +28,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
 
 from ats.log import setup_logging
-from ats.procedures.query import DEFAULT_LIMIT, ReadOnlyDB, jsonable
+from ats.db.readonly_query import DEFAULT_LIMIT, ReadOnlyDB, jsonable
 
 from ._common import CallLog, TimeBudget, ToolResult
 
@@ -89,7 +89,7 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
         timeline, anomalies, open questions, and the SQL behind every figure. since/until: ISO-8601 UTC,
         inclusive, engine clock; omit for the whole run."""
         def body():
-            from ats.procedures.forensics import investigate_symbol as fn
+            from ats.forensics.queries import investigate_symbol as fn
 
             return _run_budgeted(ro, "investigate_symbol", fn, symbol, since=since, until=until, run_id=run_id)
         return log.run("investigate_symbol", {"symbol": symbol, "since": since, "until": until, "run_id": run_id},
@@ -111,7 +111,7 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
         freshness per symbol/timeframe, coverage status, recent errors and warnings, last runs, latest
         portfolio snapshot."""
         def body():
-            from ats.procedures.forensics import health_summary as fn
+            from ats.forensics.queries import health_summary as fn
 
             return _run_budgeted(ro, "health_summary", fn, run_id=run_id)
         return log.run("health_summary", {"run_id": run_id}, body)
@@ -123,7 +123,7 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
         `until`: rows (newest first, at most limit) with gate ('buy_gate', 'regime', 'breaker:<name>', ...) and
         reason, plus counts by gate, reason, strategy, symbol and day over every matching row."""
         def body():
-            from ats.procedures.forensics import blocked_signals as fn
+            from ats.forensics.queries import blocked_signals as fn
 
             return _run_budgeted(ro, "blocked_signals", fn, since, strategy=strategy, until=until, limit=limit)
         return log.run("blocked_signals", {"since": since, "strategy": strategy, "until": until, "limit": limit},
@@ -148,7 +148,7 @@ def _owner_conn(owner_url: str | None):
 
 
 def _add_write_tools(server: MCPServer, log: CallLog, owner_url: str | None) -> None:
-    from ats.procedures import docs_records
+    from ats.knowledge import docs_records
 
     @server.tool(annotations=WRITE)
     def append_lesson(title: str, body: str, tags: list[str] | None = None, source: str = "mcp") -> ToolResult:
@@ -171,12 +171,12 @@ def _add_write_tools(server: MCPServer, log: CallLog, owner_url: str | None) -> 
 
     @server.tool(annotations=WRITE)
     def write_investigation_report(symbol: str, since: str | None = None, until: str | None = None) -> ToolResult:
-        """Write reports/investigations/<date>_<SYMBOL>.md and its .json twin (ats.procedures.investigate),
+        """Write reports/investigations/<date>_<SYMBOL>.md and its .json twin (ats.forensics.investigate),
         register the report in reports_registry and audit it in system_events. Returns {paths, md_path,
         json_path, symbol, run_id, trades, realized_pnl_usd, reconciled, report_id, event_id}."""
         def run():
             from ats.db.events import record_event
-            from ats.procedures.investigate import write_investigation
+            from ats.forensics.investigate import write_investigation
 
             with _owner_conn(owner_url) as conn:
                 budgeted = TimeBudget("write_investigation_report").wrap(write_investigation)

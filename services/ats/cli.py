@@ -1,6 +1,42 @@
 """The `ats` command line.
 
-Every command module exposes ``register(subparsers)`` and sets ``func(args) -> int`` on its parsers.
+Every top-level command lives in its package's ``cli.py`` (discovered: ``ats.<package>.cli``, plus ``ats.demo``).
+A package whose commands are a separate job keeps them in a module its ``cli.py`` registers (``ats config`` in
+``ats.db.config_commands``, ``ats mcp`` in ``ats.ops.mcp_commands``, the fleet's commands in
+``ats.ops.fleet_cli``).
+
+=================  ==========================  ====================================================
+command            module                      what it does
+=================  ==========================  ====================================================
+``demo``           ``ats.demo``                load the shared data, replay, print the figures
+``db``             ``ats.db.cli``              database: up, status, url, migrate, down, backup, restore
+``config``         ``ats.db.config_commands``  strategy configurations and system settings (as of T)
+``account``        ``ats.accounts.cli``        accounts and their scope
+``data``           ``ats.market_data.cli``     candles: load, resample, coverage, anomalies, backfill
+``engine``         ``ats.engine.cli``          replay, runs, show, seed, strategies
+``backtest``       ``ats.engine.cli``          backtest run, list, show, compare
+``pnl``            ``ats.portfolio.cli``       P&L windows from portfolio_hourly_snapshots
+``risk``           ``ats.risk.cli``            breakers, stop, resume, settings
+``investigate``    ``ats.forensics.cli``       one symbol's lifecycle report (markdown + JSON)
+``health-check``   ``ats.forensics.cli``       post-trade adherence audit (exit 1 on a broken rule)
+``report``         ``ats.forensics.cli``       24h, weekly, watchlist reports
+``kb``             ``ats.knowledge.cli``       knowledge base: scan, update [--agent], status
+``plan``           ``ats.knowledge.cli``       save / list approved plans in plans/
+``docs``           ``ats.knowledge.cli``       hybrid docs search: index, search, get, status
+``mcp``            ``ats.ops.mcp_commands``    serve the MCP servers of mcp_servers/, list their tools
+``run``            ``ats.ops.cli``             one headless task through Claude Code (or its core)
+``cron``           ``ats.ops.cli``             render / install / list the timers
+``security``       ``ats.ops.fleet_cli``       security audit (secrets, grants, settings)
+``git``            ``ats.ops.fleet_cli``       commit explicit paths with the day's plan
+``session``        ``ats.ops.fleet_cli``       close an interactive session
+``hook``           ``ats.ops.fleet_cli``       Claude Code hooks (PreToolUse path rules)
+``gh``             ``ats.ops.fleet_cli``       GitHub issues over the gh CLI
+``archive``        ``ats.ops.fleet_cli``       git bundle + artifacts tarball, rotated
+=================  ==========================  ====================================================
+
+A new package adds its commands with a ``cli.py`` exposing ``register(subparsers)`` (and a row here); each parser
+sets ``func(args) -> int``. Optional module attribute ``CLI_ORDER`` (int, default 50) sorts them in ``--help``.
+Keep heavy imports (torch, matplotlib, mcp) inside the command handlers, not at module top level.
 Exit codes: 0 success, 1 failure (one clear line on stderr; traceback only with ``--debug``), 2 usage error.
 """
 
@@ -8,26 +44,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from .errors import AtsError, BusyError, UsageError
 
-# Command modules are discovered: every module `ats.<pkg>.cli` or `ats.<name>_cli` (plus ats.demo) that defines
-# register(subparsers). Optional module attribute CLI_ORDER (int, default 50) sorts them in --help.
-# Keep heavy imports (torch, matplotlib, mcp) inside the command handlers, not at module top level.
-
-
 def command_modules() -> list[str]:
-    """Names of the modules that add `ats` subcommands, in help order."""
+    """Names of the modules that add `ats` subcommands, in help order.
+
+    Returns
+    -------
+    list of str
+        ``ats.demo`` and every ``ats.<package>.cli`` (one level deep) that defines ``register``, sorted by
+        ``CLI_ORDER`` then name.
+    """
     import pkgutil
 
     import ats
 
     names = ["ats.demo"]
-    for info in pkgutil.walk_packages(ats.__path__, "ats."):
-        if info.name.endswith(".cli") or info.name.endswith("_cli"):
-            if info.name != "ats.cli":
-                names.append(info.name)
+    for info in pkgutil.iter_modules(ats.__path__, "ats."):
+        if info.ispkg and importlib.util.find_spec(f"{info.name}.cli") is not None:
+            names.append(f"{info.name}.cli")
     mods = [importlib.import_module(n) for n in names]
     mods = [m for m in mods if hasattr(m, "register")]
     mods.sort(key=lambda m: (getattr(m, "CLI_ORDER", 50), m.__name__))

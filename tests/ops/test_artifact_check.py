@@ -36,7 +36,7 @@ def claude_bin() -> Path:
 
 @pytest.fixture
 def real_project(tmp_path):
-    if not (ROOT / "mcp_servers" / "launch").exists() or importlib.util.find_spec("ats.procedures") is None:
+    if not (ROOT / "mcp_servers" / "launch").exists() or importlib.util.find_spec("ats.forensics.investigate") is None:
         pytest.skip("the MCP servers are not built in this checkout")
     home = make_project(tmp_path / "proj", real_mcp=True)
     # an older BTCUSDT report: it exists, but it is not this run's

@@ -113,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("db", help="database: status, url, migrate, up, down, doctor",
                        description="The ATS database: embedded PostgreSQL (pgserver) unless ATS_DATABASE_URL is set.")
     dsub = p.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    from .config_commands import register as register_config  # `ats config`: the config store's commands
+
+    register_config(sub)
     q = dsub.add_parser("up", help="start (embedded) and migrate the database, print its status")
     q.set_defaults(func=_up)
     q = dsub.add_parser("status", help="embedded or URL, server version, migration level")

@@ -14,9 +14,9 @@ from ..timeutil import TIMEFRAME_SECONDS, parse_ts
 
 
 def _conn():
-    from ..db import connect
+    from ..db.command import command_connection
 
-    return connect()
+    return command_connection("ats-data-cli")
 
 
 def _load(args) -> int:

@@ -53,6 +53,7 @@ import psycopg
 from ..db.events import record_event
 from ..errors import AtsError
 from ..timeutil import TIMEFRAME_SECONDS, UTC
+from .store import candle_upsert_sql
 
 #: directory names recognised as a candle source (exchange or vendor) for ``candles.source``
 KNOWN_SOURCES = frozenset({
@@ -419,19 +420,13 @@ _STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS ats_candles_stage (
     open_ms bigint NOT NULL, open numeric NOT NULL, high numeric NOT NULL, low numeric NOT NULL,
     close numeric NOT NULL, volume numeric NOT NULL, complete boolean NOT NULL DEFAULT true)"""
 
-_UPSERT = """
-WITH ins AS (
-    INSERT INTO candles AS c (symbol, timeframe, open_time, open, high, low, close, volume, source, complete)
-    SELECT %(symbol)s, %(timeframe)s, timestamptz 'epoch' + open_ms * interval '1 millisecond',
+_STAGE_SELECT = """SELECT %(symbol)s, %(timeframe)s, timestamptz 'epoch' + open_ms * interval '1 millisecond',
            open, high, low, close, volume, %(source)s, complete
-      FROM ats_candles_stage
-    ON CONFLICT (symbol, timeframe, open_time, source) DO UPDATE
-       SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
-           volume = EXCLUDED.volume, complete = EXCLUDED.complete, loaded_at = now()
-     WHERE (c.open, c.high, c.low, c.close, c.volume, c.complete)
-           IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
-                             EXCLUDED.complete)
-    RETURNING (xmax = 0) AS inserted)
+      FROM ats_candles_stage"""
+
+_UPSERT = f"""
+WITH ins AS (
+    {candle_upsert_sql(_STAGE_SELECT)})
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated FROM ins
 """
 

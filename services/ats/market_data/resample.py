@@ -20,7 +20,7 @@ import psycopg
 
 from ..errors import UsageError
 from ..timeutil import TIMEFRAME_SECONDS, parse_ts
-from .store import source_rank_sql
+from .store import candle_upsert_sql, source_rank_sql
 
 #: target timeframe -> source timeframe
 RESAMPLE_FROM = {"15m": "5m", "4h": "1h", "1d": "1h", "1w": "1h"}
@@ -93,15 +93,8 @@ def resample(conn: psycopg.Connection, symbol: str, timeframe: str, start=None, 
                count(*) AS n
           FROM src GROUP BY 1),
     ins AS (
-        INSERT INTO candles AS c (symbol, timeframe, open_time, open, high, low, close, volume, source, complete)
-        SELECT %(symbol)s, %(tf)s, bucket, open, high, low, close, volume, %(src)s, n = %(n)s FROM agg
-        ON CONFLICT (symbol, timeframe, open_time, source) DO UPDATE
-           SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
-               volume = EXCLUDED.volume, complete = EXCLUDED.complete, loaded_at = now()
-         WHERE (c.open, c.high, c.low, c.close, c.volume, c.complete)
-               IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
-                                 EXCLUDED.complete)
-        RETURNING (xmax = 0) AS inserted)
+        {candle_upsert_sql("SELECT %(symbol)s, %(tf)s, bucket, open, high, low, close, volume, %(src)s, n = %(n)s "
+                           "FROM agg")})
     SELECT (SELECT count(*) FROM agg) AS buckets, (SELECT count(*) FROM agg WHERE n <> %(n)s) AS incomplete,
            (SELECT count(*) FROM ins WHERE inserted) AS inserted,
            (SELECT count(*) FROM ins WHERE NOT inserted) AS updated"""

@@ -1,4 +1,4 @@
-"""Reading the candle store.
+"""Reading and writing the candle store.
 
 ``candles`` holds one row per (symbol, timeframe, open_time, source); prices/volumes are NUMERIC (exact). Readers
 get one candle per open_time: when several sources hold the same candle, the first source in
@@ -29,6 +29,37 @@ def source_rank_sql(col: str = "source") -> str:
     arr = ",".join(f"'{s}'" for s in SOURCE_PREFERENCE)
     return (f"CASE WHEN {col} = 'resample' THEN 1000 "
             f"ELSE coalesce(array_position(ARRAY[{arr}]::text[], {col}), 100) END")
+
+
+def candle_upsert_sql(select_sql: str) -> str:
+    """The one candle upsert: ``INSERT INTO candles ... <select_sql> ON CONFLICT ... DO UPDATE ... RETURNING``.
+
+    Used by the file/venue loaders (rows staged with COPY) and by resampling (rows aggregated in SQL). A candle
+    that already exists for the same (symbol, timeframe, open_time, source) is updated only when one of its
+    values differs, and then gets a new ``loaded_at``; identical rows are left alone, so re-loading a file
+    writes nothing.
+
+    Parameters
+    ----------
+    select_sql : str
+        A ``SELECT`` producing, in order: symbol, timeframe, open_time (timestamptz), open, high, low, close,
+        volume (NUMERIC), source, complete (bool). It may use ``%(name)s`` parameters of the caller.
+
+    Returns
+    -------
+    str
+        The statement, usable as a CTE (``WITH ins AS (...)``); each written row returns ``inserted``
+        (true for a new candle, false for a revised one).
+    """
+    return f"""INSERT INTO candles AS c (symbol, timeframe, open_time, open, high, low, close, volume, source, complete)
+    {select_sql}
+    ON CONFLICT (symbol, timeframe, open_time, source) DO UPDATE
+       SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+           volume = EXCLUDED.volume, complete = EXCLUDED.complete, loaded_at = now()
+     WHERE (c.open, c.high, c.low, c.close, c.volume, c.complete)
+           IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
+                             EXCLUDED.complete)
+    RETURNING (xmax = 0) AS inserted"""
 
 
 def _ts(v, what: str) -> datetime | None:

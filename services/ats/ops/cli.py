@@ -17,8 +17,12 @@ CLI_ORDER = 80
 
 def register(subparsers) -> None:
     """Add `ats run` and `ats cron` to the `ats` parser."""
+    from .fleet_cli import register as register_fleet  # `ats security|git|session|hook|gh|archive`
+    from .mcp_commands import register as register_mcp  # `ats mcp serve|tools`
     from .tasks import TASKS
 
+    register_mcp(subparsers)
+    register_fleet(subparsers)
     task_lines = "\n".join(f"  {t.name:<24} {t.usage + '  ' if t.usage else ''}{t.description}"
                            for t in TASKS.values())
     p = subparsers.add_parser(

@@ -41,9 +41,11 @@ import re
 import shlex
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
+from .. import frontmatter
 from ..errors import AtsError, UsageError
 from ..paths import project_root, state_dir
 from .tasks import DOCS_READ, PG, TASKS, Task, WRITABLE_DIRS
@@ -143,48 +145,27 @@ def parse_when(text: str) -> When:
 
 # ---- frontmatter --------------------------------------------------------------------------------------
 
-def split_frontmatter(text: str) -> tuple[dict[str, str], str]:
-    """(fields, body) of a markdown file with a ``---`` frontmatter block of ``key: value`` lines.
+def split_frontmatter(text: str, where: str = "front matter") -> tuple[dict[str, Any], str]:
+    """(fields, body) of a markdown file with a YAML front-matter block (:func:`ats.frontmatter.split`).
 
-    Values are strings (surrounding quotes removed); lines starting with '#' are comments. Files without a
-    frontmatter block give ({}, text).
+    Scalars are given as strings (``max-turns: 20`` -> ``"20"``), lists stay lists (``allowed-tools`` may be a
+    YAML list). Files without a block give ({}, text). Raises AtsError for an unclosed or invalid block.
     """
-    if not text.startswith("---"):
-        return {}, text
-    lines = text.splitlines(keepends=True)
-    fields: dict[str, str] = {}
-    for i in range(1, len(lines)):
-        line = lines[i].rstrip("\n")
-        if line.strip() == "---":
-            return fields, "".join(lines[i + 1:])
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if ":" not in line:
-            raise AtsError(f"frontmatter line {i + 1}: expected 'key: value', got {line!r}")
-        key, value = line.split(":", 1)
-        value = value.split(" #", 1)[0].strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        fields[key.strip()] = value
-    raise AtsError("frontmatter block is not closed by a '---' line")
+    meta, body = frontmatter.split(text, where=where)
+    return {k: (v if isinstance(v, list) else _scalar_text(v)) for k, v in meta.items()}, body
 
 
-def split_tools(value: str) -> tuple[str, ...]:
-    """Split an ``allowed-tools`` value at commas outside parentheses."""
-    out, depth, cur = [], 0, ""
-    for ch in value:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        out.append(cur.strip())
-    return tuple(t for t in out if t)
+def _scalar_text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (date, datetime)):
+        return v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
+    return str(v)
+
+
+def split_tools(value: Any) -> tuple[str, ...]:
+    """Split an ``allowed-tools`` value (string or YAML list) into rules (:func:`ats.frontmatter.tool_list`)."""
+    return frontmatter.tool_list(value)
 
 
 def check_headless_tools(tools: tuple[str, ...], where: str) -> None:
@@ -263,7 +244,7 @@ def load_prompt(name: str, root: Path | None = None) -> PromptSpec:
     path = root / PROMPTS_DIR / f"{name}.md"
     if not path.is_file():
         raise UsageError(f"no prompt {path}")
-    fields, body = split_frontmatter(path.read_text(encoding="utf-8"))
+    fields, body = split_frontmatter(path.read_text(encoding="utf-8"), where=str(path))
     if not body.strip():
         raise AtsError(f"{path}: the prompt text is empty")
     tools = split_tools(fields["allowed-tools"]) if fields.get("allowed-tools") else DEFAULT_PROMPT_TOOLS

@@ -1,0 +1,50 @@
+"""The configuration in force at a time, looked up once per (strategy, time): the cache forensics and the
+health-check audit share."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+
+from ..db import config_store as cs
+
+
+class ConfigAsOf:
+    """Callable ``cfg(strategy, at) -> dict | None``: :func:`ats.db.config_store.strategy_as_of`, memoised.
+
+    One instance serves one report over one run: many trades share a bar time, and the history table is
+    looked up once per distinct (strategy, time).
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Connection the lookups run on (the report's own, read-only is enough).
+    account_id : str
+        Account whose ``strategy_configurations_history`` is read (the run's ``engine_runs.account_id``).
+    """
+
+    def __init__(self, conn: psycopg.Connection, account_id: str) -> None:
+        self._conn = conn
+        self._account_id = account_id
+        self._cache: dict[tuple[str, datetime], dict | None] = {}
+
+    def __call__(self, strategy: str, at: datetime) -> dict | None:
+        """The configuration row in force at ``at`` (UTC), or None when the strategy did not exist then.
+
+        Parameters
+        ----------
+        strategy : str
+            ``strategy_name``.
+        at : datetime
+            Timezone-aware UTC time (engine clock).
+
+        Returns
+        -------
+        dict or None
+            The history row (gates, ``params``, ``valid_from``) as returned by ``strategy_as_of``.
+        """
+        key = (strategy, at)
+        if key not in self._cache:
+            self._cache[key] = cs.strategy_as_of(self._conn, strategy, at, account_id=self._account_id)
+        return self._cache[key]
