@@ -17,6 +17,10 @@ command            module                      what it does
 ``backtest``       ``ats.engine.cli``          backtest run, list, show, compare
 ``pnl``            ``ats.portfolio.cli``       P&L windows from portfolio_hourly_snapshots
 ``risk``           ``ats.risk.cli``            breakers, stop, resume, settings
+``live``           ``ats.live.cli``            the live loop (run, status): the engine on the venue's clock
+``broker``         ``ats.execution.cli``       the read-only go-live preflight
+``venue-sim``      ``ats.execution.cli``       local Bybit / Alpaca simulators for offline rehearsal
+``dashboard``      ``ats.api.cli``             the FastAPI dashboard (English / 中文)
 ``investigate``    ``ats.forensics.cli``       one symbol's lifecycle report (markdown + JSON)
 ``health-check``   ``ats.forensics.cli``       post-trade adherence audit (exit 1 on a broken rule)
 ``report``         ``ats.forensics.cli``       24h, weekly, watchlist reports
@@ -45,6 +49,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from .errors import AtsError, BusyError, UsageError
@@ -76,10 +81,36 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argparse tree (used by main() and by tests that check --help everywhere)."""
     parser = argparse.ArgumentParser(prog="ats", description="ATS: automated trading system operated with Claude Code.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    parser.add_argument("--account", dest="bound_account", default=None, metavar="ID",
+                        help="bind this process to account ID (same as ATS_ACCOUNT): its rows, files and locks only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in command_modules():
         importlib.import_module(name).register(sub)
     return parser
+
+
+def bind_from_args(args: argparse.Namespace) -> str:
+    """Bind the process to one account at start (``ats --account ID``, a subcommand's ``--account ID`` or
+    ``ATS_ACCOUNT``) and fill a subcommand's unset ``--account`` with it; returns the bound account.
+
+    Raises
+    ------
+    UsageError
+        Two different accounts asked for (``ATS_ACCOUNT`` vs ``--account``, or the global vs the subcommand flag):
+        a process is bound to one account, never two.
+    """
+    from .accounts.scope import bind
+
+    env = (os.environ.get("ATS_ACCOUNT") or "").strip() or None
+    asked = [a for a in (getattr(args, "bound_account", None), getattr(args, "account", None)) if a]
+    for a in [*asked, env]:
+        if a and any(b != a for b in [*asked, env] if b):
+            names = sorted({x for x in [*asked, env] if x})
+            raise UsageError(f"one process, one account: asked for {', '.join(names)} (ATS_ACCOUNT / --account)")
+    acct = bind(asked[0] if asked else env)
+    if hasattr(args, "account") and args.account is None:
+        args.account = acct
+    return acct
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        bind_from_args(args)
         rc = args.func(args)
         return int(rc or 0)
     except UsageError as exc:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 
-import json
-
 import psycopg
 from psycopg.rows import dict_row
 
@@ -49,11 +47,4 @@ def test_loop_trades_simulated_bars(fresh_db_url, shared_data, monkeypatch):
     assert {o["client_order_id"] for o in orders if o["status"] != "rejected"} <= venue_links
     assert len(venue_links) == len(st["orders"])  # never two venue orders for one id
     assert all(o["broker"] == "bybit" and len(o["client_order_id"]) <= 36 for o in orders)
-    if s["mismatches"]:
-        with _db(fresh_db_url) as c:
-            dbg = {"orders": c.execute("SELECT client_order_id, side, intent, status, filled_qty::float8, position_id FROM order_executions WHERE run_id=%s ORDER BY order_id", (s["run_id"],)).fetchall(),
-                   "fills": c.execute("SELECT client_order_id, qty::float8 FROM fills WHERE run_id=%s", (s["run_id"],)).fetchall(),
-                   "pos": c.execute("SELECT position_id, status, qty::float8, side FROM positions WHERE run_id=%s", (s["run_id"],)).fetchall(),
-                   "venue": [(o["orderLinkId"], o.get("side"), o.get("orderStatus"), o.get("cumExecQty")) for o in st["orders"]]}
-        print("DEBUG", json.dumps(dbg, default=str))
     assert s["mismatches"] == 0, ev

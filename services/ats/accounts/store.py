@@ -212,7 +212,7 @@ def show_account(conn, account_id: str) -> dict:
     funded = conn.execute("SELECT coalesce(sum(amount_usd), 0) AS s FROM account_cash_adjustments "
                           "WHERE account_id=%s", (account_id,)).fetchone()["s"]
     run = conn.execute("SELECT run_id, mode, status, last_bar_time FROM engine_runs WHERE account_id=%s "
-                       "ORDER BY started_at DESC, run_id DESC LIMIT 1", (account_id,)).fetchone()
+                       "ORDER BY (mode = 'backtest'), started_at DESC, run_id DESC LIMIT 1", (account_id,)).fetchone()
     snap, tripped = None, []
     if run:
         snap = conn.execute("SELECT ts, equity_usd FROM portfolio_hourly_snapshots WHERE run_id=%s AND account_id=%s "

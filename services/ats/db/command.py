@@ -30,7 +30,7 @@ def command_connection(application_name: str = "ats", *, require_table: str | No
     ats.errors.AtsError
         When the server cannot be reached (message names the target, never the password).
     """
-    from .connection import connect, database_url
+    from .connection import connect
 
     conn = connect(application_name=application_name)
     if require_table is None:
@@ -41,5 +41,5 @@ def command_connection(application_name: str = "ats", *, require_table: str | No
     from .migrate import migrate
 
     conn.close()
-    migrate(database_url())
+    migrate()  # as the owner
     return connect(application_name=application_name)

@@ -70,7 +70,28 @@ _cached_url: dict[str, str] = {}
 
 
 def database_url() -> str:
-    """The DSN ATS uses (owner role). Starts the embedded server if needed. Raises AtsError if it cannot."""
+    """The DSN this process uses: the owner's (:func:`owner_url`) for the default account; for a process bound to
+    another account (``ATS_ACCOUNT`` / ``--account``) the same DSN with ``-c role=ats_acct_<id>``, so row-level
+    security scopes every query to that account (``ats.accounts.scope``). Starts the embedded server if needed.
+
+    Raises
+    ------
+    AtsError
+        When the server cannot be started or reached.
+    """
+    from ..accounts.scope import scoped_url
+
+    return scoped_url(owner_url())
+
+
+def owner_url() -> str:
+    """The owner's DSN (migrations, account creation, admin commands). Starts the embedded server if needed.
+
+    Raises
+    ------
+    AtsError
+        When the server cannot be started.
+    """
     ext = external_url()
     if ext:
         return ext
@@ -109,8 +130,14 @@ def with_user(url: str, user: str, password: str | None = None) -> str:
 
 
 def readonly_url(url: str | None = None) -> str:
-    """DSN of the same database for role ``ats_readonly`` (password ``ATS_READONLY_PASSWORD`` if set)."""
-    return with_user(url or database_url(), READONLY_ROLE, os.environ.get("ATS_READONLY_PASSWORD"))
+    """DSN of the same database for the bound account's read-only role (``ats_readonly`` for the default account,
+    ``ats_ro_<id>`` otherwise: row-level security shows it only its account); password ``ATS_READONLY_PASSWORD``
+    if set. The MCP server of an account therefore takes the account from its environment, never from a tool
+    argument a model could change."""
+    from ..accounts.scope import readonly_role
+    from ..paths import bound_account
+
+    return with_user(url or owner_url(), readonly_role(bound_account()), os.environ.get("ATS_READONLY_PASSWORD"))
 
 
 def connect(url: str | None = None, *, autocommit: bool = False, dict_rows: bool = True,

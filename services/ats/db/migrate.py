@@ -99,6 +99,10 @@ def migrate(url: str | None = None, directory: Path = MIGRATIONS_DIR) -> list[st
     """
     migrations = discover(directory)
     done_now: list[str] = []
+    if url is None:
+        from .connection import owner_url
+
+        url = owner_url()  # migrations run as the owner, never as an account's scoped role
     with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:

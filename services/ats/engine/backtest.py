@@ -84,7 +84,8 @@ def run_backtest(spec: RunSpec, *, url: str | None = None, walk_forward: int | N
         raise UsageError("--walk-forward must be between 1 and 12 folds")
     url = url or database_url()
     # lock=False: the caller holds the heavy-run lock for a group of backtests (a parameter sweep's cells)
-    with (heavy_lock(url, what=f"backtest {spec.run_id}") if lock else contextlib.nullcontext()):
+    with (heavy_lock(url, what=f"backtest {spec.run_id}", account_id=spec.account_id) if lock
+          else contextlib.nullcontext()):
         conn = connect(url, application_name=f"ats-backtest:{spec.run_id}"[:60])
         try:
             spec = resolve(conn, spec)

@@ -6,6 +6,7 @@ CLI_ORDER = 20
 
 import argparse
 import json
+from pathlib import Path
 
 from ..errors import AtsError, UsageError
 
@@ -89,7 +90,7 @@ def _runs(args) -> int:
             """SELECT run_id, mode, status, account_id, started_at, finished_at, last_bar_time, bars_processed,
                       params->>'timeframe' AS tf, params->'symbols' AS symbols, params->>'tag' AS tag
                  FROM engine_runs WHERE (%s::text IS NULL OR account_id=%s) ORDER BY started_at DESC LIMIT %s""",
-            (args.account, args.account, args.limit)).fetchall()
+            (args.only_account, args.only_account, args.limit)).fetchall()
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -185,6 +186,27 @@ def _bt_show(args) -> int:
     return 0
 
 
+def _bt_sweep(args) -> int:
+    from .sweep import load_grid, run_sweep
+
+    grid = load_grid(args.grid)
+    res = run_sweep(grid, workers=args.workers, ray_address=args.ray, account_id=args.account,
+                    progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(res, indent=2, default=str))
+        return 0 if not res["failed"] else 1
+    rate = f"{res['cells_per_s']:.3f} cells/s" if res["cells_per_s"] else "nothing to run"
+    print(f"sweep {res['sweep_id']} ({grid.name}): {res['cells']} cells, ran {res['ran']}, skipped {res['skipped']} "
+          f"finished earlier, failed {res['failed']}; {res['seconds']} s, {rate} on {res['executor']}")
+    b = res["best"]
+    if b:
+        print(f"best Sharpe: {b['strategies']} {b['symbols']} params {json.dumps(b['params'])} -> "
+              f"{json.dumps(b['summary'])}")
+    print("cells: SELECT * FROM backtest_sweep_cells WHERE sweep_id = %d ORDER BY (summary->>'sharpe')::float8 "
+          "DESC NULLS LAST;" % res["sweep_id"])
+    return 0 if not res["failed"] else 1
+
+
 def _bt_compare(args) -> int:
     from ..db import connect
     from .backtest import compare
@@ -209,7 +231,7 @@ def _run_args(p: argparse.ArgumentParser, *, strategies_required: bool = False) 
     p.add_argument("--timeframe", default="1h", help="candle timeframe (default 1h)")
     p.add_argument("--start", default=None, help="first bar open time, ISO-8601 UTC (default: first candle)")
     p.add_argument("--end", default=None, help="end (exclusive), ISO-8601 UTC (default: after the last candle)")
-    p.add_argument("--account", default="default", help="account id (default: default)")
+    p.add_argument("--account", default=None, help="account id (default: the bound account, ATS_ACCOUNT, else default)")
     p.add_argument("--starting-cash", type=float, default=None, help="USD (default: accounts.starting_cash)")
     p.add_argument("--tag", default="", help="free text that makes a distinct run id for the same arguments")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -230,7 +252,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     q.set_defaults(func=_replay)
     q = es.add_parser("runs", help="list engine runs")
-    q.add_argument("--account", default=None, help="only this account")
+    q.add_argument("--account", dest="only_account", default=None, help="only this account (default: every account this process may see)")
     q.add_argument("--limit", type=int, default=20, help="rows (default 20)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_runs)
@@ -239,7 +261,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_show)
     q = es.add_parser("seed", help="insert the default strategy configurations and risk settings for an account")
-    q.add_argument("--account", default="default", help="account id (default: default)")
+    q.add_argument("--account", default=None, help="account id (default: the bound account, ATS_ACCOUNT, else default)")
     q.set_defaults(func=_seed)
     q = es.add_parser("strategies", help="the strategy registry: rules and default parameters")
     q.add_argument("--json", action="store_true", help="print JSON")
@@ -262,6 +284,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("backtest_id", type=int, help="backtest id")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_bt_show)
+    q = bs.add_parser("sweep", help="a grid of backtests (strategies x params x symbols), local pool or Ray",
+                      description="Each cell of the grid file (see ats.engine.sweep) is one backtest through the "
+                                  "engine. The same grid is the same sweep: a re-run skips finished cells. "
+                                  "--ray auto starts a local Ray cluster; --ray ADDRESS joins one (the workers "
+                                  "must reach this database's URL).")
+    q.add_argument("--grid", required=True, type=Path, help="grid TOML file")
+    q.add_argument("--workers", type=int, default=None, help="parallel cells (default: CPU count)")
+    q.add_argument("--ray", default=None, metavar="ADDRESS", help="run on Ray: auto | ray://host:10001 | host:6379")
+    q.add_argument("--account", default=None, help="account id (default: the bound account)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_bt_sweep)
     q = bs.add_parser("compare", help="compare backtests side by side (stored in backtest_comparisons)")
     q.add_argument("backtest_ids", type=int, nargs="+", help="two or more backtest ids")
     q.add_argument("--notes", default=None, help="free-text notes stored with the comparison")

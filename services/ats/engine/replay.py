@@ -61,7 +61,7 @@ def run_replay(spec: RunSpec, *, url: str | None = None, progress: bool = False,
         On missing candles or configuration.
     """
     url = url or database_url()
-    guard = heavy_lock(url, what=spec.run_id) if lock else contextlib.nullcontext()
+    guard = heavy_lock(url, what=spec.run_id, account_id=spec.account_id) if lock else contextlib.nullcontext()
     with guard:
         conn = connect(url, application_name=f"ats-engine:{spec.run_id}"[:60])
         try:

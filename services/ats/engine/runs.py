@@ -25,7 +25,15 @@ from ..db.connection import connect
 from ..errors import BusyError, UsageError
 from ..timeutil import TIMEFRAME_SECONDS
 
-HEAVY_LOCK_KEY = 0x4154535F48454156  # "ATS_HEAV"
+HEAVY_LOCK_KEY = 0x4154535F48454156  # "ATS_HEAV": the default account's key (unchanged since the first release)
+
+
+def heavy_lock_key(account_id: str = "default") -> int:
+    """Advisory-lock key of an account's heavy-run lock: :data:`HEAVY_LOCK_KEY` for ``default``, else the first
+    63 bits of SHA-256("ats-heavy:" + account) -- one heavy run per account, accounts never wait for each other."""
+    if account_id == "default":
+        return HEAVY_LOCK_KEY
+    return int.from_bytes(hashlib.sha256(f"ats-heavy:{account_id}".encode()).digest()[:8], "big") & (2 ** 63 - 1)
 MODES = ("replay", "backtest", "live")
 
 
@@ -152,7 +160,8 @@ def resolve(conn: psycopg.Connection, spec: RunSpec) -> RunSpec:
 
 
 @contextmanager
-def heavy_lock(url: str | None = None, *, what: str = "run") -> Iterator[psycopg.Connection]:
+def heavy_lock(url: str | None = None, *, what: str = "run", account_id: str | None = None
+               ) -> Iterator[psycopg.Connection]:
     """Hold the heavy-run advisory lock for the duration of the block (on its own connection).
 
     Parameters
@@ -161,6 +170,8 @@ def heavy_lock(url: str | None = None, *, what: str = "run") -> Iterator[psycopg
         Database URL (default ``ATS_DATABASE_URL``).
     what : str
         What holds it (shown to a session that finds it busy).
+    account_id : str, optional
+        Whose lock (:func:`heavy_lock_key`); default the process's bound account (``ATS_ACCOUNT``).
 
     Yields
     ------
@@ -172,25 +183,29 @@ def heavy_lock(url: str | None = None, *, what: str = "run") -> Iterator[psycopg
     BusyError
         Immediately when another session holds it ("busy: ..." naming that session).
     """
+    from ..paths import bound_account
+
+    key = heavy_lock_key(account_id or bound_account())
     conn = connect(url, autocommit=True, application_name=f"ats-heavy:{what}"[:60])
     try:
-        got = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (HEAVY_LOCK_KEY,)).fetchone()["ok"]
+        got = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()["ok"]
         if not got:
             holder = conn.execute(
                 """SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l
                      JOIN pg_stat_activity a ON a.pid = l.pid
                     WHERE l.locktype = 'advisory' AND l.granted
                       AND ((l.classid::bigint << 32) | l.objid::bigint) = %s LIMIT 1""",
-                (HEAVY_LOCK_KEY,)).fetchone()
+                (key,)).fetchone()
             who = (f"pid {holder['pid']} ({holder['application_name'] or 'unnamed'}, since "
                    f"{holder['backend_start']:%Y-%m-%d %H:%M:%S})" if holder else "another session")
-            raise BusyError(f"busy: another heavy run (replay/backtest/demo) holds the lock on this database: {who}; "
+            raise BusyError(f"busy: another heavy run (replay/backtest/demo) of account {account_id or bound_account()} holds "
+                            f"its lock on this database: {who}; "
                             "nothing was queued, retry when it has finished")
         try:
             yield conn
         finally:
             try:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (HEAVY_LOCK_KEY,))
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
             except psycopg.Error:
                 pass
     finally:

@@ -14,6 +14,8 @@ each other before they are written.
 
 from __future__ import annotations
 
+import weakref
+
 import json
 import math
 from datetime import datetime, timezone
@@ -431,8 +433,32 @@ class PgSink:
 
 def _copy(cur, table: str, lines: list[str]) -> None:
     cols = ", ".join(_SPEC[table][0])
-    with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+    if not _rls_active(cur, table):
+        with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+            cp.write("\n".join(lines) + "\n")
+        return
+    # a process bound to an account (ats.accounts.scope) writes under row-level security, where PostgreSQL refuses
+    # COPY FROM: stage in a temp table, then INSERT ... SELECT, which the account policy checks row by row
+    stage = f"_ats_stage_{table}"
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {table} "
+                "WITH NO DATA")
+    with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as cp:
         cp.write("\n".join(lines) + "\n")
+    cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}")
+    cur.execute(f"DELETE FROM {stage}")
+
+
+_RLS: "weakref.WeakKeyDictionary[psycopg.Connection, dict[str, bool]]" = weakref.WeakKeyDictionary()
+
+
+def _rls_active(cur, table: str) -> bool:
+    """Whether row-level security applies to this connection's role on ``table`` (cached per connection)."""
+    per = _RLS.setdefault(cur.connection, {})
+    hit = per.get(table)
+    if hit is None:
+        row = cur.execute("SELECT row_security_active(%s::regclass) AS a", (table,)).fetchone()
+        hit = per[table] = bool(row["a"] if isinstance(row, dict) else row[0])
+    return hit
 
 
 def write_batch(conn: psycopg.Connection, batch: dict) -> None:

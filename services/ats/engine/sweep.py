@@ -194,7 +194,7 @@ def run_sweep(grid: Grid, *, url: str | None = None, workers: int | None = None,
     executor = f"ray:{ray_address}" if ray_address else f"process:{workers}"
     fields = {"timeframe": grid.timeframe, "start": grid.start, "end": grid.end, "walk_forward": grid.walk_forward}
     t0 = time.perf_counter()
-    with heavy_lock(url, what=f"sweep {grid.name}"):
+    with heavy_lock(url, what=f"sweep {grid.name}", account_id=account_id):
         conn = connect(url, application_name="ats-sweep")
         try:
             sid = _ensure_sweep(conn, grid, account_id, executor)

@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("broker", help="venue brokers: the read-only go-live preflight")
     bs = b.add_subparsers(dest="broker_cmd", required=True)
     q = bs.add_parser("preflight", help="read-only checks of a venue account against the expected values")
-    q.add_argument("--account", default="default")
+    q.add_argument("--account", default=None, help="account id (default: the bound account)")
     q.add_argument("--broker", default="bybit", choices=("bybit", "alpaca"))
     q.add_argument("--testnet", action="store_true")
     q.add_argument("--json", action="store_true")

@@ -49,9 +49,14 @@ def _conn_ok(conn: psycopg.Connection) -> None:
 def resolve_run(conn: psycopg.Connection, run_id: str | None = None, *, symbol: str | None = None,
                 account_id: str | None = None) -> dict | None:
     """The engine_runs row to investigate: ``run_id`` if given (AtsError when unknown), else the latest run
-    (replay/live before backtest, then newest started_at) that has signals or positions for ``symbol`` (any run
-    when ``symbol`` is None). None when there is no run at all."""
+    (replay/live before backtest, then newest started_at) of ``account_id`` -- default: the process's bound account
+    (``ATS_ACCOUNT`` / ``--account``, else ``default``) -- that has signals or positions for ``symbol`` (any of
+    its runs when ``symbol`` is None). None when there is no such run."""
     _conn_ok(conn)
+    if account_id is None:
+        from ..paths import bound_account
+
+        account_id = bound_account()
     if run_id:
         row = conn.execute("SELECT * FROM engine_runs WHERE run_id = %s", (run_id,)).fetchone()
         if row is None:

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help="the live loop: the engine on the venue's clock, candles and broker")
     ls = p.add_subparsers(dest="live_cmd", required=True)
     q = ls.add_parser("run", help="run one account's live loop (paper on live data by default)")
-    q.add_argument("--account", default="default")
+    q.add_argument("--account", default=None, help="account id (default: the bound account)")
     q.add_argument("--broker", default="paper", choices=("paper", "bybit", "alpaca"))
     q.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT")
     q.add_argument("--timeframe", default="5m")

@@ -29,6 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Differences of equity between portfolio_hourly_snapshots rows; never sums of "
                                    "balances or of net_pnl_daily_usd (a running cumulative).")
     p.add_argument("--run", default=None, help="engine run id (default: the account's latest run)")
-    p.add_argument("--account", default="default", help="account id (default: default)")
+    p.add_argument("--account", default=None, help="account id (default: the bound account, ATS_ACCOUNT, else default)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_pnl)

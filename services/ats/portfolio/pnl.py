@@ -21,7 +21,8 @@ WINDOWS = (("today", None), ("7d", timedelta(days=7)), ("30d", timedelta(days=30
 
 
 def latest_run(conn: psycopg.Connection, account_id: str = "default") -> str | None:
-    """The most recently started run of ``account_id`` that has snapshots.
+    """The account's trading run: its most recently started live, paper-live or replay run with snapshots; a
+    backtest only when the account has no other run (a backtest is an experiment, not the account's P&L).
 
     Parameters
     ----------
@@ -38,7 +39,7 @@ def latest_run(conn: psycopg.Connection, account_id: str = "default") -> str | N
     row = conn.execute(
         """SELECT r.run_id FROM engine_runs r
             WHERE r.account_id = %s AND EXISTS (SELECT 1 FROM portfolio_hourly_snapshots s WHERE s.run_id = r.run_id)
-            ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1""", (account_id,)).fetchone()
+            ORDER BY (r.mode = 'backtest'), r.started_at DESC, r.run_id DESC LIMIT 1""", (account_id,)).fetchone()
     return None if row is None else (row["run_id"] if isinstance(row, dict) else row[0])
 
 
