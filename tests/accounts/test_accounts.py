@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import psycopg
@@ -10,6 +11,7 @@ from psycopg.rows import dict_row
 
 from ats.accounts.scope import readonly_role, scoped_url
 from ats.accounts.store import AccountSpec, create_account, fund_account, read_universe, show_account
+from ats.db.config_store import setting_as_of
 from ats.db.connection import with_user
 from ats.errors import UsageError
 from conftest import run_cli
@@ -38,6 +40,10 @@ def test_create_copies_configuration_applies_profile_and_records_event(fresh_db_
         v = c.execute("SELECT value FROM system_settings WHERE account_id='aggr-1' AND key='breaker.daily_drawdown_pct'"
                       ).fetchone()["value"]
         assert float(v) == 100.0  # aggressive paper: drawdown halt off
+        # ... and in force for replays of the past, not only from the moment the account was created
+        past = datetime(2021, 5, 19, tzinfo=timezone.utc)
+        assert float(setting_as_of(c, "breaker.daily_drawdown_pct", past, account_id="aggr-1")) == 100.0
+        assert float(setting_as_of(c, "risk.kelly_multiplier", past, account_id="aggr-1")) == 1.0
         uni = c.execute("SELECT value FROM system_settings WHERE account_id='aggr-1' AND key='watchlist'").fetchone()
         assert uni["value"] == ["BTCUSDT", "ETHUSDT"]
         ev = c.execute("SELECT payload FROM system_events WHERE account_id='aggr-1' AND event_type='account_created'"

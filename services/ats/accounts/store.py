@@ -21,7 +21,7 @@ from ..db import config_store as cs
 from ..db.events import record_event
 from ..errors import AtsError, UsageError
 from ..paths import DEFAULT_ACCOUNT
-from ..risk.settings import SETTINGS, seed_settings
+from ..risk.settings import SETTINGS
 from .profiles import PROFILES, check_settings, profile_settings
 from .scope import app_role, readonly_role, validate_account_id
 
@@ -117,9 +117,11 @@ def create_account(conn, spec: AccountSpec) -> dict:
         (acct, spec.broker, "paper" if spec.broker == "paper" else "live", spec.starting_cash_usd, spec.profile,
          list(spec.universe) if spec.universe else None))
     _copy_strategies(conn, acct)
-    seed_settings(conn, account_id=acct)
-    for key, value in overrides.items():
-        cs.set_setting(conn, key, value, account_id=acct, description=SETTINGS[key][1], effective_from=EPOCH)
+    # each setting is INSERTed once with its final value, effective 1970-01-01: seeding the default and then
+    # updating it would let the ats_touch_effective trigger move the override to now(), and a replay of the past
+    # would silently run on the conservative defaults
+    for key, (default, desc) in SETTINGS.items():
+        cs.set_setting(conn, key, overrides.get(key, default), account_id=acct, description=desc, effective_from=EPOCH)
     if spec.universe:
         cs.set_setting(conn, "watchlist", list(spec.universe), account_id=acct,
                        description="symbols this account trades (its universe)", effective_from=EPOCH)
