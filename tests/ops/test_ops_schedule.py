@@ -59,9 +59,10 @@ def _render_to(tmp_path: Path, root: Path = ROOT) -> tuple[dict[str, str], str]:
 
 def test_rendered_units_are_oneshot_services_with_persistent_timers(tmp_path):
     units, crontab = _render_to(tmp_path)
-    services = {n: t for n, t in units.items() if n.endswith(".service")}
     timers = {n: t for n, t in units.items() if n.endswith(".timer")}
+    services = {n: t for n, t in units.items() if n.endswith(".service") and n[:-8] + ".timer" in timers}
     assert set(n[:-6] for n in timers) == set(n[:-8] for n in services)
+    assert set(units) - set(timers) - set(services) == {"ats-live@.service", "ats-dashboard.service"}
     assert {"ats-watchlist-healthcheck.timer", "ats-health-check.timer", "ats-weekly-report.timer",
             "ats-kb-scan.timer", "ats-db-backup.timer", "ats-prompt-breaker-soak-review.timer"} == set(timers)
     for name, text in services.items():
@@ -93,8 +94,8 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path):
     out = tmp_path / "units"
     res = run_cli("cron", "render", "--format", "systemd", "--out", str(out), "--user", getpass.getuser())
     assert res.returncode == 0, res.stderr
-    files = sorted(str(p) for p in out.iterdir())
-    assert len(files) == 12
+    files = sorted(str(p) for p in out.iterdir() if "@" not in p.name)  # a template verifies only as an instance
+    assert len(files) == 13
     v = subprocess.run([tool, "verify", *files], capture_output=True, text=True, timeout=120)
     assert v.returncode == 0, v.stdout + v.stderr
     # the check has teeth: a broken calendar is reported
@@ -165,3 +166,18 @@ def test_prompt_validation(tmp_path):
     p = load_prompt("ok", home)
     assert p.core_argvs() == [["db", "status"]] and p.when.on_calendar() == "2027-01-01 08:00:00"
     assert "mcp__ats-docs__search" in p.allowed_tools  # the read-only default
+
+
+def test_long_running_units_bind_the_account_and_restart():
+    import configparser
+
+    units = render(load_schedule(ROOT), root=ROOT, user=getpass.getuser()).units
+    live = configparser.ConfigParser(interpolation=None, strict=False)
+    live.read_string(units["ats-live@.service"])
+    s = live["Service"]
+    assert s["Type"] == "simple" and s["Restart"] == "always"
+    assert "--account %i live run" in s["ExecStart"] and s["ExecStart"].endswith("$ATS_LIVE_ARGS")
+    assert f"EnvironmentFile=-{ROOT}/.env.%i" in units["ats-live@.service"]  # the account's own 0600 credentials
+    dash = configparser.ConfigParser(interpolation=None, strict=False)
+    dash.read_string(units["ats-dashboard.service"])
+    assert "dashboard --host 127.0.0.1" in dash["Service"]["ExecStart"]

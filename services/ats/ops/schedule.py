@@ -39,6 +39,7 @@ import getpass
 import json
 import re
 import shlex
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -422,4 +423,61 @@ def render(schedule: Schedule, *, root: Path | None = None, user: str | None = N
         cmd = " ".join(shlex.quote(a) for a in [str(run_sh), *argv])
         note = f"# {name}: {when.describe()}" + ("; run.sh runs a prompt only once" if when.kind == "once" else "")
         cron_lines += [note, f"{when.cron()} {user} cd {shlex.quote(str(root))} && {cmd}"]
+    units.update(service_units(root, user))
     return Rendered(units=units, crontab="\n".join(cron_lines) + "\n", timers=timers)
+
+
+def service_units(root: Path, user: str) -> dict[str, str]:
+    """The long-running units (no timer): ``ats-live@.service`` and ``ats-dashboard.service``.
+
+    ``ats-live@<account>.service`` runs one account's live loop (``systemctl enable --now ats-live@aggr-1``),
+    bound to that account (``--account %i``: its rows, files, locks), with its credentials from
+    ``<root>/.env.<account>`` (mode 0600) and its loop arguments from ``<root>/.ats/accounts/<account>/live.env``
+    (``ATS_LIVE_ARGS="--broker paper --symbols BTCUSDT,ETHUSDT --timeframe 1h"``); systemd restarts it after a
+    crash and the loop resumes from its checkpoint (no duplicate order, no lost fill). The dashboard unit binds
+    to loopback; ``<root>/.ats/dashboard.env`` (0600) holds ``ATS_DASHBOARD_TOKEN`` when it binds elsewhere.
+    """
+    ats = Path(sys.executable).parent / "ats"
+    common = [f"User={user}", f"WorkingDirectory={root}", f"Environment=ATS_HOME={root}"]
+    return {
+        "ats-live@.service": "\n".join([
+            HEADER.format(src="services/ats/ops/schedule.py (service_units)"),
+            "[Unit]",
+            "Description=ATS live loop of account %i",
+            f"Documentation=file://{root / 'CLAUDE.md'}",
+            "After=network-online.target",
+            "Wants=network-online.target",
+            "",
+            "[Service]",
+            "Type=simple",
+            *common,
+            f"EnvironmentFile=-{root}/.env.%i",
+            f"EnvironmentFile=-{root}/.ats/accounts/%i/live.env",
+            f"ExecStart={ats} --account %i live run --no-progress $ATS_LIVE_ARGS",
+            "Restart=always",
+            "RestartSec=10",
+            "KillSignal=SIGTERM",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]),
+        "ats-dashboard.service": "\n".join([
+            HEADER.format(src="services/ats/ops/schedule.py (service_units)"),
+            "[Unit]",
+            "Description=ATS dashboard (FastAPI on loopback)",
+            "After=network.target",
+            "",
+            "[Service]",
+            "Type=simple",
+            *common,
+            f"EnvironmentFile=-{root}/.ats/dashboard.env",
+            f"ExecStart={ats} dashboard --host 127.0.0.1 --port 8000",
+            "Restart=on-failure",
+            "RestartSec=5",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]),
+    }
