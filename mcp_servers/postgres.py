@@ -28,6 +28,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
 
 from ats.log import setup_logging
+from ats.paths import bound_account
 from ats.db.readonly_query import DEFAULT_LIMIT, ReadOnlyDB, jsonable
 
 from ._common import CallLog, TimeBudget, ToolResult
@@ -96,13 +97,16 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
                        body)
 
     @server.tool(annotations=READ)
-    def portfolio_pnl(account_id: str = "default", run_id: str | None = None) -> ToolResult:
+    def portfolio_pnl(run_id: str | None = None) -> ToolResult:
         """Portfolio P&L windows (today, 7d, 30d, 6m, all_time; USD and percent) from
         portfolio_hourly_snapshots only, for the latest run of the account unless run_id is given."""
         def body():
             from ats.portfolio.pnl import pnl_windows
 
             return _run_budgeted(ro, "portfolio_pnl", pnl_windows, account_id=account_id, run_id=run_id)
+        # the account is the server's (ATS_ACCOUNT when it was started), never a model's argument; its read-only
+        # role (ats_ro_<id>) sees no other account's rows anyway (row-level security, migration 0130)
+        account_id = bound_account()
         return log.run("portfolio_pnl", {"account_id": account_id, "run_id": run_id}, body)
 
     @server.tool(annotations=READ)
