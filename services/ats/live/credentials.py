@@ -15,9 +15,14 @@ VARS = {"bybit": ("BYBIT_API_KEY", "BYBIT_API_SECRET"), "alpaca": ("ALPACA_API_K
 
 
 def env_file_path(account_id: str) -> Path:
-    """``$ATS_SECRETS_DIR/<account>.env`` (default ``~/.config/ats/<account>.env``)."""
-    base = os.environ.get("ATS_SECRETS_DIR") or str(Path.home() / ".config" / "ats")
-    return Path(base) / f"{account_id}.env"
+    """The account's credentials file: ``$ATS_SECRETS_DIR/<account>.env`` when that is set, else the per-account
+    path seam's ``env`` (``<root>/.env`` for the default account, ``<root>/.env.<account>`` for others)."""
+    base = os.environ.get("ATS_SECRETS_DIR")
+    if base:
+        return Path(base) / f"{account_id}.env"
+    from ..paths import account_path
+
+    return account_path("env", account_id)
 
 
 def read_env_file(path: Path) -> dict:

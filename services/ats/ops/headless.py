@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import AtsError, BusyError, UsageError
-from ..paths import logs_dir, project_root, state_dir
+from ..paths import account_path, logs_dir, project_root
 from .tasks import PG, PG_WRITE_TOOLS, Artifact, Task, get_task
 
 CLAUDE_VERSION = "2.1.329"  # the version the end-to-end test pins
@@ -151,7 +151,7 @@ class TaskLock:
     """An exclusive, non-blocking flock on ``.ats/locks/cron-<task>.lock``; released when the process exits."""
 
     def __init__(self, task: str):
-        self.path = state_dir() / "locks" / f"cron-{task}.lock"
+        self.path = account_path("locks") / f"cron-{task}.lock"  # per account (ats.paths seam)
         self._fh: TextIO | None = None
 
     def acquire(self) -> None:
@@ -580,7 +580,7 @@ def _run_locked(task: Task, prompt_spec, args: list[str], *, root: Path, log: Cr
                 mcp_doc = None
                 fallback_reason = f"no MCP config for Claude Code: {exc}"
             if mcp_doc is not None:
-                cfg_dir = state_dir() / "cron"
+                cfg_dir = account_path("cron")
                 cfg_dir.mkdir(parents=True, exist_ok=True)
                 mcp_path = cfg_dir / f"{label}.mcp.json"
                 settings_path = cfg_dir / f"{label}.settings.json"

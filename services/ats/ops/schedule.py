@@ -48,7 +48,7 @@ from typing import Any
 
 from .. import frontmatter
 from ..errors import AtsError, UsageError
-from ..paths import project_root, state_dir
+from ..paths import account_path, project_root
 from .tasks import DOCS_READ, PG, TASKS, Task, WRITABLE_DIRS
 
 SCHEDULE_FILE = Path(".claude-cron") / "schedule.toml"
@@ -220,7 +220,7 @@ class PromptSpec:
         return [argv] if argv else []
 
     def done_path(self) -> Path:
-        return state_dir() / "cron" / "done" / f"{self.name}.json"
+        return account_path("cron") / "done" / f"{self.name}.json"
 
     def done(self) -> dict | None:
         """The record of its successful run, or None when it has not run yet."""
