@@ -37,6 +37,9 @@ def test_create_copies_configuration_applies_profile_and_records_event(fresh_db_
         n_default = c.execute("SELECT count(*) AS n FROM strategy_configurations WHERE account_id='default'").fetchone()["n"]
         n_new = c.execute("SELECT count(*) AS n FROM strategy_configurations WHERE account_id='aggr-1'").fetchone()["n"]
         assert n_new == n_default > 0
+        sizes = {r["params"]["trade_amount_usd"] for r in c.execute(
+            "SELECT params FROM strategy_configurations WHERE account_id='aggr-1'")}
+        assert sizes == {250000.0}  # 25 % of the 1,000,000 USD starting cash (aggressive)
         v = c.execute("SELECT value FROM system_settings WHERE account_id='aggr-1' AND key='breaker.daily_drawdown_pct'"
                       ).fetchone()["value"]
         assert float(v) == 100.0  # aggressive paper: drawdown halt off

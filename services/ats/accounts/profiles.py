@@ -31,6 +31,10 @@ _OVERRIDES: dict[str, dict[str, object]] = {
     },
 }
 
+#: each strategy's ``trade_amount_usd`` (target notional per entry before Kelly and the risk caps) as a fraction
+#: of the account's starting cash: the default account's 500 USD on 10,000 USD is 5 %; aggressive takes 25 %
+TRADE_FRACTION = {"conservative": 0.05, "aggressive": 0.25}
+
 #: a drawdown threshold at or above this percent is "disabled" (equity cannot fall more than 100 %)
 DRAWDOWN_DISABLED_PCT = 100.0
 

@@ -1,7 +1,7 @@
 """Accounts in the database: create, list, show, fund (paper top-up).
 
 Every account gets, in ONE transaction: its ``accounts`` row; a copy of the default account's strategy
-configurations and every risk/breaker/broker setting (effective 1970-01-01, so replays of any period find them)
+configurations (``trade_amount_usd`` sized to its cash: :data:`ats.accounts.profiles.TRADE_FRACTION`) and every risk/breaker/broker setting (effective 1970-01-01, so replays of any period find them)
 with its profile's overrides; its database roles (``ats_acct_<id>`` for its processes, ``ats_ro_<id>`` for its
 read-only MCP server) and their ``account_roles`` rows; an ``accounts/account_created`` event. A failure writes
 nothing. Money is USD (USDT counted 1:1).
@@ -22,7 +22,7 @@ from ..db.events import record_event
 from ..errors import AtsError, UsageError
 from ..paths import DEFAULT_ACCOUNT
 from ..risk.settings import SETTINGS
-from .profiles import PROFILES, check_settings, profile_settings
+from .profiles import PROFILES, TRADE_FRACTION, check_settings, profile_settings
 from .scope import app_role, readonly_role, validate_account_id
 
 BROKERS = ("paper", "bybit", "alpaca")
@@ -116,7 +116,7 @@ def create_account(conn, spec: AccountSpec) -> dict:
            VALUES (%s, %s, %s, 'USD', %s, %s, %s)""",
         (acct, spec.broker, "paper" if spec.broker == "paper" else "live", spec.starting_cash_usd, spec.profile,
          list(spec.universe) if spec.universe else None))
-    _copy_strategies(conn, acct)
+    _copy_strategies(conn, acct, trade_usd=round(float(spec.starting_cash_usd) * TRADE_FRACTION[spec.profile], 2))
     # each setting is INSERTed once with its final value, effective 1970-01-01: seeding the default and then
     # updating it would let the ats_touch_effective trigger move the override to now(), and a replay of the past
     # would silently run on the conservative defaults
@@ -134,9 +134,12 @@ def create_account(conn, spec: AccountSpec) -> dict:
     return show_account(conn, acct)
 
 
-def _copy_strategies(conn, acct: str) -> None:
+def _copy_strategies(conn, acct: str, *, trade_usd: float) -> None:
     for r in cs.current_strategies(conn, account_id=DEFAULT_ACCOUNT):
-        cs.upsert_strategy(conn, r["strategy_name"], account_id=acct, params=dict(r["params"]),
+        params = dict(r["params"])
+        if "trade_amount_usd" in params:
+            params["trade_amount_usd"] = trade_usd  # sized to this account's cash and profile
+        cs.upsert_strategy(conn, r["strategy_name"], account_id=acct, params=params,
                            merge_params=False, effective_from=EPOCH, watchlist_enabled=r["watchlist_enabled"],
                            buy_enabled=r["buy_enabled"], sell_enabled=r["sell_enabled"])
 

@@ -11,8 +11,18 @@ from pathlib import Path
 from ..errors import AtsError, UsageError
 
 
-def _symbols(conn, value: str, timeframe: str) -> list[str]:
-    if value.strip().lower() != "all":
+def _symbols(conn, value: str, timeframe: str, account: str = "default") -> list[str]:
+    v = value.strip().lower()
+    if v == "universe":  # the account's own universe (ats account create --universe), else its watchlist setting
+        from ..db.config_store import setting_as_of
+
+        row = conn.execute("SELECT universe FROM accounts WHERE account_id=%s", (account,)).fetchone()
+        uni = (row or {}).get("universe") or setting_as_of(conn, "watchlist", None, default=None, account_id=account)
+        if not uni:
+            raise UsageError(f"account {account} has no universe (ats account create --universe FILE) and no "
+                             "watchlist setting; name the symbols or use 'all'")
+        return sorted(str(x).upper() for x in uni)
+    if v != "all":
         return [s.strip().upper() for s in value.split(",") if s.strip()]
     rows = conn.execute("SELECT DISTINCT symbol FROM candles WHERE timeframe=%s ORDER BY 1", (timeframe,)).fetchall()
     if not rows:
@@ -52,7 +62,7 @@ def _spec(args, mode: str):
     from .runs import make_spec
 
     with connect() as conn:
-        syms = _symbols(conn, args.symbols, args.timeframe)
+        syms = _symbols(conn, args.symbols, args.timeframe, args.account)
         strats = _strategies(conn, args.strategies, args.account)
         start, end = _window(conn, syms, args.timeframe, args.start, args.end)
     return make_spec(mode, strategies=strats, symbols=syms, timeframe=args.timeframe, start=start, end=end,
@@ -227,7 +237,7 @@ def _bt_compare(args) -> int:
 def _run_args(p: argparse.ArgumentParser, *, strategies_required: bool = False) -> None:
     p.add_argument("--strategies", default=None, required=strategies_required,
                    help="comma-separated strategy names or 'all' (default: every configured strategy)")
-    p.add_argument("--symbols", required=True, help="comma-separated symbols (BTCUSDT,ETHUSDT) or 'all'")
+    p.add_argument("--symbols", required=True, help="comma-separated symbols (BTCUSDT,ETHUSDT), 'universe' (the account's) or 'all'")
     p.add_argument("--timeframe", default="1h", help="candle timeframe (default 1h)")
     p.add_argument("--start", default=None, help="first bar open time, ISO-8601 UTC (default: first candle)")
     p.add_argument("--end", default=None, help="end (exclusive), ISO-8601 UTC (default: after the last candle)")
