@@ -10,8 +10,11 @@ CLI_ORDER = 41
 def _run(args) -> int:
     import json
 
+    from ..db.migrate import migrate
     from ..timeutil import parse_ts
     from .loop import LiveOptions, run_live
+
+    migrate()  # a long-running loop starts on an up-to-date schema (idempotent; as the owner; advisory-locked)
 
     opts = LiveOptions(account_id=args.account, broker=args.broker,
                        symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip()),
