@@ -56,12 +56,12 @@ case "$cmd" in
     exec "$VENV/bin/ats" demo "$@"
     ;;
   test)
-    setup "test,embeddings"
+    setup "test,embeddings,sweep"
     browser_deps
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   setup)
-    setup "${1:-test,embeddings}"
+    setup "${1:-test,embeddings,sweep}"
     ;;
   ats)
     setup "test"
