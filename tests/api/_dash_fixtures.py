@@ -14,8 +14,6 @@ FAMILY = "family"
 
 def _prepare(url: str, shared_data) -> None:
     from ats.demo import prepare_demo
-    from ats.risk.settings import seed_settings
-    from ats.strategies import seed_defaults
 
     prepare_demo(url, data_dir=shared_data, progress=False)
     env = {"ATS_DATABASE_URL": url}
@@ -23,11 +21,9 @@ def _prepare(url: str, shared_data) -> None:
         out = run_cli("backtest", "run", "--symbols", "BTCUSDT,ETHUSDT", "--start", "2021-04-01", "--end",
                       "2021-06-01", "--no-progress", *extra, env=env)
         assert out.returncode == 0, out.stderr
-    with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO accounts (account_id) VALUES (%s) ON CONFLICT DO NOTHING", (FAMILY,))
-        seed_defaults(conn, account_id=FAMILY)
-        seed_settings(conn, account_id=FAMILY)
-        conn.commit()
+    # a second account, created the supported way (settings, strategies, database roles in one transaction)
+    out = run_cli("account", "create", FAMILY, "--broker", "paper", "--starting-cash", "10000", env=env)
+    assert out.returncode == 0, out.stderr
     out = run_cli("engine", "replay", "--account", FAMILY, "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--start",
                   "2021-05-01", "--end", "2021-05-12", "--no-progress", env=env)
     assert out.returncode == 0, out.stderr

@@ -148,7 +148,13 @@ def connect(url: str | None = None, *, autocommit: bool = False, dict_rows: bool
         return psycopg.connect(target, autocommit=autocommit, row_factory=dict_row if dict_rows else None,
                                application_name=application_name)
     except psycopg.OperationalError as exc:
-        raise AtsError(f"cannot connect to PostgreSQL ({describe_url(target)}): {str(exc).strip().splitlines()[0]}") from exc
+        first = str(exc).strip().splitlines()[0]
+        if 'role "ats_acct_' in first or 'role "ats_ro_' in first:
+            from ..paths import bound_account
+
+            raise AtsError(f"account {bound_account()!r} has no database role in {describe_url(target)}: create it "
+                           f"with `ats account create {bound_account()} --broker ... --starting-cash ...`") from exc
+        raise AtsError(f"cannot connect to PostgreSQL ({describe_url(target)}): {first}") from exc
 
 
 @contextmanager

@@ -294,7 +294,21 @@ def scan(conn: psycopg.Connection, root: Path | None = None) -> dict:
             if (md5, st.st_size, mtime, status) != (row["md5"], row["size"], row["mtime"], row["status"]):
                 updates.append((md5, st.st_size, mtime, status, now, rel))
         gone = [p for p, r in rows.items() if p not in seen and r["status"] != "orphaned"]
+        # a source that moved (a module that became a package, a git mv) keeps its article: the registry row of the
+        # vanished source is handed to the new path (rebuilt as pending) instead of a duplicate article_path
+        vanished = {r["article_path"]: p for p, r in rows.items() if p not in seen}
+        moved = []
+        for ins in list(inserts):
+            old_src = vanished.pop(ins[4], None)
+            if old_src is not None:
+                inserts.remove(ins)
+                moved.append((ins[0], ins[1], ins[2], ins[3], ins[6], old_src))
+                if old_src in gone:
+                    gone.remove(old_src)
         with conn.cursor() as cur:
+            if moved:
+                cur.executemany("""UPDATE kb_registry SET source_path = %s, md5 = %s, size = %s, mtime = %s,
+                                   status = 'pending', scanned_at = %s WHERE source_path = %s""", moved)
             if inserts:
                 cur.executemany(
                     """INSERT INTO kb_registry (source_path, md5, size, mtime, article_path, category, status, scanned_at)
