@@ -100,12 +100,13 @@ class ConsensusSettings:
     strategies: frozenset
 
 
-def load_consensus_settings(conn, account_id: str, when: int) -> ConsensusSettings:
-    """Read the ``consensus.*`` settings in force at ``when`` (Unix s); UsageError on a bad ``consensus.models``."""
+def load_consensus_settings(conn, account_id: str, when: int | None = None) -> ConsensusSettings:
+    """Read the ``consensus.*`` settings in force at ``when`` (Unix s; None = the current values); UsageError on a
+    bad ``consensus.models``."""
     from ..db import config_store as cs
     from ..risk.consensus import voters_from_setting
 
-    t = datetime.fromtimestamp(when, tz=timezone.utc)
+    t = datetime.fromtimestamp(when, tz=timezone.utc) if when is not None else None
     get = lambda k, d: cs.setting_as_of(conn, k, t, default=d, account_id=account_id)  # noqa: E731
     return ConsensusSettings(voters_from_setting(get("consensus.models", [])),
                              float(get("consensus.supermajority", 0.6667)), float(get("consensus.timeout_s", 30)),
@@ -141,8 +142,7 @@ class ConsensusGate:
             raise UsageError(f"--consensus {mode!r}: expected one of {', '.join(MODES)}")
         self.conn, self.account_id, self.run_id, self.mode, self.live, self.url = \
             conn, account_id, run_id, mode, live, url
-        now = int(datetime.now(timezone.utc).timestamp())
-        self.cfg = load_consensus_settings(conn, account_id, now)
+        self.cfg = load_consensus_settings(conn, account_id)
         self._read_at: int | None = None
         self._wconn = None
 
