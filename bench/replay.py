@@ -13,6 +13,12 @@ side in one run with backtesting.py on the same SMA(20)/SMA(50) cross over the s
   read and indicator set-up, and the decision loop alone (comparable to ``Backtest.run()``, which gets a ready
   DataFrame).
 
+* lesson retrieval (issue 15): the in-memory run once with the lessons in force (the 0140 seeds: every entry
+  decision builds its TradeContext and consults the LessonBook) and once without (an empty book), in the same
+  process; per entry decision (``entries.on_entry_signal``) the wall time is taken, and p50 / p95 of both runs and
+  of the consultation alone (TradeContext + ``LessonBook.consult``) are printed. Target: retrieval adds <= 5 ms
+  p95 per entry decision.
+
 Breakers and risk limits run on every bar, but their thresholds are set permissive for the benchmark account
 (velocity 100 %, market volatility 10,000 %, no consecutive-loss limit, daily drawdown 100 %, max 100 % of equity
 per position) so both engines take the same crosses; trade counts are printed side by side.
@@ -134,7 +140,61 @@ def run_ats(url: str, window: tuple[str, str], commit_every: int) -> tuple[dict,
         end = time.perf_counter()
         memory = {"bars": eng.bars_done, "seconds": end - t, "trades": eng.stats["closed_trades"]}
         loop = {"bars": eng.bars_done, "seconds": end - t_loop, "trades": eng.stats["closed_trades"]}
-    return persisted, memory, loop
+    lessons = run_lessons(url, window)
+    return persisted, memory, loop, lessons
+
+
+def _pct(xs: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def run_lessons(url: str, window: tuple[str, str]) -> dict:
+    """The in-memory replay with and without lesson retrieval; per-entry-decision times (ms)."""
+    from ats.engine import core, entries
+    from ats.engine.feed import ReplayFeed
+    from ats.engine.runs import make_spec, resolve
+    from ats.engine.sink import MemorySink
+    from ats.knowledge.lessons import LessonBook
+
+    real_entry, real_consult = entries.on_entry_signal, LessonBook.consult
+    out = {}
+    for label, with_lessons in (("with", True), ("without", False)):
+        times, consults = [], []
+
+        def timed_entry(*a, **kw):
+            t0 = time.perf_counter()
+            real_entry(*a, **kw)
+            times.append((time.perf_counter() - t0) * 1000)
+
+        def timed_consult(self, ctx):
+            t0 = time.perf_counter()
+            r = real_consult(self, ctx)
+            consults.append((time.perf_counter() - t0) * 1000)
+            return r
+
+        entries.on_entry_signal, LessonBook.consult = timed_entry, timed_consult
+        try:
+            with psycopg.connect(url, row_factory=dict_row) as conn:
+                sp = resolve(conn, make_spec("replay", strategies=["sma_cross"], symbols=["BTCUSDT"], timeframe="5m",
+                                             start=window[0], end=window[1], tag=f"lessons-{label}"))
+                feed = ReplayFeed.load(conn, sp.symbols, "5m", sp.start, sp.end)
+                eng = core.Engine(conn, sp, sink=MemorySink(sp.run_id, sp.account_id), feed=feed)
+                if not with_lessons:
+                    eng.lessons.book = LessonBook([])
+                n_lessons = len(eng.lessons.book.lessons)
+                t = time.perf_counter()
+                eng.run()
+                secs = time.perf_counter() - t
+                conn.rollback()
+        finally:
+            entries.on_entry_signal, LessonBook.consult = real_entry, real_consult
+        out[label] = {"lessons": n_lessons, "seconds": secs, "bars": eng.bars_done, "entries": len(times),
+                      "trades": eng.stats["closed_trades"], "p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95),
+                      "consult_p95_ms": _pct(consults, 95), "consult_max_ms": max(consults) if consults else 0.0}
+    out["added_p95_ms"] = out["with"]["p95_ms"] - out["without"]["p95_ms"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = run_backtesting_py(path)
         name, url, window = setup_db(admin, path)
-        persisted, memory, loop = run_ats(url, window, args.commit_every)
+        persisted, memory, loop, lessons = run_ats(url, window, args.commit_every)
     finally:
         if name:
             with psycopg.connect(admin, autocommit=True) as c:
@@ -178,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     out = {"file": str(path), "backtesting_py": base, "ats_persisted": persisted, "ats_memory": memory,
-           "ats_loop_only": loop}
+           "ats_loop_only": loop, "lesson_retrieval": lessons}
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
@@ -190,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<34} {r['seconds']:>8.2f} {bps:>10,.0f} {bps / (base['bars'] / base['seconds']):>8.2f}x "
               f"{r['trades']:>7}")
     print("rows persisted by ats: " + ", ".join(f"{k} {v:,}" for k, v in persisted["rows"].items()))
+    print(f"lesson retrieval (in-memory replay, same run; target <= 5 ms added p95 per entry decision):")
+    print(f"{'replay':<34} {'seconds':>8} {'entries':>8} {'p50 ms':>8} {'p95 ms':>8} {'consult p95':>12} {'trades':>7}")
+    for label in ("without", "with"):
+        r = lessons[label]
+        print(f"{label + ' lessons (' + str(r['lessons']) + ' in book)':<34} {r['seconds']:>8.2f} {r['entries']:>8} "
+              f"{r['p50_ms']:>8.3f} {r['p95_ms']:>8.3f} {r['consult_p95_ms']:>12.4f} {r['trades']:>7}")
+    print(f"added by retrieval: {lessons['added_p95_ms']:+.3f} ms p95 per entry decision")
     return 0
 
 

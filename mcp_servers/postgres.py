@@ -5,7 +5,8 @@ role ``ats_readonly``: one statement enforced by PostgreSQL's extended query pro
 statement timeout, row/byte limits) and the forensic tools ``investigate_symbol``, ``portfolio_pnl``,
 ``health_summary``, ``blocked_signals`` (the deterministic procedures, also run as ``ats_readonly``).
 
-Write tools (only with ``--allow-writes``): ``append_lesson``, ``record_report``, ``write_investigation_report``;
+Write tools (only with ``--allow-writes``): ``append_lesson``, ``add_lesson`` (LL-NNN), ``record_report``,
+``write_investigation_report``;
 each is a parameterized INSERT (owner role) plus an audit row in ``system_events`` (component 'mcp').
 
 Time: each forensic tool call has a total budget (``ATS_MCP_TOOL_BUDGET_MS``, default 45 s) and every statement
@@ -50,7 +51,7 @@ def build_server(*, allow_writes: bool = False, readonly_url: str | None = None,
     log = CallLog(setup_logging(SERVICE))
     ro = ReadOnlyDB(readonly_url)
     server = MCPServer("ats-postgres", log_level="WARNING", instructions=INSTRUCTIONS + (
-        "\nWrite tools enabled: append_lesson, record_report, write_investigation_report." if allow_writes else
+        "\nWrite tools enabled: append_lesson, add_lesson, record_report, write_investigation_report." if allow_writes else
         "\nStarted read-only: no write tools."))
 
     @server.tool(annotations=READ)
@@ -164,6 +165,37 @@ def _add_write_tools(server: MCPServer, log: CallLog, owner_url: str | None) -> 
         return log.run("append_lesson", {"title": title, "body": body, "tags": tags, "source": source}, run)
 
     @server.tool(annotations=WRITE)
+    def add_lesson(title: str, trigger: str, root_cause: str, fix_applied: str, prevention: str,
+                   lesson_date: str | None = None, impact_usd: float | None = None, tags: list[str] | None = None,
+                   links: dict | None = None, rule: str | None = None, correction_of: str | None = None) -> ToolResult:
+        """Add a structured lesson LL-NNN (or, with correction_of = 'LL-NNN', its next version): trigger, root cause,
+        fix applied, prevention, optional date (YYYY-MM-DD), impact in USD, tags (symbol:X, strategy:Y,
+        order_type:Z, venue:V), links {incident_report, plan, commit} and a machine-checkable prevention rule
+        ('block entries [in SYMBOL] [for strategy NAME] [side long|short] [during REGIME]' or 'require order_class =
+        mleg for strategies with more than one leg'), enforced before every entry. Writes kb/lessons/LL-NNN.md.
+        Audited in system_events. Returns {ll, version, title, rule, mirrored, event_id}."""
+        def run():
+            from ats.db.events import record_event
+            from ats.knowledge import lessons as ls
+
+            d = ls.LessonDraft(title=title, trigger=trigger, root_cause=root_cause, fix_applied=fix_applied,
+                               prevention=prevention, lesson_date=ls._date(lesson_date, "add_lesson"),
+                               impact_usd=ls._usd(impact_usd, "add_lesson"), tags=list(tags or []),
+                               links=dict(links or {}), rule=rule or None,
+                               ll_number=ls.parse_ll(correction_of) if correction_of else None, source="mcp")
+            with _owner_conn(owner_url) as conn:
+                row = ls.add_lesson(conn, d)
+                ev = record_event(conn, "mcp", "lesson_added",
+                                  payload={"ll": row["ll"], "version": row["version"], "title": row["title"],
+                                           "rule": row.get("rule")})
+                conn.commit()
+                written = ls.mirror(conn)
+            return jsonable({"ll": row["ll"], "version": row["version"], "title": row["title"],
+                             "rule": row.get("rule"), "mirrored": [str(p) for p in written], "event_id": ev})
+        return log.run("add_lesson", {"title": title, "rule": rule, "correction_of": correction_of, "tags": tags},
+                       run)
+
+    @server.tool(annotations=WRITE)
     def record_report(kind: str, path: str, summary: str = "") -> ToolResult:
         """Register a report file in `reports_registry` (kind: investigation | health_check | daily | weekly |
         watchlist | kb | plan | backtest | other; path relative to the project root; one-paragraph summary).
@@ -206,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse ``--allow-writes`` and serve over stdio until the client disconnects."""
     p = argparse.ArgumentParser(prog="python -m mcp_servers.postgres", description=__doc__.splitlines()[0])
     p.add_argument("--allow-writes", action="store_true",
-                   help="also expose append_lesson, record_report, write_investigation_report")
+                   help="also expose append_lesson, add_lesson, record_report, write_investigation_report")
     args = p.parse_args(argv)
     server = build_server(allow_writes=args.allow_writes)
     try:

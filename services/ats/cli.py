@@ -27,6 +27,7 @@ command            module                      what it does
 ``kb``             ``ats.knowledge.cli``       knowledge base: scan, update [--agent], status
 ``plan``           ``ats.knowledge.cli``       save / list approved plans in plans/
 ``docs``           ``ats.knowledge.cli``       hybrid docs search: index, search, get, status
+``lesson``         ``ats.knowledge.cli``       lessons learned LL-NNN: add, list, show, mirror
 ``mcp``            ``ats.ops.mcp_commands``    serve the MCP servers of mcp_servers/, list their tools
 ``run``            ``ats.ops.cli``             one headless task through Claude Code (or its core)
 ``cron``           ``ats.ops.cli``             render / install / list the timers

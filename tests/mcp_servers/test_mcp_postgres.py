@@ -21,7 +21,7 @@ from conftest import ROOT, clone_template, drop_database
 
 READ_TOOLS = {"query", "list_tables", "describe_table", "explain", "investigate_symbol", "portfolio_pnl",
               "health_summary", "blocked_signals"}
-WRITE_TOOLS = {"append_lesson", "record_report", "write_investigation_report"}
+WRITE_TOOLS = {"append_lesson", "add_lesson", "record_report", "write_investigation_report"}
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def _dt(t: int) -> datetime:
 
 
 def run_backtest(spec: RunSpec, *, url: str | None = None, walk_forward: int | None = None,
-                 progress: bool = False, commit_every: int = 500, lock: bool = True) -> dict:
+                 progress: bool = False, commit_every: int = 500, lock: bool = True, consensus: str = "off") -> dict:
     """Run (or reuse) a backtest.
 
     Parameters
@@ -95,7 +95,7 @@ def run_backtest(spec: RunSpec, *, url: str | None = None, walk_forward: int | N
                 return {**existing["summary"], "backtest_id": existing["backtest_id"], "run_id": spec.run_id,
                         "state": "reused"}
             res = run_replay(spec, url=url, progress=progress, commit_every=commit_every, lock=False,
-                             progress_desc=f"backtest {spec.run_id}")
+                             progress_desc=f"backtest {spec.run_id}", consensus=consensus)
             bid = _record(conn, spec, res, walk_forward)
             summary = _summary_from(res)
             if walk_forward:

@@ -65,8 +65,11 @@ def _spec(args, mode: str):
         syms = _symbols(conn, args.symbols, args.timeframe, args.account)
         strats = _strategies(conn, args.strategies, args.account)
         start, end = _window(conn, syms, args.timeframe, args.start, args.end)
+    tag = args.tag or ""
+    if getattr(args, "consensus", "off") != "off":  # a gated run is another run (its own id)
+        tag = f"{tag}|consensus={args.consensus}" if tag else f"consensus={args.consensus}"
     return make_spec(mode, strategies=strats, symbols=syms, timeframe=args.timeframe, start=start, end=end,
-                     account_id=args.account, tag=args.tag or "",
+                     account_id=args.account, tag=tag,
                      starting_cash=args.starting_cash)
 
 
@@ -84,7 +87,7 @@ def _replay(args) -> int:
 
     spec = _spec(args, "replay")
     res = run_replay(spec, progress=not args.no_progress, commit_every=args.commit_every,
-                     max_steps=args.max_steps)
+                     max_steps=args.max_steps, consensus=args.consensus)
     state = {"new": "completed", "resume": "resumed and completed", "completed": "already completed (reused)"}[res["state"]]
     if res["status"] == "running":
         state = f"stopped after --max-steps {args.max_steps} (resume with the same arguments)"
@@ -159,7 +162,8 @@ def _bt_run(args) -> int:
     from .backtest import run_backtest
 
     spec = _spec(args, "backtest")
-    res = run_backtest(spec, walk_forward=args.walk_forward, progress=not args.no_progress)
+    res = run_backtest(spec, walk_forward=args.walk_forward, progress=not args.no_progress,
+                       consensus=args.consensus)
     _print(res, args, f"backtest {res['backtest_id']} ({'reused' if res['state'] == 'reused' else 'completed'})")
     return 0
 
@@ -246,6 +250,9 @@ def _run_args(p: argparse.ArgumentParser, *, strategies_required: bool = False) 
     p.add_argument("--tag", default="", help="free text that makes a distinct run id for the same arguments")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--consensus", choices=("off", "replay", "live"), default="off",
+                   help="consensus gate for strategies in consensus.strategies: off (default: skipped, no model "
+                        "called), replay (decide from recorded votes), live (ask the configured models)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -39,7 +39,7 @@ from ..risk import breakers as brk
 from ..risk.settings import SettingsView
 from ..strategies import get_strategy
 from ..timeutil import TIMEFRAME_SECONDS
-from . import breaker_events, entries, exits, fills, quiet, regime_state
+from . import advice, breaker_events, entries, exits, fills, quiet, regime_state
 from .config import GateCache
 from .context import StepContext
 from .feed import ReplayClock
@@ -85,6 +85,9 @@ class Engine:
         Label of the progress bar (default the run id).
     fast : bool
         Do quiet spans in bulk (``quiet``); False sends every step through ``step`` (the reference path).
+    consensus : {'off', 'replay', 'live'}, optional
+        The consensus gate's mode (``ats.engine.advice``); default 'off' for a replay or backtest (no model is
+        called unless asked), 'live' for a live session.
 
     Raises
     ------
@@ -94,7 +97,8 @@ class Engine:
 
     def __init__(self, conn, spec: RunSpec, *, sink, feed, broker=None, clock=None, progress: bool = False,
                  commit_every: int = 200, live: bool = False, checkpoint: dict | None = None,
-                 anomalies: list[dict] | None = None, progress_desc: str | None = None, fast: bool = True):
+                 anomalies: list[dict] | None = None, progress_desc: str | None = None, fast: bool = True,
+                 consensus: str | None = None):
         self.conn, self.spec, self.sink, self.feed = conn, spec, sink, feed
         self.broker = broker or PaperBroker()
         self.clock = clock or ReplayClock()
@@ -108,6 +112,10 @@ class Engine:
         self.strats = [get_strategy(n) for n in spec.strategies]
         self.settings = SettingsView(conn, account_id=self.account, live=live)
         self.gates = GateCache(conn, account_id=self.account, overrides=spec.param_overrides, live=live)
+        self.lessons = advice.LessonSource(conn, live=live)
+        self.consensus = advice.ConsensusGate(
+            conn, account_id=self.account, run_id=self.run_id, live=live,
+            mode=consensus or ("live" if live else "off"))
         self._prep: dict = {}
         self._ref_j: dict[int, int] = {}
         self._ev_cache = None
@@ -267,6 +275,7 @@ class Engine:
                 pass
             raise
         finally:
+            self.consensus.close()
             if bar is not None:
                 bar.close()
         return n

@@ -1,10 +1,14 @@
 """Entries: signal -> gates -> breakers -> risk -> order.
 
-Each entry signal of a watchlisted strategy becomes a ``signals`` row; the gates run in order - buy_gate, regime
-(longs pause in a confirmed bear, shorts in a confirmed bull), risk:opposite_position / position_closing /
-pending_order, cooldown, breaker:<name> (``ats.risk.breakers``), risk:<limit> (``ats.risk.limits.check_entry``
-with fractional-Kelly sizing) - and the first failing one is written to ``blocked_signals``; a signal that passes
-becomes an order (``orders.submit``) for the next bar's open. Sizes in USD.
+Each entry signal of a watchlisted strategy becomes a ``signals`` row. Before the gates, the lessons learned are
+consulted (``ats.engine.advice``: the candidate's TradeContext -> ``LessonBook.consult``) and the top-k lesson ids
+and scores go in the signal's audit context (``signals.context.lessons``) for every candidate. The gates run in
+order - buy_gate, regime (longs pause in a confirmed bear, shorts in a confirmed bull), risk:opposite_position /
+position_closing / pending_order, cooldown, lesson:LL-NNN (a lesson's prevention rule the entry violates),
+breaker:<name> (``ats.risk.breakers``), risk:<limit> (``ats.risk.limits.check_entry`` with fractional-Kelly sizing),
+consensus (strategies in ``consensus.strategies``: the model vote, ``ats.risk.consensus``; its agreeing parameters
+override the order's tp_pct / sl_pct / ...) - and the first failing one is written to ``blocked_signals``; a
+signal that passes becomes an order (``orders.submit``) for the next bar's open. Sizes in USD.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from ..regime.rules import NAME as REGIME_NAME
 from ..regime.rules import pauses
 from ..risk.limits import check_entry, exposure_correlation
 from ..risk.sizing import estimate as kelly_estimate
+from .advice import decision_audit, trade_context
 from .context import EntryCandidate, StepContext
 from .orders import block, submit
 
@@ -50,7 +55,13 @@ def on_entry_signal(eng, ctx: StepContext, strat, cfg, prep, sym: str, i: int, s
     sctx = prep.context(i)
     sig_id = eng.sink.next_id("signals")
     eng.stats["signals"] += 1
-    gate, reason, extra = check_gates(eng, ctx, cand)
+    blocking = eng.board.blocking(sym)
+    consultation = eng.lessons.at(C).consult(trade_context(eng, ctx, cand, blocking))
+    sctx.update(consultation.audit())
+    gate, reason, extra = check_gates(eng, ctx, cand, blocking, consultation)
+    params = {k: cfg.params[k] for k in _ORDER_PARAMS}
+    if gate is None and eng.consensus.applies(strat.name, C):
+        gate, reason = _consensus_gate(eng, ctx, cand, price, sctx, consultation, params)
     status = "accepted" if gate is None else "blocked"
     if extra:
         sctx.update({k: v for k, v in extra.items() if k != "notional"})
@@ -66,12 +77,31 @@ def on_entry_signal(eng, ctx: StepContext, strat, cfg, prep, sym: str, i: int, s
                        if o.position_id == pos.position_id and o.intent == "close"), None)
     submit(eng, strat.name, sym, cand.side, pside, intent, extra["notional"] / price, i, C, sig_id,
            pos.position_id if intent == "add" else None, parent=parent,
-           ctx={"sizing": extra.get("risk"), "params": {k: cfg.params[k] for k in _ORDER_PARAMS},
+           ctx={"sizing": extra.get("risk"), "params": params,
                 "config_valid_from": _iso(cfg.valid_from)})
     eng.last_entry[cand.key] = C
     eng._reserved += extra["notional"]
     if intent == "open":
         eng._pending_opens += 1
+
+
+def _consensus_gate(eng, ctx: StepContext, cand: EntryCandidate, price: float, sctx: dict, consultation,
+                    params: dict) -> tuple[str | None, str | None]:
+    """Ask the consensus gate; record its decision in ``sctx['consensus']``; apply the agreeing params to
+    ``params`` (order parameters, in place). Returns (None, None) to enter, else ('consensus', summary)."""
+    titles = eng.lessons.titles()
+    cand_doc = {"strategy": cand.strat.name, "symbol": cand.sym, "side": cand.pside, "price": price,
+                "regime": REGIME_NAME.get(ctx.reg_code) if eng.regime else None,
+                "decision_time": _iso(ctx.C), "params": dict(params)}
+    d = eng.consensus.decide(cand_doc, [{"ll": ll, "title": titles.get(ll, "")} for ll, _ in consultation.retrieved],
+                             ctx.C)
+    sctx["consensus"] = decision_audit(d, eng.consensus.mode)
+    if not d.enter:
+        return "consensus", d.summary
+    for k, v in d.params.items():
+        if k in params:
+            params[k] = v
+    return None, None
 
 
 def _iso(t: int) -> str:
@@ -80,8 +110,22 @@ def _iso(t: int) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
 
 
-def check_gates(eng, ctx: StepContext, cand: EntryCandidate) -> tuple[str | None, str | None, dict | None]:
-    """Run the gates in order for ``cand``.
+def check_gates(eng, ctx: StepContext, cand: EntryCandidate, blocking=None,
+                consultation=None) -> tuple[str | None, str | None, dict | None]:
+    """Run the gates in order for ``cand`` (all but the consensus vote).
+
+    Parameters
+    ----------
+    eng : Engine
+        The engine.
+    ctx : StepContext
+        The step.
+    cand : EntryCandidate
+        The candidate.
+    blocking : list of BreakerState, optional
+        ``eng.board.blocking(cand.sym)`` when the caller has it.
+    consultation : Consultation, optional
+        What the lessons said (``LessonBook.consult``); a violated rule is the gate ``lesson:LL-NNN``.
 
     Returns
     -------
@@ -92,7 +136,10 @@ def check_gates(eng, ctx: StepContext, cand: EntryCandidate) -> tuple[str | None
     hit = _position_gates(eng, ctx, cand)
     if hit is not None:
         return hit
-    blocking = eng.board.blocking(cand.sym)
+    if consultation is not None and consultation.blocked_by:
+        return f"lesson:{consultation.blocked_by}", consultation.reason, None
+    if blocking is None:
+        blocking = eng.board.blocking(cand.sym)
     if blocking:
         first = blocking[0]
         return (f"breaker:{first.breaker}", f"circuit breaker {first.breaker} tripped: {first.cause}",

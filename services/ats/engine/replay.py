@@ -24,7 +24,7 @@ from .sink import PgSink, to_dt
 
 def run_replay(spec: RunSpec, *, url: str | None = None, progress: bool = False, commit_every: int = 200,
                lock: bool = True, max_steps: int | None = None, progress_desc: str | None = None,
-               background_writes: bool = True) -> dict:
+               background_writes: bool = True, consensus: str = "off") -> dict:
     """Run (or resume, or reuse) the replay of ``spec``.
 
     Parameters
@@ -46,6 +46,10 @@ def run_replay(spec: RunSpec, *, url: str | None = None, progress: bool = False,
     background_writes : bool
         Commit batches from a writer thread on a second connection while the engine computes
         (ats.engine.sink.PgSink), in order, each with its checkpoint.
+    consensus : {'off', 'replay', 'live'}
+        The consensus gate's mode (``ats.engine.advice``): 'off' skips it, 'replay' decides from recorded votes,
+        'live' asks the configured models. Callers give a gated run its own ``spec.tag`` (the CLI appends
+        ``consensus=<mode>``) so its run id differs from the ungated run's.
 
     Returns
     -------
@@ -66,13 +70,14 @@ def run_replay(spec: RunSpec, *, url: str | None = None, progress: bool = False,
         conn = connect(url, application_name=f"ats-engine:{spec.run_id}"[:60])
         try:
             return _run(conn, spec, progress=progress, commit_every=commit_every, max_steps=max_steps,
-                        progress_desc=progress_desc, url=url, background_writes=background_writes)
+                        progress_desc=progress_desc, url=url, background_writes=background_writes,
+                        consensus=consensus)
         finally:
             conn.close()
 
 
 def _run(conn: psycopg.Connection, spec: RunSpec, *, progress, commit_every, max_steps, progress_desc, url,
-         background_writes) -> dict:
+         background_writes, consensus="off") -> dict:
     spec = resolve(conn, spec)
     state, row = begin_run(conn, spec)
     rid = spec.run_id
@@ -92,7 +97,7 @@ def _run(conn: psycopg.Connection, spec: RunSpec, *, progress, commit_every, max
                   writer_url=url if background_writes else None)
     checkpoint = row["checkpoint"] if state == "resume" else None
     eng = Engine(conn, spec, sink=sink, feed=feed, checkpoint=checkpoint, progress=progress,
-                 commit_every=commit_every, progress_desc=progress_desc)
+                 commit_every=commit_every, progress_desc=progress_desc, consensus=consensus)
     if state == "resume":
         record_event(conn, "engine", "run_resumed", account_id=spec.account_id,
                      ts=to_dt(eng.last_T + eng.tf_s) if eng.last_T is not None else None,

@@ -2,8 +2,10 @@
 
 The content comes from :func:`ats.forensics.queries.investigate_symbol`; this module only renders it.
 Sections: summary, timeline, trades (each entry and exit with the signal, the configuration / gates in force
-and the breakers), blocked signals and why, breaker windows, P&L reconciliation against the hourly snapshots,
-anomalies, open questions, and an appendix with every query that reproduces a figure (parameters inlined).
+and the breakers), blocked signals and why, the lessons consulted before each entry (ids + scores, from
+``signals.context.lessons``) and the lesson / consensus blocks, breaker windows, P&L reconciliation against the
+hourly snapshots, anomalies, open questions, and an appendix with every query that reproduces a figure
+(parameters inlined). The JSON twin carries the same lessons view under ``lessons_consulted``.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def render_investigation(r: dict, *, title: str | None = None) -> str:
         L.append("")
         L += ["## Open questions", ""] + [f"- {q}" for q in r.get("open_questions", [])] + [""]
         return "\n".join(L)
-    for section in (_summary_section, _timeline_section, _trades_section, _blocked_section,
+    for section in (_summary_section, _timeline_section, _trades_section, _blocked_section, _lessons_section,
                     _reconciliation_section, _anomalies_section, _questions_and_appendix):
         L += section(r, ref)
     return "\n".join(L)
@@ -238,6 +240,72 @@ def _blocked_section(r: dict, ref: "_Refs") -> list[str]:
     return L
 
 
+def lessons_consulted(r: dict) -> dict:
+    """The lessons view of an investigation: per entry candidate the lessons consulted, and the gated blocks.
+
+    Parameters
+    ----------
+    r : dict
+        The result of :func:`ats.forensics.queries.investigate_symbol` (``signals`` with their ``context``,
+        ``blocked_signals``).
+
+    Returns
+    -------
+    dict
+        ``entries``: [{signal_id, ts, strategy, intent, status, lessons: [{ll, score}], lesson_block, consensus}]
+        for every open/add signal; ``by_lesson``: LL-NNN -> entries that consulted it; ``blocks``: the blocked
+        signals whose gate is ``lesson:LL-NNN`` or ``consensus`` [{signal_id, ts, strategy, gate, reason}];
+        ``without_lessons``: entries that recorded no consultation (older runs).
+    """
+    entries, by_lesson, missing = [], {}, 0
+    for sg in r.get("signals") or []:
+        if sg.get("intent") not in ("open", "add"):
+            continue
+        c = sg.get("context") or {}
+        ls = c.get("lessons")
+        if ls is None:
+            missing += 1
+        for x in ls or []:
+            by_lesson[x["ll"]] = by_lesson.get(x["ll"], 0) + 1
+        entries.append({"signal_id": sg.get("signal_id"), "ts": sg.get("ts"), "strategy": sg.get("strategy_name"),
+                        "intent": sg.get("intent"), "status": sg.get("status"), "lessons": ls or [],
+                        "lesson_block": c.get("lesson_block"),
+                        "consensus": (c.get("consensus") or {}).get("summary")})
+    blocks = [{"signal_id": b.get("signal_id"), "ts": b.get("ts"), "strategy": b.get("strategy_name"),
+               "gate": b.get("gate"), "reason": b.get("reason")}
+              for b in r.get("blocked_signals") or []
+              if str(b.get("gate") or "").startswith("lesson:") or b.get("gate") == "consensus"]
+    return {"entries": entries, "by_lesson": dict(sorted(by_lesson.items())), "blocks": blocks,
+            "without_lessons": missing}
+
+
+def _lessons_section(r: dict, ref: "_Refs") -> list[str]:
+    """Which lessons were consulted before each entry, and what the lesson / consensus gates blocked."""
+    v = r.get("lessons_consulted") or lessons_consulted(r)
+    L = ["## Lessons consulted before each entry", ""]
+    if not v["entries"]:
+        return L + ["No entry signal in this window.", ""]
+    L.append("Consulted (entries per lesson): " + (", ".join(f"{k} x{n}" for k, n in v["by_lesson"].items())
+                                                    or "none") + "." + ref("signals"))
+    if v["without_lessons"]:
+        L.append(f"_{v['without_lessons']} entry signal(s) recorded no consultation (a run before lessons)._")
+    L.append("")
+    rows = [(_short_ts(e["ts"]), e["strategy"], e["intent"], e["status"],
+             ", ".join(f"{x['ll']} ({x['score']:.2f})" for x in e["lessons"]) or "-",
+             (e["lesson_block"] or {}).get("ll") or e["consensus"] or "")
+            for e in v["entries"][:TIMELINE_MAX]]
+    L.append(md_table(["Decision (UTC)", "Strategy", "Intent", "Status", "Lessons (score)", "Lesson block / consensus"],
+                      rows))
+    L.append("")
+    if v["blocks"]:
+        L.append("Blocked by a lesson's rule or the consensus vote:")
+        L.append("")
+        L.append(md_table(["Decision (UTC)", "Strategy", "Gate", "Reason"],
+                          [(_short_ts(b["ts"]), b["strategy"], b["gate"], b["reason"]) for b in v["blocks"]]))
+        L.append("")
+    return L
+
+
 def _reconciliation_section(r: dict, ref: "_Refs") -> list[str]:
     """Per-trade P&L against the hourly snapshots."""
     rec = r["reconciliation"]
@@ -332,6 +400,8 @@ def write_investigation(conn: psycopg.Connection, symbol: str, since: Any = None
     "reconciled", "breakers", "anomalies"}``. Raises AtsError (via investigate_symbol) on an unknown run.
     """
     r = investigate_symbol(conn, symbol, since=since, until=until, run_id=run_id)
+    if r.get("run"):
+        r["lessons_consulted"] = lessons_consulted(r)
     d = Path(out_dir) if out_dir is not None else paths.reports_dir() / "investigations"
     d.mkdir(parents=True, exist_ok=True)
     stem = _slug(name or f"{utcnow():%Y-%m-%d}_{r['symbol']}")

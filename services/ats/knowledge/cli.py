@@ -4,6 +4,8 @@
 - ``ats docs index | search | get | status``: hybrid docs search, the CLI twins of the ats-docs MCP tools
   (:mod:`ats.knowledge.docs_index`).
 - ``ats plan save "title" --from FILE | list``: approved plans in plans/ (:mod:`ats.knowledge.plans`).
+- ``ats lesson add --from FILE | --interactive``, ``list [--tag T]``, ``show LL-NNN``, ``mirror``: lessons learned
+  LL-NNN (:mod:`ats.knowledge.lessons`); ``add`` also writes the ``kb/lessons/LL-NNN.md`` mirror.
 """
 
 from __future__ import annotations
@@ -261,8 +263,133 @@ def _register_docs(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_docs_status)
 
 
+# --- ats lesson --------------------------------------------------------------------------------------------------
+
+_ASK = (("title", "Title (one line)"), ("trigger", "Trigger: what happened"), ("root_cause", "Root cause"),
+        ("fix_applied", "Fix applied"), ("prevention", "Prevention"))
+
+
+def _interactive_draft(read=input):
+    """A LessonDraft from answers on stdin (empty optional answers are skipped); UsageError on a missing field."""
+    from ..errors import UsageError
+    from .lessons import LessonDraft, _date, _usd, parse_ll, parse_rule
+
+    vals = {}
+    for key, label in _ASK:
+        v = read(f"{label}: ").strip()
+        if not v:
+            raise UsageError(f"lesson {key} is required")
+        vals[key] = v
+    date_s = read("Date (YYYY-MM-DD, empty = today): ").strip()
+    usd = read("Impact in USD (empty = not quantified): ").strip()
+    tags = [t.strip() for t in read("Tags (comma-separated, e.g. strategy:momentum,symbol:BTCUSDT): ").split(",")
+            if t.strip()]
+    rule = read("Prevention rule (empty = none; e.g. 'block entries in BTCUSDT during strong_bear'): ").strip() or None
+    corr = read("Correction of (LL-NNN, empty = new lesson): ").strip()
+    if rule:
+        parse_rule(rule)
+    return LessonDraft(**vals, lesson_date=_date(date_s, "interactive"), impact_usd=_usd(usd, "interactive"),
+                       tags=tags, rule=rule, ll_number=parse_ll(corr) if corr else None, source="cli:interactive")
+
+
+def _lesson_add(args) -> int:
+    from ..errors import UsageError
+    from .lessons import add_lesson, draft_from_file, mirror
+
+    if bool(args.from_file) == bool(args.interactive):
+        raise UsageError("ats lesson add: give exactly one of --from FILE or --interactive")
+    draft = draft_from_file(args.from_file) if args.from_file else _interactive_draft()
+    with command_connection("ats-lesson-cli", require_table="lessons") as conn:
+        row = add_lesson(conn, draft)
+        from ..db.events import record_event
+
+        record_event(conn, "knowledge", "lesson_added",
+                     payload={"ll": row["ll"], "version": row["version"], "title": row["title"],
+                              "rule": row.get("rule"), "source": row["source"]})
+        conn.commit()
+        written = mirror(conn)
+    if args.json:
+        print(json.dumps({**row, "mirrored": [str(p) for p in written]}, indent=2, default=str))
+        return 0
+    print(f"{row['ll']} v{row['version']}: {row['title']}" + (f"  [rule: {row['rule']}]" if row.get("rule") else ""))
+    for p in written:
+        print(f"  mirrored {p}")
+    return 0
+
+
+def _lesson_list(args) -> int:
+    from .lessons import list_lessons
+
+    with command_connection("ats-lesson-cli", require_table="lessons") as conn:
+        rows = list_lessons(conn, tag=args.tag)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no lessons" + (f" tagged {args.tag}" if args.tag else ""))
+    for r in rows:
+        impact = f"{float(r['impact_usd']):,.2f} USD" if r.get("impact_usd") is not None else "-"
+        print(f"{r['ll']} v{r['version']} {r['lesson_date']}  {r['title']}  (impact {impact}"
+              + (", rule" if r.get("rule") else "") + (f"; tags {', '.join(r['tags'])}" if r.get("tags") else "")
+              + ")")
+    return 0
+
+
+def _lesson_show(args) -> int:
+    from .lessons import get_lesson, render_lesson
+
+    with command_connection("ats-lesson-cli", require_table="lessons") as conn:
+        r = get_lesson(conn, args.ll)
+    if args.json:
+        print(json.dumps(r, indent=2, default=str))
+        return 0
+    print(render_lesson(r), end="")
+    if len(r["history"]) > 1:
+        print("versions: " + ", ".join(f"v{h['version']} {h['created_at']:%Y-%m-%d %H:%M} {h['title']}"
+                                       for h in r["history"]))
+    return 0
+
+
+def _lesson_mirror(args) -> int:
+    from .lessons import mirror
+
+    with command_connection("ats-lesson-cli", require_table="lessons") as conn:
+        written = mirror(conn)
+    if args.json:
+        print(json.dumps([str(p) for p in written]))
+        return 0
+    print(f"kb/lessons: {len(written)} file(s) written" + ("" if written else " (mirror up to date)"))
+    for p in written:
+        print(f"  {p}")
+    return 0
+
+
+def _register_lesson(sub: argparse._SubParsersAction) -> None:
+    """Add `ats lesson` (add, list, show, mirror) to the top-level parser."""
+    p = sub.add_parser("lesson", help="lessons learned LL-NNN: add, list, show, mirror to kb/lessons/",
+                       description="Structured, append-only lessons (a correction is a new version), consulted "
+                                   "before every entry; a lesson's prevention rule is an entry gate.")
+    ls = p.add_subparsers(dest="lesson_command", required=True, metavar="COMMAND")
+    q = ls.add_parser("add", help="add a lesson (or a correction: front matter 'll: LL-NNN') and mirror it")
+    q.add_argument("--from", dest="from_file", metavar="FILE", help="markdown with YAML front matter")
+    q.add_argument("--interactive", action="store_true", help="answer the fields on stdin")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_lesson_add)
+    q = ls.add_parser("list", help="the version in force of every lesson")
+    q.add_argument("--tag", default=None, help="only lessons carrying this tag (e.g. strategy:momentum)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_lesson_list)
+    q = ls.add_parser("show", help="one lesson (version in force) and its versions")
+    q.add_argument("ll", help="LL-NNN")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_lesson_show)
+    q = ls.add_parser("mirror", help="write kb/lessons/LL-NNN.md for every lesson whose mirror is missing or stale")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_lesson_mirror)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `ats kb`, `ats plan` and `ats docs` to the top-level parser.
+    """Add `ats kb`, `ats plan`, `ats docs` and `ats lesson` to the top-level parser.
 
     Parameters
     ----------
@@ -272,3 +399,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_kb(sub)
     _register_plan(sub)
     _register_docs(sub)
+    _register_lesson(sub)

@@ -806,7 +806,8 @@ def status(conn: psycopg.Connection, root: Path | None = None, *, load_model: bo
             except OSError:
                 stale_docs.append(rel)
     fileset = set(files)
-    lesson_ids = {f"{LESSON_PREFIX}{_row(r, 'lesson_id')[0]}" for r in conn.execute("SELECT lesson_id FROM lessons")}
+    lesson_ids = {f"{LESSON_PREFIX}{_row(r, 'lesson_id')[0]}" for r in conn.execute(
+        "SELECT lesson_id FROM lessons WHERE ll_number IS NULL")}  # LL rows: indexed via kb/lessons/
     deleted = [p for p in docs if p not in fileset and p not in lesson_ids]
     new_docs = sorted([f for f in files if f not in docs] + [l for l in lesson_ids if l not in docs])
     emb, note = load_embedder() if load_model else (None, "model not loaded (status without model)")

@@ -105,10 +105,12 @@ def record_report(conn: psycopg.Connection, kind: str, path: str, summary: str =
 
 
 def lessons(conn: psycopg.Connection, *, limit: int | None = None) -> list[dict]:
-    """All lessons, newest last: lesson_id, title, body, tags, source, created_at (used by the docs index)."""
+    """The plain lessons (notes), newest last: lesson_id, title, body, tags, source, created_at (used by the docs
+    index). LL-NNN lessons (``ll_number`` NOT NULL) are skipped: their ``kb/lessons/LL-NNN.md`` mirror is indexed
+    instead, so each appears once (and only in its version in force)."""
     try:
         rows = conn.execute("SELECT lesson_id, title, body, tags, source, created_at FROM lessons "
-                            "ORDER BY lesson_id" + (" LIMIT %s" if limit else ""),
+                            "WHERE ll_number IS NULL ORDER BY lesson_id" + (" LIMIT %s" if limit else ""),
                             (limit,) if limit else None).fetchall()
     except psycopg.errors.UndefinedTable as exc:
         raise AtsError("table lessons is missing: run `ats db migrate`") from exc
