@@ -47,6 +47,10 @@ def _health(args) -> int:
         for v in res["violations"][:20]:
             print(f"  VIOLATION {v['rule']}: position {v['position_id']} {v['strategy_name']} {v['symbol']} "
                   f"{v['ts']}: {v['detail'].get('message', '')}")
+        for v in res.get("retroactive", [])[:20]:
+            print(f"  retroactive (not a violation) {v['rule']}: position {v['position_id']} {v['strategy_name']} "
+                  f"{v['symbol']} {v['ts']}: a change recorded {v['changed_recorded_at']} (valid from "
+                  f"{v['changed_valid_from']}) would make it: {v['detail'].get('message', '')}")
         for f in res["findings"]:
             print(f"  note: {f}")
         for p in res["paths"]:
