@@ -137,9 +137,10 @@ def seed_run(conn, *, per_symbol_realized: bool = True, violations: bool = False
                        sell_enabled=True, effective_from=datetime(2021, 1, 1, tzinfo=UTC))
     conn.execute("""INSERT INTO engine_runs (run_id, account_id, mode, status, params, started_at, finished_at,
                         last_bar_time, bars_processed)
-                    VALUES (%s, 'default', 'replay', 'completed', %s, %s, %s, %s, 120)""",
+                    VALUES (%s, 'default', 'replay', 'completed', %s, clock_timestamp(),
+                            clock_timestamp() + interval '5 minutes', %s, 120)""",
                  (RUN, Jsonb({"strategies": ["momentum"], "symbols": ["BTCUSDT", "ETHUSDT"], "timeframe": "1h"}),
-                  datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 0, 5, tzinfo=UTC), ts(21, 0)))
+                  ts(21, 0)))  # a replay started (wall clock) after its configuration was recorded
     trades = []
     # BTC win: TP (+4 %), ETH loss in the same snapshot interval as the BTC win's close, BTC loss: SL
     trades.append(_trade(conn, strategy="momentum", symbol="BTCUSDT", entry_t=ts(17, 10), entry_price=43000.0,
@@ -190,6 +191,10 @@ def seed_run(conn, *, per_symbol_realized: bool = True, violations: bool = False
     by_sym: dict[str, Decimal] = {}
     for t in closed:
         by_sym[t["symbol"]] = by_sym.get(t["symbol"], Decimal(0)) + t["realized"]
+    # the replay ran (wall clock) after every configuration change above was recorded: it knew them all
+    conn.execute("UPDATE engine_runs SET started_at = clock_timestamp(), finished_at = clock_timestamp() "
+                 "+ interval '5 minutes' WHERE run_id = %s", (RUN,))
+    conn.commit()
     return {"run_id": RUN, "trades": trades, "realized_by_symbol": by_sym,
             "realized_total": sum(by_sym.values(), Decimal(0))}
 

@@ -23,7 +23,7 @@ command            module                      what it does
 ``dashboard``      ``ats.api.cli``             the FastAPI dashboard (English / 中文)
 ``investigate``    ``ats.forensics.cli``       one symbol's lifecycle report (markdown + JSON)
 ``health-check``   ``ats.forensics.cli``       post-trade adherence audit (exit 1 on a broken rule)
-``report``         ``ats.forensics.cli``       24h, weekly, watchlist reports
+``report``         ``ats.forensics.cli``       24h, weekly, watchlist, daily reports
 ``kb``             ``ats.knowledge.cli``       knowledge base: scan, update [--agent], status
 ``plan``           ``ats.knowledge.cli``       save / list approved plans in plans/
 ``docs``           ``ats.knowledge.cli``       hybrid docs search: index, search, get, status
@@ -31,6 +31,7 @@ command            module                      what it does
 ``mcp``            ``ats.ops.mcp_commands``    serve the MCP servers of mcp_servers/, list their tools
 ``run``            ``ats.ops.cli``             one headless task through Claude Code (or its core)
 ``cron``           ``ats.ops.cli``             render / install / list the timers
+``alerts``         ``ats.ops.cli``             alert dispatch, test message, delivery status
 ``security``       ``ats.ops.fleet_cli``       security audit (secrets, grants, settings)
 ``git``            ``ats.ops.fleet_cli``       commit explicit paths with the day's plan
 ``session``        ``ats.ops.fleet_cli``       close an interactive session

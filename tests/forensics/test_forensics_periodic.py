@@ -57,7 +57,12 @@ def test_report_weekly_pnl_from_snapshots(fresh_conn, tmp_path, monkeypatch):
                               (RUN,)).fetchone()["equity_usd"]
     assert res["pnl"]["pnl_usd"] == pytest.approx(float(last - first))
     assert res["pnl"]["realized_change_usd"] == pytest.approx(float(exp["realized_total"]))
-    assert [d["day"] for d in res["daily"]] == ["2021-05-17", "2021-05-18", "2021-05-19", "2021-05-20", "2021-05-21"]
+    # days overlapping the window from the first snapshot on; 21 00:00 closes day 20 (last snapshot at or before it)
+    assert [str(d["day"]) for d in res["daily"]] == ["2021-05-17", "2021-05-18", "2021-05-19", "2021-05-20"]
+    # the seeded snapshots debit entry fees from cash while unrealized stays 0, so only the identity
+    # equity = realized + unrealized does not hold here (it does on a real replay: test_report_reconciliation)
+    bad = [ch["name"] for ch in res["reconciliation"] if not ch["ok"]]
+    assert bad == ["equity change = realized change + unrealized change"], res["reconciliation"]
     strat = {s["strategy_name"]: s for s in res["strategies"]}
     assert strat["momentum"]["trades"] == 3 and strat["momentum"]["wins"] == 1
     assert strat["momentum"]["realized_pnl_usd"] == pytest.approx(float(exp["realized_total"]))
@@ -66,7 +71,7 @@ def test_report_weekly_pnl_from_snapshots(fresh_conn, tmp_path, monkeypatch):
     png = Path(res["png_path"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = Path(res["md_path"]).read_text()
-    assert f"![equity curve]({png.name})" in md and "DISTINCT ON" in md
+    assert f"![equity curve]({png.name})" in md and "## Reconciliation" in md
     monkeypatch.setenv("ATS_HOME", str(tmp_path))
     r = run_cli("report", "weekly")
     assert r.returncode == 0, r.stderr

@@ -1,5 +1,10 @@
 """`ats config ...`: strategy configurations (three gates + params) and system settings, current or as of T.
 
+Point-in-time reads are bitemporal (:mod:`ats.db.config_store`): ``--as-of T`` is valid time (what was in force
+at T, by ``valid_from``, with every change recorded so far, back-dated ones included); ``--as-known-at R`` is
+transaction time (only the changes recorded by R: "what did the system believe at R"). Both together: what was in
+force at T as known at R; ``--as-known-at`` alone: what was in force at R as known at R.
+
 Registered by :mod:`ats.db.cli` (the config store is part of the database package).
 """
 
@@ -35,9 +40,33 @@ def _parse_params(items: list[str]) -> dict:
     return out
 
 
+def _when(args) -> tuple:
+    """(as_of, as_known_at) of a command's ``--as-of`` / ``--as-known-at`` (None when absent)."""
+    as_of = parse_ts(args.as_of, what="--as-of") if getattr(args, "as_of", None) else None
+    known = parse_ts(args.as_known_at, what="--as-known-at") if getattr(args, "as_known_at", None) else None
+    return as_of, known
+
+
+def _point_in_time(args) -> str:
+    as_of, known = _when(args)
+    return (f" as of {as_of.isoformat()}" if as_of else "") + (f" as known at {known.isoformat()}" if known else "")
+
+
+def _strategies_at(conn, account: str, as_of, known) -> list[dict]:
+    """Every strategy of ``account`` that ever had a history row, as in force at ``as_of`` known at ``known``."""
+    names = [r["strategy_name"] for r in conn.execute(
+        "SELECT DISTINCT strategy_name FROM strategy_configurations_history WHERE account_id=%s ORDER BY 1",
+        (account,))]
+    at = as_of or known
+    rows = [cs.strategy_as_of(conn, n, at, account_id=account, as_known_at=known) for n in names]
+    return [dict(r, effective_from=r["valid_from"]) for r in rows if r is not None]
+
+
 def _strategy_list(args) -> int:
+    as_of, known = _when(args)
     with command_connection("ats-config-cli") as conn:
-        rows = cs.current_strategies(conn, account_id=args.account)
+        rows = (_strategies_at(conn, args.account, as_of, known) if (as_of or known)
+                else cs.current_strategies(conn, account_id=args.account))
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
@@ -51,14 +80,15 @@ def _strategy_list(args) -> int:
 
 
 def _strategy_show(args) -> int:
+    as_of, known = _when(args)
     with command_connection("ats-config-cli") as conn:
-        if args.as_of:
-            row = cs.strategy_as_of(conn, args.name, parse_ts(args.as_of, what="--as-of"), account_id=args.account)
+        if as_of or known:
+            row = cs.strategy_as_of(conn, args.name, as_of or known, account_id=args.account, as_known_at=known)
         else:
             row = conn.execute("SELECT * FROM strategy_configurations WHERE account_id=%s AND strategy_name=%s",
                                (args.account, args.name)).fetchone()
     if row is None:
-        print(f"no configuration for strategy {args.name!r}" + (f" as of {args.as_of}" if args.as_of else ""))
+        print(f"no configuration for strategy {args.name!r}" + _point_in_time(args))
         return 1
     print(json.dumps(row, default=str, indent=2))
     return 0
@@ -77,9 +107,9 @@ def _strategy_set(args) -> int:
 
 
 def _setting_get(args) -> int:
+    as_of, known = _when(args)
     with command_connection("ats-config-cli") as conn:
-        val = cs.setting_as_of(conn, args.key, parse_ts(args.as_of, what="--as-of") if args.as_of else None,
-                               account_id=args.account)
+        val = cs.setting_as_of(conn, args.key, as_of, account_id=args.account, as_known_at=known)
     print(json.dumps(val))
     return 0
 
@@ -97,19 +127,28 @@ def _setting_set(args) -> int:
     return 0
 
 
+def _pit_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--as-of", metavar="T", help="UTC time (ISO-8601): what was in force at T (valid time, every "
+                                                "change recorded so far, back-dated ones included)")
+    q.add_argument("--as-known-at", metavar="R", help="UTC time (ISO-8601): only changes recorded by R, i.e. what "
+                                                      "the system believed at R (with --as-of: in force at T as "
+                                                      "known at R)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `ats config` (strategy / setting) to the top-level parser."""
     p = sub.add_parser("config", help="strategy configurations and system settings (effective-dated)")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="KIND")
-    st = csub.add_parser("strategy", help="strategy configurations: list, show [--as-of], set")
+    st = csub.add_parser("strategy", help="strategy configurations: list, show [--as-of] [--as-known-at], set")
     ssub = st.add_subparsers(dest="strategy_command", required=True, metavar="COMMAND")
-    q = ssub.add_parser("list", help="current configuration of every strategy")
+    q = ssub.add_parser("list", help="configuration of every strategy, current or point-in-time")
+    _pit_args(q)
     q.add_argument("--account", default=None, help="account id (default: the bound account)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_strategy_list)
     q = ssub.add_parser("show", help="one strategy's configuration, current or as of a time")
     q.add_argument("name")
-    q.add_argument("--as-of", help="UTC time (ISO-8601): the configuration in force then")
+    _pit_args(q)
     q.add_argument("--account", default=None, help="account id (default: the bound account)")
     q.set_defaults(func=_strategy_show)
     q = ssub.add_parser("set", help="change gates/params; history is written by trigger")
@@ -121,11 +160,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--effective-from", help="UTC time the change takes effect (default: now)")
     q.add_argument("--account", default=None, help="account id (default: the bound account)")
     q.set_defaults(func=_strategy_set)
-    se = csub.add_parser("setting", help="system settings: get [--as-of], set")
+    se = csub.add_parser("setting", help="system settings: get [--as-of] [--as-known-at], set")
     esub = se.add_subparsers(dest="setting_command", required=True, metavar="COMMAND")
     q = esub.add_parser("get", help="a setting's value, current or as of a time")
     q.add_argument("key")
-    q.add_argument("--as-of")
+    _pit_args(q)
     q.add_argument("--account", default=None, help="account id (default: the bound account)")
     q.set_defaults(func=_setting_get)
     q = esub.add_parser("set", help="set a setting (JSON value)")

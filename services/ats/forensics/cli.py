@@ -47,6 +47,10 @@ def _health(args) -> int:
         for v in res["violations"][:20]:
             print(f"  VIOLATION {v['rule']}: position {v['position_id']} {v['strategy_name']} {v['symbol']} "
                   f"{v['ts']}: {v['detail'].get('message', '')}")
+        for v in res.get("retroactive", [])[:20]:
+            print(f"  retroactive (not a violation) {v['rule']}: position {v['position_id']} {v['strategy_name']} "
+                  f"{v['symbol']} {v['ts']}: a change recorded {v['changed_recorded_at']} (valid from "
+                  f"{v['changed_valid_from']}) would make it: {v['detail'].get('message', '')}")
         for f in res["findings"]:
             print(f"  note: {f}")
         for p in res["paths"]:
@@ -92,6 +96,31 @@ def _report_watchlist(args) -> int:
     return 0
 
 
+def _report_daily(args) -> int:
+    from datetime import date, timedelta
+
+    from ..ops.alerts import send_summary
+    from ..timeutil import utcnow
+    from .daily import short_message, write_daily
+
+    try:
+        day = date.fromisoformat(args.date) if args.date else (utcnow() - timedelta(days=1)).date()
+    except ValueError:
+        from ..errors import UsageError
+        raise UsageError(f"--date {args.date!r}: expected YYYY-MM-DD (UTC day)")
+    with command_connection("ats-forensics-cli") as conn:
+        md, js, doc = write_daily(conn, day, account_id=args.account)
+        title, body = short_message(doc)
+        print(f"{title}: {body}")
+        print(md)
+        print(js)
+        if args.no_send:
+            return 0
+        out = send_summary(conn, account=args.account, title=title, body=body)
+    print(f"summary {'sent' if out['delivered'] else 'NOT DELIVERED'}" + (f" ({out['error']})" if out["error"] else ""))
+    return 0 if out["delivered"] else 1
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `ats investigate`, `ats health-check` and `ats report ...`."""
     p = sub.add_parser("investigate", help="forensic report on one symbol's lifecycle (markdown + JSON)",
@@ -131,6 +160,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--days", type=int, default=7, help="window length in days (default 7)")
     q.add_argument("--run-id")
     q.set_defaults(func=_report_weekly)
+    q = rs.add_parser("daily", help="yesterday's P&L, positions vs targets, trades, blocks, trips; sent as a short message",
+                      description="Writes reports/daily/<day>_summary.md + .json, then sends the short message "
+                                  "through the account's alert channels (setting alerts.urls). Exit 1 when the "
+                                  "message was not delivered.")
+    q.add_argument("--date", help="UTC day YYYY-MM-DD (default: yesterday)")
+    q.add_argument("--account", default="default")
+    q.add_argument("--no-send", action="store_true", help="write the report only")
+    q.set_defaults(func=_report_daily)
     q = rs.add_parser("watchlist", help="watchlist capture vs the top 7-day gainers in the candle store")
     q.add_argument("--as-of", help="end of the 7-day window (UTC; default: the run's last bar / newest candle)")
     q.add_argument("--top", type=int, default=10, help="how many top gainers to compare (default 10)")

@@ -1,5 +1,11 @@
 """The configuration in force at a time, looked up once per (strategy, time): the cache forensics and the
-health-check audit share."""
+health-check audit share.
+
+Bitemporal (:mod:`ats.db.config_store`): given the run's wall-clock start, a lookup answers "in force at the
+decision's time *as the run knew it*" (``known_at_for(run_started_at, decision_ts)``), so a change back-dated
+after the run does not rewrite what the run was told; without it, every change recorded so far counts
+(hindsight).
+"""
 
 from __future__ import annotations
 
@@ -22,11 +28,15 @@ class ConfigAsOf:
         Connection the lookups run on (the report's own, read-only is enough).
     account_id : str
         Account whose ``strategy_configurations_history`` is read (the run's ``engine_runs.account_id``).
+    run_started_at : datetime, optional
+        The run's ``engine_runs.started_at`` (wall clock): lookups are as known at
+        ``known_at_for(run_started_at, at)``. None: as known now (every recorded change, back-dated ones included).
     """
 
-    def __init__(self, conn: psycopg.Connection, account_id: str) -> None:
+    def __init__(self, conn: psycopg.Connection, account_id: str, run_started_at: datetime | None = None) -> None:
         self._conn = conn
         self._account_id = account_id
+        self._started = run_started_at
         self._cache: dict[tuple[str, datetime], dict | None] = {}
 
     def __call__(self, strategy: str, at: datetime) -> dict | None:
@@ -46,5 +56,7 @@ class ConfigAsOf:
         """
         key = (strategy, at)
         if key not in self._cache:
-            self._cache[key] = cs.strategy_as_of(self._conn, strategy, at, account_id=self._account_id)
+            known = None if self._started is None else cs.known_at_for(self._started, at)
+            self._cache[key] = cs.strategy_as_of(self._conn, strategy, at, account_id=self._account_id,
+                                                 as_known_at=known)
         return self._cache[key]

@@ -1,7 +1,11 @@
 """`ats health-check`: post-trade health and strategy-adherence audit.
 
 For every position of the run the audit asks: did this trade obey the configuration in force at its time
-(``ats.db.config_store.strategy_as_of`` at the entry signal's bar, or at the exit for exit rules)?
+(``ats.db.config_store.strategy_as_of`` at the entry signal's bar, or at the exit for exit rules) *as the run knew
+it* -- as known at ``known_at_for(run started_at, trade time)``, so a change recorded after the run but
+back-dated before its trades does not turn an obedient trade into a violation. The same audit against every change
+recorded so far (hindsight) lists, separately and without failing the check, the trades such a later back-dated
+change would make violations: the ``retroactive`` findings.
 
 Rules (each violation names the rule, the position and the figures):
 
@@ -88,15 +92,17 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
     """Check every position of the run opened in [since, until] against the configuration in force at its time.
 
     Returns ``{run, checked_positions, violations: [{rule, position_id, strategy_name, symbol, ts, detail}],
-    by_rule: {rule: n}, not_checked: {rule: n}, passed: bool, queries}``. ``passed`` is False when any rule
-    was broken. The rules, in the order they are checked per position: buy gate, size, max adds, TP/SL,
+    by_rule: {rule: n}, not_checked: {rule: n}, retroactive: [...], passed: bool, queries}``. The configuration
+    is the one known then (``known_at_for(run started_at, trade time)``); ``passed`` is False when any rule was
+    broken against it. ``retroactive``: violations only a later back-dated change creates (same shape plus
+    ``changed_valid_from`` / ``changed_recorded_at``); they never fail the check. The rules, in the order they are checked per position: buy gate, size, max adds, TP/SL,
     cooldown, max hold, sell gate, breakers (one ``_check_*`` function each).
     """
     q = QueryLog(conn)
     run = resolve_run(conn, run_id)
     if run is None:
         return jsonable({"run": None, "checked_positions": 0, "violations": [], "by_rule": {}, "not_checked": {},
-                         "passed": True, "queries": []})
+                         "retroactive": [], "passed": True, "queries": []})
     since_dt = parse_ts(since, what="since") if since else None
     until_dt = parse_ts(until, what="until") if until else None
     p = {"run_id": run["run_id"], "since": since_dt, "until": until_dt}
@@ -110,18 +116,46 @@ def audit_adherence(conn: psycopg.Connection, run_id: str | None = None, since: 
     q.entries.append({"name": "config_as_of", "rows": 0,
                       "sql": "SELECT * FROM strategy_configurations_history WHERE account_id = '<account>' AND "
                              "strategy_name = '<strategy>' AND valid_from <= '<signal ts>'::timestamptz "
-                             "ORDER BY valid_from DESC, history_id DESC LIMIT 1  -- per position "
-                             "(ats.db.config_store.strategy_as_of)"})
+                             "AND recorded_at <= greatest('<signal ts>'::timestamptz, '<run started_at>'::timestamptz) "
+                             "ORDER BY valid_from DESC, history_id DESC LIMIT 1  -- per position, as known then "
+                             "(ats.db.config_store.strategy_as_of + known_at_for); the retroactive pass drops the "
+                             "recorded_at condition"})
     ref = run.get("last_bar_time") if run["mode"] != "live" else utcnow()
     ref = ref or utcnow()
-    a = _Audit(cfg=ConfigAsOf(conn, run["account_id"]), windows=breaker_windows(events), ref=ref)
+    windows = breaker_windows(events)
+    a = _Audit(cfg=ConfigAsOf(conn, run["account_id"], run["started_at"]), windows=windows, ref=ref)
+    hind = _Audit(cfg=ConfigAsOf(conn, run["account_id"]), windows=windows, ref=ref)
     for pos in positions:
         _audit_position(a, pos)
+        _audit_position(hind, pos)
+    retro = _retroactive(conn, run["account_id"], a.violations, hind.violations)
     by_rule = Counter(v["rule"] for v in a.violations)
     return jsonable({"run": run, "since": since_dt, "until": until_dt, "reference_time": ref,
                      "checked_positions": len(positions), "violations": a.violations,
                      "by_rule": {r: by_rule.get(r, 0) for r in RULES}, "not_checked": dict(a.not_checked),
-                     "passed": not a.violations, "queries": q.entries})
+                     "retroactive": retro, "passed": not a.violations, "queries": q.entries})
+
+
+def _vkey(v: dict) -> tuple:
+    return (v["rule"], v["position_id"], v["ts"], v["detail"].get("order_id"), v["detail"].get("target"))
+
+
+def _retroactive(conn: psycopg.Connection, account_id: str, known: list[dict], hindsight: list[dict]) -> list[dict]:
+    """Violations that only a change recorded after the decision creates: each with the configuration version
+    (``valid_from``, ``recorded_at``) that was back-dated over the trade."""
+    seen = {_vkey(v) for v in known}
+    out = []
+    for v in hindsight:
+        if _vkey(v) in seen:
+            continue
+        ver = conn.execute(
+            """SELECT valid_from, recorded_at FROM strategy_configurations_history
+                WHERE account_id = %s AND strategy_name = %s AND valid_from <= %s
+                ORDER BY valid_from DESC, history_id DESC LIMIT 1""",
+            (account_id, v["strategy_name"], v["ts"])).fetchone()
+        out.append({**v, "changed_valid_from": ver["valid_from"] if ver else None,
+                    "changed_recorded_at": ver["recorded_at"] if ver else None})
+    return out
 
 
 @dataclass
@@ -336,7 +370,8 @@ def render_health(res: dict) -> str:
         return f" [{', '.join(got)}]" if got else ""
 
     L += ["## Strategy adherence", "",
-          "Each trade against the configuration in force at its time (strategy_configurations_history)"
+          "Each trade against the configuration in force at its time as the run knew it then "
+          "(strategy_configurations_history, recorded_at <= max(trade time, run start))"
           + ref("positions_with_entry", "config_as_of") + ".", ""]
     L.append(md_table(["Rule", "Violations", "Not checked (parameter absent)"],
                       [(r, a["by_rule"].get(r, 0), a["not_checked"].get(r, 0)) for r in RULES]))
@@ -348,6 +383,7 @@ def render_health(res: dict) -> str:
                           [(v["rule"], v["position_id"], v["strategy_name"], v["symbol"], v["ts"],
                             v["detail"].get("message", json.dumps(v["detail"])[:200])) for v in a["violations"][:300]]))
         L.append("")
+    L += _retroactive_md(a.get("retroactive") or [])
     L += ["## Circuit breakers", ""]
     b = h["breakers"]
     L.append(f"Trips: {b['trips']}, resets: {b['resets']}{ref('breaker_event_counts')}; by breaker: "
@@ -410,11 +446,27 @@ def render_health(res: dict) -> str:
     return "\n".join(L)
 
 
+def _retroactive_md(retro: list[dict]) -> list[str]:
+    L = ["## Retroactive findings (not violations)", ""]
+    if not retro:
+        return L + ["No configuration change recorded after a trade, back-dated over it, would make it a violation.", ""]
+    L += [f"{len(retro)} trade check(s) obeyed the configuration the run knew, but break a rule under a change "
+          "recorded later and back-dated over them. They do not fail the check; they say the history was "
+          "edited after the fact.", ""]
+    L.append(md_table(["Rule", "Position", "Strategy", "Symbol", "Time", "Changed version valid from",
+                       "Recorded at", "What (under the later change)"],
+                      [(v["rule"], v["position_id"], v["strategy_name"], v["symbol"], v["ts"],
+                        v.get("changed_valid_from"), v.get("changed_recorded_at"),
+                        v["detail"].get("message", json.dumps(v["detail"])[:200])) for v in retro[:300]]))
+    return L + [""]
+
+
 def write_health_check(conn: psycopg.Connection, run_id: str | None = None, since: Any = None, until: Any = None,
                        out_dir: str | Path | None = None) -> dict:
     """Run :func:`health_check` and write ``reports/health/<UTC date>_health-check.md`` + ``.json``.
 
-    Returns ``{"paths": [...], "md_path", "json_path", "passed", "violations": [...], "findings": [...]}``.
+    Returns ``{"paths": [...], "md_path", "json_path", "passed", "violations": [...], "retroactive": [...],
+    "findings": [...]}``.
     """
     res = health_check(conn, run_id, since, until)
     d = Path(out_dir) if out_dir is not None else paths.reports_dir() / "health"
@@ -424,4 +476,5 @@ def write_health_check(conn: psycopg.Connection, run_id: str | None = None, sinc
     md.write_text(render_health(res) + f"\n_JSON twin: [{js.name}]({js.name})_\n", encoding="utf-8")
     js.write_text(dumps(res) + "\n", encoding="utf-8")
     return {"paths": [str(md), str(js)], "md_path": str(md), "json_path": str(js), "passed": res["passed"],
-            "violations": res["audit"]["violations"], "findings": res["findings"]}
+            "violations": res["audit"]["violations"], "retroactive": res["audit"].get("retroactive", []),
+            "findings": res["findings"]}

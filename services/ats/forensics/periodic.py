@@ -5,6 +5,11 @@ difference of equity (or cumulative realized P&L) between two snapshots. Never `
 ``net_pnl_daily_usd`` across hours: it is a running cumulative since 00:00 UTC, so a day's figure is its LAST
 snapshot's value (``DISTINCT ON (day) ... ORDER BY day, ts DESC``), not the sum of its hourly rows.
 
+One boundary rule everywhere (as in :mod:`ats.forensics.daily`): the portfolio state at a boundary is the last
+snapshot at or before it. A window's figure and its per-day parts use the same rule, so the parts add up to the
+whole; each report ends with a "Reconciliation" section (:func:`reconcile_weekly`, :func:`reconcile_24h`) that
+says so line by line, and a figure that does not reconcile is printed as such, never hidden.
+
 Every figure is reproducible by a query printed in the report's appendix.
 """
 
@@ -61,18 +66,67 @@ def _default_as_of(conn: psycopg.Connection, run: dict | None) -> datetime:
 # ---------------------------------------------------------------------------------------------------------
 # 24 h
 
+LABEL_TEXT = {"worst": "worst (a loss)", "best": "best (a win)", "median": "median", "lowest": "lowest P&L",
+              "highest": "highest P&L", "only": "only trade"}
+
+
+def _rank_label(side: str, pnl: float) -> str:
+    """``worst`` only for a loss and ``best`` only for a win; otherwise the neutral rank ``lowest`` / ``highest``."""
+    if side == "low":
+        return "worst" if pnl < 0 else "lowest"
+    return "best" if pnl > 0 else "highest"
+
+
 def pick_trades(trades: list[dict]) -> list[tuple[str, dict]]:
-    """Choose up to 5 representative closed trades: 2 worst, 2 best, 1 median (by realized P&L, ties by
-    position_id). Fewer than 5 trades: all of them, labelled by rank. Returns [(label, trade)]."""
+    """Choose up to 5 representative closed trades by realized P&L (ties by position_id): the 2 lowest, the
+    median, the 2 highest.
+
+    Labels claim only what the data supports: a low-ranked trade is ``worst`` when it lost money and ``lowest``
+    otherwise; a high-ranked one ``best`` when it made money and ``highest`` otherwise; ``median`` for the middle
+    one of an odd count; ``only`` when there is a single trade. Fewer than 5 trades: all of them (lower half low,
+    upper half high).
+
+    Parameters
+    ----------
+    trades : list of dict
+        Closed positions with ``position_id`` and ``realized_pnl_usd`` (USD, net of fees).
+
+    Returns
+    -------
+    list of (str, dict)
+        ``[(label, trade)]``: lowest first, then the median, then the highest (the very highest first).
+    """
     ts = sorted(trades, key=lambda t: (fnum(t["realized_pnl_usd"]), t["position_id"]))
     n = len(ts)
-    if n <= 5:  # all of them: lower half "worst", the middle one "median" (odd n), upper half "best"
-        return [("worst" if i < n // 2 else ("median" if (n % 2 and i == n // 2) else "best"), t)
-                for i, t in enumerate(ts)]
-    chosen = [("worst", ts[0]), ("worst", ts[1]), ("best", ts[-1]), ("best", ts[-2])]
-    mid = (n - 1) // 2  # the lower median of the sorted list; indices 0, 1, n-2, n-1 are taken
-    chosen.insert(2, ("median", ts[mid]))
-    return chosen
+    if n == 1:
+        return [("only", ts[0])]
+    if n <= 5:
+        idx = list(range(n))
+    else:
+        mid = (n - 1) // 2  # the lower median of the sorted list; indices 0, 1, n-2, n-1 are taken
+        idx = [0, 1, mid, n - 1, n - 2]  # best first among the highest, as before
+    size = len(idx)
+    out = []
+    for j, i in enumerate(idx):
+        pnl = fnum(ts[i]["realized_pnl_usd"])
+        if size % 2 and j == size // 2:
+            out.append(("median", ts[i]))
+        else:
+            out.append((_rank_label("low" if j < size // 2 else "high", pnl), ts[i]))
+    return out
+
+
+def _picks_heading(picked: int, closed: int) -> str:
+    if closed == 0:
+        return "## Trades investigated (none closed in the window)"
+    if picked == closed:
+        return f"## The {closed} trade{'s' if closed != 1 else ''} closed in the window (all investigated)"
+    return f"## {picked} of the {closed} trades closed in the window (the 2 lowest, the median, the 2 highest P&L)"
+
+
+def _title_label(label: str) -> str:
+    return {"worst": "Worst trade", "best": "Best trade", "median": "Median trade", "lowest": "Lowest-P&L trade",
+            "highest": "Highest-P&L trade", "only": "Only trade"}[label]
 
 
 def _investigate_one(url: str, label: str, rank: int, trade: dict, run_id: str, out_dir: Path) -> dict:
@@ -81,7 +135,7 @@ def _investigate_one(url: str, label: str, rank: int, trade: dict, run_id: str, 
         until = trade["closed_at"] + timedelta(hours=1)
         name = f"{rank}_{label}_{trade['symbol']}_pos{trade['position_id']}"
         res = write_investigation(conn, trade["symbol"], since=since, until=until, out_dir=out_dir, run_id=run_id,
-                                  name=name, title=f"{label.capitalize()} trade: {trade['symbol']} position "
+                                  name=name, title=f"{_title_label(label)}: {trade['symbol']} position "
                                                    f"{trade['position_id']} ({trade['strategy_name']})")
     res.update(label=label, rank=rank, position_id=trade["position_id"])
     return res
@@ -89,14 +143,15 @@ def _investigate_one(url: str, label: str, rank: int, trade: dict, run_id: str, 
 
 def report_24h(as_of: datetime | None = None, *, run_id: str | None = None, workers: int = 3,
                url: str | None = None, out_dir: str | Path | None = None) -> dict:
-    """Investigate 5 trades closed in the 24 h before ``as_of`` (2 worst, 2 best, 1 median) in parallel and
-    write an index.
+    """Investigate up to 5 trades closed in the 24 h before ``as_of`` (:func:`pick_trades`: the 2 lowest, the
+    median, the 2 highest realized P&L) in parallel and write an index whose figures reconcile
+    (:func:`reconcile_24h`).
 
     ``as_of`` defaults to the run's last processed bar for replays (engine clock) and now for live runs.
     Investigations run in a thread pool of ``workers``, each with its own database connection. Output:
     ``reports/daily/<as_of date>_24h/{index.md,index.json,<rank>_<label>_<SYMBOL>_pos<id>.md/.json}``.
-    Returns ``{index_path, index_json, report_paths, trades: [...], window: {start, end}, run_id, pnl}``.
-    Raises AtsError when there is no engine run.
+    Returns ``{index_path, index_json, report_paths, trades: [...], closed_trades, window: {start, end}, run_id,
+    pnl, reconciliation}``. Raises AtsError when there is no engine run.
     """
     url = url or database_url()
     with connect(url) as conn:
@@ -128,19 +183,26 @@ def report_24h(as_of: datetime | None = None, *, run_id: str | None = None, work
          f"- Run `{run['run_id']}` ({run['mode']}); window (engine clock, UTC) ({iso(start)}, {iso(end)}]  ",
          f"- Generated {iso(utcnow())} by `ats.forensics.periodic.report_24h`  ", ""]
     ref = _qref(q.entries)
+    realized_trades = round(sum(fnum(t["realized_pnl_usd"]) for t in trades), 2)
+    checks = reconcile_24h(pnl, realized_trades)
     L += ["## Summary", "", md_table(["Figure", "Value", "Query"], [
         ("Closed trades in window", len(trades), ref("closed_trades_24h")),
-        ("Realized P&L of those trades (USD, net of fees)", money(sum(fnum(t["realized_pnl_usd"]) for t in trades)),
-         ref("closed_trades_24h")),
+        ("Realized P&L of those trades (USD, net of fees)", money(realized_trades), ref("closed_trades_24h")),
         ("Equity change from snapshots (USD)", money(pnl["pnl_usd"]), ref("snapshot_window")),
-        ("Realized P&L change from snapshots (USD)", money(pnl["realized_change_usd"]), ref("snapshot_window")),
+        ("= realized P&L change from snapshots (USD)", money(pnl["realized_change_usd"]), ref("snapshot_window")),
+        ("+ unrealized P&L change from snapshots (USD)", money(pnl["unrealized_change_usd"]), ref("snapshot_window")),
     ]), ""]
-    L += ["## The 5 trades", ""]
+    L += _reconciliation_md(checks)
+    L += [_picks_heading(len(results), len(trades)), ""]
     if not results:
         L.append("No trade closed in this window.")
     else:
+        L.append("Labels by rank claim only what the data supports: *worst* is a loss and *best* a win; a "
+                 "low-ranked trade that made money is *lowest P&L*, a high-ranked one that lost is *highest P&L*.")
+        L.append("")
         L.append(md_table(["#", "Pick", "Symbol", "Position", "Strategy", "Closed", "Exit", "P&L USD", "Report"], [
-            (r["rank"], r["label"], r["symbol"], r["position_id"], by_pid[r["position_id"]]["strategy_name"],
+            (r["rank"], LABEL_TEXT[r["label"]], r["symbol"], r["position_id"],
+             by_pid[r["position_id"]]["strategy_name"],
              iso(by_pid[r["position_id"]]["closed_at"]), by_pid[r["position_id"]]["close_reason"],
              money(by_pid[r["position_id"]]["realized_pnl_usd"]),
              f"[{Path(r['md_path']).name}]({Path(r['md_path']).name})") for r in results]))
@@ -149,35 +211,156 @@ def report_24h(as_of: datetime | None = None, *, run_id: str | None = None, work
     idx_md, idx_js = d / "index.md", d / "index.json"
     idx_md.write_text("\n".join(L) + "\n", encoding="utf-8")
     doc = {"run_id": run["run_id"], "window": {"start": start, "end": end}, "closed_trades": len(trades),
-           "pnl": pnl, "trades": [{**{k: by_pid[r["position_id"]][k] for k in by_pid[r["position_id"]]},
+           "closed_trades_realized_pnl_usd": realized_trades, "pnl": pnl, "reconciliation": checks, "trades": [{**{k: by_pid[r["position_id"]][k] for k in by_pid[r["position_id"]]},
                                    "label": r["label"], "rank": r["rank"], "report": r["md_path"]} for r in results],
            "queries": q.entries}
     idx_js.write_text(dumps(doc) + "\n", encoding="utf-8")
     return jsonable({"index_path": str(idx_md), "index_json": str(idx_js),
                      "report_paths": [p for r in results for p in r["paths"]], "trades": doc["trades"],
-                     "window": doc["window"], "run_id": run["run_id"], "pnl": pnl})
+                     "closed_trades": len(trades), "closed_trades_realized_pnl_usd": realized_trades,
+                     "window": doc["window"], "run_id": run["run_id"], "pnl": pnl, "reconciliation": checks})
+
+
+_STATE_COLS = "ts, equity_usd, realized_pnl_usd, unrealized_pnl_usd, fees_usd"
 
 
 def _snapshot_pnl(q: QueryLog, run_id: str, start: datetime, end: datetime) -> dict:
-    """P&L over (start, end] from snapshots only: equity and cumulative realized of the last snapshot at or before
-    ``end`` minus those of the last snapshot at or before ``start`` (the run's first snapshot when none)."""
-    row = q.one("snapshot_window", """
-        WITH e AS (SELECT ts, equity_usd, realized_pnl_usd, fees_usd FROM portfolio_hourly_snapshots
+    """P&L over (start, end] from snapshots only.
+
+    One boundary rule for every report (as :mod:`ats.forensics.daily`): the state at a boundary is the last
+    snapshot at or before it (the run's first snapshot when there is none). Every figure is the end state minus
+    the start state, so ``pnl_usd = realized_change_usd + unrealized_change_usd`` (equity = initial capital +
+    realized + unrealized) and the per-day rows of :func:`_daily_rows` add up to it.
+
+    Returns
+    -------
+    dict
+        ``pnl_usd, realized_change_usd, unrealized_change_usd, fees_change_usd, start_ts, end_ts,
+        start_equity_usd, end_equity_usd`` (USD; all None when the run has no snapshot at or before ``end``).
+    """
+    row = q.one("snapshot_window", f"""
+        WITH e AS (SELECT {_STATE_COLS} FROM portfolio_hourly_snapshots
                     WHERE run_id = %(run_id)s AND ts <= %(end)s ORDER BY ts DESC LIMIT 1),
-             s AS (SELECT ts, equity_usd, realized_pnl_usd, fees_usd FROM portfolio_hourly_snapshots
+             s AS (SELECT {_STATE_COLS} FROM portfolio_hourly_snapshots
                     WHERE run_id = %(run_id)s AND ts <= %(start)s ORDER BY ts DESC LIMIT 1),
-             f AS (SELECT ts, equity_usd, realized_pnl_usd, fees_usd FROM portfolio_hourly_snapshots
-                    WHERE run_id = %(run_id)s ORDER BY ts LIMIT 1)
-        SELECT e.ts AS end_ts, coalesce(s.ts, f.ts) AS start_ts,
-               e.equity_usd AS end_equity_usd, coalesce(s.equity_usd, f.equity_usd) AS start_equity_usd,
-               e.equity_usd - coalesce(s.equity_usd, f.equity_usd) AS pnl_usd,
-               e.realized_pnl_usd - coalesce(s.realized_pnl_usd, 0) AS realized_change_usd,
-               e.fees_usd - coalesce(s.fees_usd, 0) AS fees_change_usd
-          FROM e CROSS JOIN f LEFT JOIN s ON true""", {"run_id": run_id, "start": start, "end": end})
+             f AS (SELECT {_STATE_COLS} FROM portfolio_hourly_snapshots
+                    WHERE run_id = %(run_id)s ORDER BY ts LIMIT 1),
+             b AS (SELECT * FROM s UNION ALL SELECT * FROM f WHERE NOT EXISTS (SELECT 1 FROM s))
+        SELECT e.ts AS end_ts, b.ts AS start_ts, e.equity_usd AS end_equity_usd, b.equity_usd AS start_equity_usd,
+               e.equity_usd - b.equity_usd AS pnl_usd,
+               e.realized_pnl_usd - b.realized_pnl_usd AS realized_change_usd,
+               e.unrealized_pnl_usd - b.unrealized_pnl_usd AS unrealized_change_usd,
+               e.fees_usd - b.fees_usd AS fees_change_usd
+          FROM e CROSS JOIN b""", {"run_id": run_id, "start": start, "end": end})
     if row is None:
-        return {"pnl_usd": None, "realized_change_usd": None, "fees_change_usd": None, "start_ts": None,
-                "end_ts": None, "start_equity_usd": None, "end_equity_usd": None}
+        return {"pnl_usd": None, "realized_change_usd": None, "unrealized_change_usd": None, "fees_change_usd": None,
+                "start_ts": None, "end_ts": None, "start_equity_usd": None, "end_equity_usd": None}
     return {k: (fnum(v) if k.endswith("_usd") else v) for k, v in row.items()}
+
+
+def _daily_rows(q: QueryLog, run_id: str, start: datetime, end: datetime) -> list[dict]:
+    """One row per UTC day that overlaps (start, end], between the boundaries ``max(start, day 00:00)`` and
+    ``min(end, next day 00:00)``, each state taken by the rule of :func:`_snapshot_pnl` -- so consecutive rows
+    share a boundary and their changes add up to the window's exactly. Days before the run's first snapshot have
+    no row."""
+    rows = q.all("daily_pnl", f"""
+        WITH bounds AS (
+            SELECT d::date AS day,
+                   greatest(d AT TIME ZONE 'UTC', %(start)s::timestamptz) AS b0,
+                   least((d + interval '1 day') AT TIME ZONE 'UTC', %(end)s::timestamptz) AS b1
+              FROM generate_series(date_trunc('day', %(start)s::timestamptz AT TIME ZONE 'UTC'),
+                                   (%(end)s::timestamptz AT TIME ZONE 'UTC') - interval '1 microsecond',
+                                   interval '1 day') AS d),
+             f AS (SELECT {_STATE_COLS} FROM portfolio_hourly_snapshots
+                    WHERE run_id = %(run_id)s ORDER BY ts LIMIT 1)
+        SELECT b.day, b.b0 AS day_start, b.b1 AS day_end, coalesce(s0.ts, f.ts) AS start_ts, s1.ts AS end_ts,
+               coalesce(s0.equity_usd, f.equity_usd) AS start_equity_usd, s1.equity_usd AS equity_usd,
+               s1.equity_usd - coalesce(s0.equity_usd, f.equity_usd) AS equity_change_usd,
+               s1.realized_pnl_usd - coalesce(s0.realized_pnl_usd, f.realized_pnl_usd) AS realized_change_usd,
+               s1.unrealized_pnl_usd - coalesce(s0.unrealized_pnl_usd, f.unrealized_pnl_usd) AS unrealized_change_usd,
+               s1.fees_usd - coalesce(s0.fees_usd, f.fees_usd) AS fees_change_usd
+          FROM bounds b CROSS JOIN f
+          JOIN LATERAL (SELECT {_STATE_COLS} FROM portfolio_hourly_snapshots WHERE run_id = %(run_id)s
+                          AND ts <= b.b1 ORDER BY ts DESC LIMIT 1) s1 ON true
+          LEFT JOIN LATERAL (SELECT {_STATE_COLS} FROM portfolio_hourly_snapshots WHERE run_id = %(run_id)s
+                               AND ts <= b.b0 ORDER BY ts DESC LIMIT 1) s0 ON true
+         ORDER BY b.day""", {"run_id": run_id, "start": start, "end": end})
+    return [{k: (fnum(v) if k.endswith("_usd") else v) for k, v in r.items()} for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reconciliation: every report whose figures are parts of a whole says whether the parts add up
+
+CENT = 0.005  # USD: figures are printed to the cent
+
+
+def check(name: str, parts: float | None, whole: float | None, *, tolerance: float = CENT) -> dict:
+    """One reconciliation line: ``parts`` (a sum of figures of the report) against ``whole`` (its total).
+
+    Returns
+    -------
+    dict
+        ``{name, parts, whole, diff, ok}``; ``ok`` True when ``|parts - whole| <= tolerance`` (both None: True).
+    """
+    if parts is None or whole is None:
+        return {"name": name, "parts": parts, "whole": whole, "diff": None, "ok": parts is None and whole is None}
+    diff = round(parts - whole, 6)
+    return {"name": name, "parts": round(parts, 6), "whole": round(whole, 6), "diff": diff,
+            "ok": abs(diff) <= tolerance}
+
+
+def _sum(xs) -> float:
+    return sum(fnum(x) or 0.0 for x in xs)
+
+
+def reconcile_24h(pnl: dict, realized_trades: float) -> list[dict]:
+    """The 24 h report's parts: equity change = realized change + unrealized change (snapshots). The realized
+    P&L of the trades closed in the window is shown beside the snapshots' realized change with its gap (adds and
+    partial closes realize P&L outside a position's close; when they differ the snapshots win, CLAUDE.md)."""
+    out = [check("equity change = realized change + unrealized change (snapshots)",
+                 None if pnl["pnl_usd"] is None else _sum([pnl["realized_change_usd"], pnl["unrealized_change_usd"]]),
+                 pnl["pnl_usd"])]
+    info = check("realized P&L of closed trades vs realized change from snapshots", realized_trades,
+                 pnl["realized_change_usd"])
+    out.append({**info, "ok": None if not info["ok"] else True, "informational": True})
+    return out
+
+
+def reconcile_weekly(pnl: dict, daily: list[dict], strategies: list[dict], totals: dict, blocked: dict) -> list[dict]:
+    """The weekly report's parts: daily rows vs the headline (equity, realized, fees), equity change = realized
+    + unrealized, per-strategy rows vs the all-trades totals (trades, wins, realized, fees), blocked signals by
+    gate vs their total. Every ``ok`` must be True."""
+    return [
+        check("sum of daily equity changes = P&L (equity change)", _sum(d["equity_change_usd"] for d in daily)
+              if daily else None, pnl["pnl_usd"]),
+        check("sum of daily realized changes = realized P&L change", _sum(d["realized_change_usd"] for d in daily)
+              if daily else None, pnl["realized_change_usd"]),
+        check("sum of daily fees = fees paid", _sum(d["fees_change_usd"] for d in daily) if daily else None,
+              pnl["fees_change_usd"]),
+        check("equity change = realized change + unrealized change",
+              None if pnl["pnl_usd"] is None else _sum([pnl["realized_change_usd"], pnl["unrealized_change_usd"]]),
+              pnl["pnl_usd"]),
+        check("per-strategy trades = all closed trades", _sum(s["trades"] for s in strategies), fnum(totals["trades"]),
+              tolerance=0),
+        check("per-strategy wins = all wins", _sum(s["wins"] for s in strategies), fnum(totals["wins"]), tolerance=0),
+        check("per-strategy realized = realized of all closed trades", _sum(s["realized_pnl_usd"] for s in strategies),
+              fnum(totals["realized_pnl_usd"]) or 0.0),
+        check("per-strategy fees = fees of all closed trades", _sum(s["fees_usd"] for s in strategies),
+              fnum(totals["fees_usd"]) or 0.0),
+        check("blocked signals by gate = blocked total", _sum(blocked["by_gate"].values()), fnum(blocked["total"]),
+              tolerance=0),
+    ]
+
+
+def _reconciliation_md(checks: list[dict]) -> list[str]:
+    rows = []
+    for c in checks:
+        verdict = ("info: the snapshots win" if c.get("informational") and c["ok"] is None
+                   else ("ok" if c["ok"] else "**DOES NOT RECONCILE**"))
+        rows.append((c["name"], "n/a" if c["parts"] is None else f"{c['parts']:,.2f}",
+                     "n/a" if c["whole"] is None else f"{c['whole']:,.2f}",
+                     "" if c["diff"] is None else f"{round(c['diff'], 2) or 0.0:+,.2f}", verdict))
+    return ["## Reconciliation", "", md_table(["Parts = whole", "Parts", "Whole", "Difference", "Verdict"], rows), ""]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -188,9 +371,11 @@ def report_weekly(conn: psycopg.Connection, as_of: datetime | None = None, *, ru
     """Weekly trading report: P&L from snapshots, daily P&L, per-strategy statistics, blocked signals by
     reason, breaker trips, and a PNG equity curve (matplotlib, Agg backend) linked from the markdown.
 
-    Window: (as_of - days, as_of], ``as_of`` defaulting to the run's last snapshot / last bar. Writes
-    ``reports/weekly/<as_of date>_weekly.{md,json,png}``. Returns ``{paths, md_path, json_path, png_path, window,
-    pnl, daily, strategies, blocked, breaker_trips}``. Raises AtsError when there is no engine run.
+    Window: (as_of - days, as_of], ``as_of`` defaulting to the run's last snapshot / last bar. One boundary rule
+    (:func:`_snapshot_pnl`) for the headline and the per-day rows, so the days add up to the week; the report
+    ends with :func:`reconcile_weekly`. Writes ``reports/weekly/<as_of date>_weekly.{md,json,png}``. Returns
+    ``{paths, md_path, json_path, png_path, window, pnl, daily, strategies, strategy_totals, reconciliation,
+    blocked, breaker_trips}``. Raises AtsError when there is no engine run.
     """
     q = QueryLog(conn)
     run = resolve_run(conn, run_id)
@@ -200,18 +385,7 @@ def report_weekly(conn: psycopg.Connection, as_of: datetime | None = None, *, ru
     start = end - timedelta(days=days)
     p = {"run_id": run["run_id"], "start": start, "end": end}
     pnl = _snapshot_pnl(q, run["run_id"], start, end)
-    # the right daily query: each day's LAST snapshot (net_pnl_daily_usd is a running cumulative since 00:00 UTC)
-    daily = q.all("daily_pnl", """
-        WITH last_of_day AS (
-            SELECT DISTINCT ON ((ts AT TIME ZONE 'UTC')::date) (ts AT TIME ZONE 'UTC')::date AS day, ts, equity_usd,
-                   realized_pnl_usd, net_pnl_daily_usd
-              FROM portfolio_hourly_snapshots WHERE run_id = %(run_id)s AND ts <= %(end)s
-             ORDER BY (ts AT TIME ZONE 'UTC')::date, ts DESC)
-        SELECT day, ts, equity_usd, net_pnl_daily_usd,
-               equity_usd - lag(equity_usd) OVER (ORDER BY day) AS equity_change_usd,
-               realized_pnl_usd - lag(realized_pnl_usd) OVER (ORDER BY day) AS realized_change_usd
-          FROM last_of_day ORDER BY day""", p)
-    daily = [d for d in daily if d["ts"] > start]
+    daily = _daily_rows(q, run["run_id"], start, end)
     curve = q.all("equity_curve", """
         SELECT ts, equity_usd, realized_pnl_usd, unrealized_pnl_usd FROM portfolio_hourly_snapshots
          WHERE run_id = %(run_id)s AND ts > %(start)s AND ts <= %(end)s ORDER BY ts""", p)
@@ -231,6 +405,11 @@ def report_weekly(conn: psycopg.Connection, as_of: datetime | None = None, *, ru
                round(avg(extract(epoch FROM closed_at - opened_at) / 3600.0)::numeric, 1) AS avg_hold_hours
           FROM positions WHERE run_id = %(run_id)s AND status = 'closed' AND closed_at > %(start)s AND closed_at <= %(end)s
          GROUP BY strategy_name ORDER BY sum(realized_pnl_usd) DESC""", p)
+    totals = q.one("closed_trade_totals", """
+        SELECT count(*) AS trades, count(*) FILTER (WHERE realized_pnl_usd > 0) AS wins,
+               sum(realized_pnl_usd) AS realized_pnl_usd, sum(fees_usd) AS fees_usd
+          FROM positions WHERE run_id = %(run_id)s AND status = 'closed' AND closed_at > %(start)s AND closed_at <= %(end)s""",
+                   p)
     blocked = blocked_signals(conn, start, until=end, run_id=run["run_id"], limit=1)
     trips = q.all("breaker_trips", """
         SELECT ts, coalesce(payload->>'breaker', payload->>'name') AS breaker, coalesce(payload->>'scope', symbol, '*') AS scope,
@@ -258,20 +437,29 @@ def report_weekly(conn: psycopg.Connection, as_of: datetime | None = None, *, ru
              ("Fees paid (USD)", usd(pnl["fees_change_usd"]), ref("snapshot_window")),
              ("Max drawdown within the week (% of peak equity)", f"{max_dd:.2f}", ref("equity_curve")),
          ]), "", f"![equity curve]({png.name})", "",
-         "### Daily (each day's last snapshot)", "",
-         md_table(["Day (UTC)", "Last snapshot", "Equity USD", "Equity change USD", "Realized change USD",
-                   "net_pnl_daily_usd (last value of the day)"],
-                  [(x["day"], iso(x["ts"]), usd(x["equity_usd"]), money(x["equity_change_usd"]),
-                    money(x["realized_change_usd"]), money(x["net_pnl_daily_usd"])) for x in daily])
-         + "\n\nSource:" + ref("daily_pnl"), "",
+         "### Daily", "",
+         "Each day runs from max(window start, 00:00 UTC) to min(window end, next 00:00 UTC); the state at a "
+         "boundary is the last snapshot at or before it (the rule of the headline and of `ats report daily`), so "
+         "the days add up to the week.", "",
+         md_table(["Day (UTC)", "From snapshot", "To snapshot", "Equity USD", "Equity change USD",
+                   "Realized change USD", "Unrealized change USD", "Fees USD"],
+                  [(x["day"], iso(x["start_ts"]), iso(x["end_ts"]), usd(x["equity_usd"]),
+                    money(x["equity_change_usd"]), money(x["realized_change_usd"]),
+                    money(x["unrealized_change_usd"]), usd(x["fees_change_usd"])) for x in daily]
+                  + [("**week**", iso(pnl["start_ts"]), iso(pnl["end_ts"]), usd(pnl["end_equity_usd"]),
+                      money(pnl["pnl_usd"]), money(pnl["realized_change_usd"]), money(pnl["unrealized_change_usd"]),
+                      usd(pnl["fees_change_usd"]))])
+         + "\n\nSource:" + ref("daily_pnl", "snapshot_window"), "",
          "## Per-strategy statistics (trades closed in the week)", ""]
     if strategies:
         L.append(md_table(["Strategy", "Trades", "Wins", "Win rate %", "Realized USD", "Avg USD", "Best USD",
                            "Worst USD", "Fees USD", "Avg hold h"],
                           [(s["strategy_name"], s["trades"], s["wins"], fnum(s["win_rate_pct"]), money(s["realized_pnl_usd"]),
                             money(s["avg_pnl_usd"]), money(s["best_usd"]), money(s["worst_usd"]),
-                            usd(s["fees_usd"]), fnum(s["avg_hold_hours"])) for s in strategies])
-                 + "\n\nSource:" + ref("strategy_stats"))
+                            usd(s["fees_usd"]), fnum(s["avg_hold_hours"])) for s in strategies]
+                          + [("**all**", totals["trades"], totals["wins"], "", money(totals["realized_pnl_usd"]), "", "",
+                              "", usd(totals["fees_usd"]), "")])
+                 + "\n\nSource:" + ref("strategy_stats", "closed_trade_totals"))
     else:
         L.append("No trade closed this week.")
     L += ["", "## Blocked signals by reason", "", f"{blocked['total']} signal(s) blocked" + ref("blocked_counts"), ""]
@@ -286,11 +474,13 @@ def report_weekly(conn: psycopg.Connection, as_of: datetime | None = None, *, ru
     else:
         L.append("No breaker tripped this week.")
     L.append("")
+    checks = reconcile_weekly(pnl, daily, strategies, totals, blocked)
+    L += _reconciliation_md(checks)
     L += _appendix(all_q)
     md, js = d / f"{stem}.md", d / f"{stem}.json"
     md.write_text("\n".join(L) + "\n", encoding="utf-8")
     doc = {"run_id": run["run_id"], "window": {"start": start, "end": end}, "pnl": pnl, "max_drawdown_pct": max_dd,
-           "daily": daily, "strategies": strategies,
+           "daily": daily, "strategies": strategies, "strategy_totals": totals, "reconciliation": checks,
            "blocked": {k: blocked[k] for k in ("total", "by_gate", "by_reason", "by_strategy", "by_symbol")},
            "breaker_trips": trips, "equity_png": png.name, "queries": all_q}
     js.write_text(dumps(doc) + "\n", encoding="utf-8")

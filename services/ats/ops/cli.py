@@ -15,6 +15,14 @@ from ..errors import AtsError
 CLI_ORDER = 80
 
 
+# --- alerts (trust2): `ats alerts dispatch|test|status`; handlers in ops/alerts_cli.py -----------------------
+def _register_alerts(subparsers) -> None:
+    from .alerts_cli import register_alerts
+
+    register_alerts(subparsers)
+# --- end alerts ---------------------------------------------------------------------------------------------
+
+
 def register(subparsers) -> None:
     """Add `ats run` and `ats cron` to the `ats` parser."""
     from .fleet_cli import register as register_fleet  # `ats security|git|session|hook|gh|archive`
@@ -23,6 +31,7 @@ def register(subparsers) -> None:
 
     register_mcp(subparsers)
     register_fleet(subparsers)
+    _register_alerts(subparsers)
     task_lines = "\n".join(f"  {t.name:<24} {t.usage + '  ' if t.usage else ''}{t.description}"
                            for t in TASKS.values())
     p = subparsers.add_parser(

@@ -226,6 +226,14 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         description="daily pg_dump -Fc + manifest + rotation (ats db backup; deterministic, no model)",
         allowed_tools=(), core=_fixed(["db", "backup"]), max_turns=0, timeout_s=3600, writes=()),
     Task(
+        name="daily-report", command=None,
+        description="daily P&L summary written to reports/daily/ and sent to the alert channels (ats report daily)",
+        allowed_tools=(), core=_fixed(["report", "daily"]), max_turns=0, timeout_s=600, writes=()),
+    Task(
+        name="alerts-dispatch", command=None,
+        description="system_events -> deduplicated, rate-limited alert messages (ats alerts dispatch; deterministic)",
+        allowed_tools=(), core=_fixed(["alerts", "dispatch"]), max_turns=0, timeout_s=240, writes=()),
+    Task(
         name="weekly-report", command="weekly-report",
         description="weekly P&L (snapshots), per-strategy stats, blocked signals, breaker trips (ats report weekly)",
         allowed_tools=("Bash(ats report weekly:*)", f"{PG}portfolio_pnl", f"{PG}blocked_signals",
