@@ -2,8 +2,7 @@
 
 Every top-level command lives in its package's ``cli.py`` (discovered: ``ats.<package>.cli``, plus ``ats.demo``).
 A package whose commands are a separate job keeps them in a module its ``cli.py`` registers (``ats config`` in
-``ats.db.config_commands``, ``ats mcp`` in ``ats.ops.mcp_commands``, the fleet's commands in
-``ats.ops.fleet_cli``).
+``ats.db.config_commands``, ``ats mcp`` in ``ats.ops.mcp_commands``).
 
 =================  ==========================  ====================================================
 command            module                      what it does
@@ -26,12 +25,16 @@ command            module                      what it does
 ``mcp``            ``ats.ops.mcp_commands``    serve the MCP servers of mcp_servers/, list their tools
 ``run``            ``ats.ops.cli``             one headless task through Claude Code (or its core)
 ``cron``           ``ats.ops.cli``             render / install / list the timers
-``security``       ``ats.ops.fleet_cli``       security audit (secrets, grants, settings)
-``git``            ``ats.ops.fleet_cli``       commit explicit paths with the day's plan
-``session``        ``ats.ops.fleet_cli``       close an interactive session
-``hook``           ``ats.ops.fleet_cli``       Claude Code hooks (PreToolUse path rules)
-``gh``             ``ats.ops.fleet_cli``       GitHub issues over the gh CLI
-``archive``        ``ats.ops.fleet_cli``       git bundle + artifacts tarball, rotated
+``security``       ``ats.ops.cli``             security audit (secrets, grants, settings)
+``git``            ``ats.ops.cli``             commit explicit paths with the day's plan
+``session``        ``ats.ops.cli``             close an interactive session
+``hook``           ``ats.ops.cli``             Claude Code hooks (PreToolUse path rules)
+``gh``             ``ats.ops.cli``             GitHub issues over the gh CLI
+``archive``        ``ats.ops.cli``             git bundle + artifacts tarball, rotated
+``live``           ``ats.live.cli``            the live loop: start, status, stop, preflight
+``broker``         ``ats.execution.cli``       venue brokers: the read-only go-live preflight
+``venue-sim``      ``ats.execution.cli``       local venue simulators (Bybit / Alpaca REST)
+``dashboard``      ``ats.api.cli``             the read-only dashboard (FastAPI, loopback)
 =================  ==========================  ====================================================
 
 A new package adds its commands with a ``cli.py`` exposing ``register(subparsers)`` (and a row here); each parser
