@@ -38,7 +38,7 @@ def test_agent_says_when_to_use_it_with_examples(name):
 
 @pytest.mark.parametrize("name, core", COMMANDS.items())
 def test_command_runs_its_core_first_with_narrow_tools(name, core):
-    fm, body = frontmatter(ROOT / ".claude" / "commands" / f"{name}.md")
+    fm, body = frontmatter(ROOT / ".claude" / "skills" / name / "SKILL.md")
     assert fm["description"] and "argument-hint" in fm and "$ARGUMENTS" in body
     assert f"Bash({core}:*)" in fm["allowed-tools"]
     step1, step2 = body.find("1. "), body.find("\n2. ")
@@ -48,6 +48,6 @@ def test_command_runs_its_core_first_with_narrow_tools(name, core):
 
 
 def test_commit_commands_are_not_model_invocable():
-    for name in ("commit", "close-session"):
-        fm, _ = frontmatter(ROOT / ".claude" / "commands" / f"{name}.md")
+    for name in ("commit", "close-session", "create-issue", "close-issue", "comment-issue", "link-commits"):
+        fm, _ = frontmatter(ROOT / ".claude" / "skills" / name / "SKILL.md")
         assert fm.get("disable-model-invocation") is True
