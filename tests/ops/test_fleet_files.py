@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENTS = ["ats-db-backup", "security-monitor", "git-workflow-agent", "github-issues-agent",
-          "project-backup-archiver"]
+AGENTS = sorted(p.stem for p in (ROOT / ".claude" / "agents").glob("*.md"))
 COMMANDS = {"commit": "ats git commit", "close-session": "ats session close", "check-issues": "ats gh issues",
             "create-issue": "ats gh create", "close-issue": "ats gh close", "comment-issue": "ats gh comment",
             "link-commits": "ats gh link-commits"}
