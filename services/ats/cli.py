@@ -2,8 +2,7 @@
 
 Every top-level command lives in its package's ``cli.py`` (discovered: ``ats.<package>.cli``, plus ``ats.demo``).
 A package whose commands are a separate job keeps them in a module its ``cli.py`` registers (``ats config`` in
-``ats.db.config_commands``, ``ats mcp`` in ``ats.ops.mcp_commands``, the fleet's commands in
-``ats.ops.fleet_cli``).
+``ats.db.config_commands``, ``ats mcp`` in ``ats.ops.mcp_commands``).
 
 =================  ==========================  ====================================================
 command            module                      what it does
@@ -32,12 +31,12 @@ command            module                      what it does
 ``run``            ``ats.ops.cli``             one headless task through Claude Code (or its core)
 ``cron``           ``ats.ops.cli``             render / install / list the timers
 ``alerts``         ``ats.ops.cli``             alert dispatch, test message, delivery status
-``security``       ``ats.ops.fleet_cli``       security audit (secrets, grants, settings)
-``git``            ``ats.ops.fleet_cli``       commit explicit paths with the day's plan
-``session``        ``ats.ops.fleet_cli``       close an interactive session
-``hook``           ``ats.ops.fleet_cli``       Claude Code hooks (PreToolUse path rules)
-``gh``             ``ats.ops.fleet_cli``       GitHub issues over the gh CLI
-``archive``        ``ats.ops.fleet_cli``       git bundle + artifacts tarball, rotated
+``security``       ``ats.ops.cli``             security audit (secrets, grants, settings)
+``git``            ``ats.ops.cli``             commit explicit paths with the day's plan
+``session``        ``ats.ops.cli``             close an interactive session
+``hook``           ``ats.ops.cli``             Claude Code hooks (PreToolUse path rules)
+``gh``             ``ats.ops.cli``             GitHub issues over the gh CLI
+``archive``        ``ats.ops.cli``             git bundle + artifacts tarball, rotated
 =================  ==========================  ====================================================
 
 A new package adds its commands with a ``cli.py`` exposing ``register(subparsers)`` (and a row here); each parser

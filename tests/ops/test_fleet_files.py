@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENTS = ["ats-db-backup", "security-monitor", "git-workflow-agent", "github-issues-agent",
-          "project-backup-archiver"]
+AGENTS = sorted(p.stem for p in (ROOT / ".claude" / "agents").glob("*.md"))
 COMMANDS = {"commit": "ats git commit", "close-session": "ats session close", "check-issues": "ats gh issues",
             "create-issue": "ats gh create", "close-issue": "ats gh close", "comment-issue": "ats gh comment",
             "link-commits": "ats gh link-commits"}
@@ -38,7 +37,7 @@ def test_agent_says_when_to_use_it_with_examples(name):
 
 @pytest.mark.parametrize("name, core", COMMANDS.items())
 def test_command_runs_its_core_first_with_narrow_tools(name, core):
-    fm, body = frontmatter(ROOT / ".claude" / "commands" / f"{name}.md")
+    fm, body = frontmatter(ROOT / ".claude" / "skills" / name / "SKILL.md")
     assert fm["description"] and "argument-hint" in fm and "$ARGUMENTS" in body
     assert f"Bash({core}:*)" in fm["allowed-tools"]
     step1, step2 = body.find("1. "), body.find("\n2. ")
@@ -48,6 +47,6 @@ def test_command_runs_its_core_first_with_narrow_tools(name, core):
 
 
 def test_commit_commands_are_not_model_invocable():
-    for name in ("commit", "close-session"):
-        fm, _ = frontmatter(ROOT / ".claude" / "commands" / f"{name}.md")
+    for name in ("commit", "close-session", "create-issue", "close-issue", "comment-issue", "link-commits"):
+        fm, _ = frontmatter(ROOT / ".claude" / "skills" / name / "SKILL.md")
         assert fm.get("disable-model-invocation") is True

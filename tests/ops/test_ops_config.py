@@ -61,7 +61,7 @@ def test_agents_that_write_reports_name_their_core_tools():
 @pytest.mark.parametrize("name", COMMANDS)
 def test_command_allowed_tools_equal_the_headless_allowlist(name):
     """Claude Code grants a command's allowed-tools on top of --allowedTools, so they must be the same list."""
-    path = ROOT / ".claude" / "commands" / f"{name}.md"
+    path = ROOT / ".claude" / "skills" / name / "SKILL.md"
     fm = yaml_frontmatter(path)
     assert fm["description"] and "argument-hint" in fm
     tools = split_tools(fm["allowed-tools"])
@@ -73,7 +73,7 @@ def test_command_allowed_tools_equal_the_headless_allowlist(name):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_command_calls_its_core_first(name):
-    body = split_frontmatter((ROOT / ".claude" / "commands" / f"{name}.md").read_text(encoding="utf-8"))[1]
+    body = split_frontmatter((ROOT / ".claude" / "skills" / name / "SKILL.md").read_text(encoding="utf-8"))[1]
     task = TASKS[name]
     sample = {"investigate": ["BTCUSDT"], "save-plan": ["t", "f.md"]}.get(name, [])
     core = task.core(sample)
@@ -87,7 +87,7 @@ def test_command_calls_its_core_first(name):
 
 
 def test_investigate_uses_positional_and_all_arguments():
-    body = (ROOT / ".claude/commands/investigate.md").read_text(encoding="utf-8")
+    body = (ROOT / ".claude/skills/investigate/SKILL.md").read_text(encoding="utf-8")
     assert "$0" in body and "$ARGUMENTS" in body
     assert "$1" not in body, "a missing positional stays literal text: the date filter is read from $ARGUMENTS"
 

@@ -1,11 +1,11 @@
 """The headless tasks: what each `.claude-cron/run.sh TASK` may do, and what runs when no model is available.
 
-Each task names a slash command (`.claude/commands/<command>.md`), the explicit tool allowlist passed to
+Each task names a skill (`.claude/skills/<command>/SKILL.md`, invoked as `/<command>`), the explicit tool allowlist passed to
 `claude --allowedTools` in dontAsk mode (anything else is refused and lands in ``permission_denials``), its
 deterministic core (the `ats ...` command lines the command calls first, run directly when Claude Code is
 missing or not logged in), and its limits (max turns, wall-clock timeout in seconds).
 
-Invariants (checked by tests/test_ops_config.py):
+Invariants (checked by tests/ops/test_ops_config.py and tests/ops/test_skills.py; a headless skill never forks):
   * the allowlist of a task equals the ``allowed-tools`` frontmatter of its slash command — Claude Code grants
     a command's ``allowed-tools`` on top of ``--allowedTools``, so a broader frontmatter would widen a headless
     run;
