@@ -810,13 +810,35 @@ class AlpacaBroker:
         (long and short alike; Alpaca has no spot/linear split)."""
         return "option" if _underlying(symbol) != symbol else "equity"
 
-    def in_flight(self) -> dict:
-        """``{(symbol, category): signed qty}`` executed at the venue for pending orders but not yet reported to
-        the engine (reconciliation adds it to the database side). Read-only."""
+    def in_flight(self, run_prefix: str = "", booked: dict | None = None, since_ms: int = 0) -> dict:
+        """``{(symbol, category): signed qty}`` executed at the venue for this run's pending orders but not yet
+        reported to the engine (reconciliation adds it to the database side). Read-only.
+
+        The signature is the one of :meth:`ats.execution.venue.VenueAdapter.in_flight` (the live loop calls every
+        venue the same way).
+
+        Parameters
+        ----------
+        run_prefix : str
+            Start of this run's venue client order ids (``run_tag(run_id) + '-'``); tracked orders whose venue id
+            does not start with it are skipped ("" = every tracked order).
+        booked : dict, optional
+            {client_order_id: fills in the database}. Unused here: Alpaca's per-order ``filled_qty`` is compared
+            with the engine's ``Order.filled_qty`` instead (alpaca-py has no per-execution listing).
+        since_ms : int
+            Run start, UTC ms. Unused here (only orders this broker tracks can be in flight).
+
+        Returns
+        -------
+        dict
+            {(symbol, "equity" | "option"): Decimal signed qty (buy > 0)}.
+        """
         out: dict = {}
         for t in self._orders.values():
             od = t.order
             if t.done or t.rejected or t.structure is not None:
+                continue
+            if run_prefix and not t.venue_cid.startswith(run_prefix):
                 continue
             ids = list(od.context.get("venue_close_ids", {}).values()) or [od.context.get("venue_order_id")]
             for i in [i for i in ids if i]:
