@@ -767,17 +767,20 @@ class AlpacaBroker:
                               Decimal(a.equity or "0"), Decimal(a.buying_power or "0"),
                               Decimal(a.multiplier or "1"), bool(a.shorting_enabled), "trade", "one_way", checks)
 
-    def _engine_cid(self, venue_cid: str) -> str:
-        """The engine's client order id behind a venue id (they differ when ours was longer than 48 chars)."""
+    def _engine_cid(self, venue_cid: str, venue_order_id: str | None = None) -> str:
+        """The engine's client order id behind a venue id (they differ when ours was longer than 48 chars, and a
+        ``close_position`` order carries a venue-made id: it is matched by its venue order id)."""
         for cid, t in self._orders.items():
             if t.venue_cid == venue_cid:
+                return cid
+            if venue_order_id and venue_order_id in t.order.context.get("venue_close_ids", {}).values():
                 return cid
         return venue_cid
 
     def _ours(self, vo: VenueOrder) -> VenueOrder:
         from dataclasses import replace
 
-        cid = self._engine_cid(vo.client_order_id)
+        cid = self._engine_cid(vo.client_order_id, vo.venue_order_id)
         return vo if cid == vo.client_order_id else replace(vo, client_order_id=cid)
 
     def expects_bar(self, symbol: str, timeframe: str, open_ms: int) -> bool:
