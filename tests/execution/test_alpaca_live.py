@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 loop = pytest.importorskip("ats.live.loop")
 
 from ats.execution.alpaca import AlpacaBroker, venue_client_id  # noqa: E402
-from ats.execution.broker import Order  # noqa: E402
+from ats.execution.broker import Order, run_tag  # noqa: E402
 from ats.execution.venue_sim.alpaca import AlpacaSim, _parse_time, load_bars  # noqa: E402
 
 KEY, SECRET = "PKLIVETEST-PLANTED-01", "livesecret-PLANTED-77aa"
@@ -67,7 +67,7 @@ def test_loop_trades_spy_on_the_alpaca_simulator_and_resumes(fresh_db_url, share
     b = AlpacaBroker(KEY, SECRET, base_url=sim.url, data_url=sim.url, run_id=first["run_id"])
     b.restore([Order.from_dict(d) for d in (ckpt or {}).get("pending_orders", [])])
     try:
-        flight = b.in_flight()
+        flight = b.in_flight(f"{run_tag(first['run_id'])}-", {}, 0)
     finally:
         sim.stop()
     db_qty = sum(Decimal(str(p["qty"])) * (1 if p["side"] == "long" else -1) for p in pos)

@@ -767,17 +767,20 @@ class AlpacaBroker:
                               Decimal(a.equity or "0"), Decimal(a.buying_power or "0"),
                               Decimal(a.multiplier or "1"), bool(a.shorting_enabled), "trade", "one_way", checks)
 
-    def _engine_cid(self, venue_cid: str) -> str:
-        """The engine's client order id behind a venue id (they differ when ours was longer than 48 chars)."""
+    def _engine_cid(self, venue_cid: str, venue_order_id: str | None = None) -> str:
+        """The engine's client order id behind a venue id (they differ when ours was longer than 48 chars, and a
+        ``close_position`` order carries a venue-made id: it is matched by its venue order id)."""
         for cid, t in self._orders.items():
             if t.venue_cid == venue_cid:
+                return cid
+            if venue_order_id and venue_order_id in t.order.context.get("venue_close_ids", {}).values():
                 return cid
         return venue_cid
 
     def _ours(self, vo: VenueOrder) -> VenueOrder:
         from dataclasses import replace
 
-        cid = self._engine_cid(vo.client_order_id)
+        cid = self._engine_cid(vo.client_order_id, vo.venue_order_id)
         return vo if cid == vo.client_order_id else replace(vo, client_order_id=cid)
 
     def expects_bar(self, symbol: str, timeframe: str, open_ms: int) -> bool:
@@ -810,13 +813,35 @@ class AlpacaBroker:
         (long and short alike; Alpaca has no spot/linear split)."""
         return "option" if _underlying(symbol) != symbol else "equity"
 
-    def in_flight(self) -> dict:
-        """``{(symbol, category): signed qty}`` executed at the venue for pending orders but not yet reported to
-        the engine (reconciliation adds it to the database side). Read-only."""
+    def in_flight(self, run_prefix: str = "", booked: dict | None = None, since_ms: int = 0) -> dict:
+        """``{(symbol, category): signed qty}`` executed at the venue for this run's pending orders but not yet
+        reported to the engine (reconciliation adds it to the database side). Read-only.
+
+        The signature is the one of :meth:`ats.execution.venue.VenueAdapter.in_flight` (the live loop calls every
+        venue the same way).
+
+        Parameters
+        ----------
+        run_prefix : str
+            Start of this run's venue client order ids (``run_tag(run_id) + '-'``); tracked orders whose venue id
+            does not start with it are skipped ("" = every tracked order).
+        booked : dict, optional
+            {client_order_id: fills in the database}. Unused here: Alpaca's per-order ``filled_qty`` is compared
+            with the engine's ``Order.filled_qty`` instead (alpaca-py has no per-execution listing).
+        since_ms : int
+            Run start, UTC ms. Unused here (only orders this broker tracks can be in flight).
+
+        Returns
+        -------
+        dict
+            {(symbol, "equity" | "option"): Decimal signed qty (buy > 0)}.
+        """
         out: dict = {}
         for t in self._orders.values():
             od = t.order
             if t.done or t.rejected or t.structure is not None:
+                continue
+            if run_prefix and not t.venue_cid.startswith(run_prefix):
                 continue
             ids = list(od.context.get("venue_close_ids", {}).values()) or [od.context.get("venue_order_id")]
             for i in [i for i in ids if i]:

@@ -9,6 +9,13 @@ Offline rehearsal of the live loop (two terminals; any key/secret pair, the simu
     ATS_BYBIT_BASE_URL=http://127.0.0.1:18765 BYBIT_API_KEY=k BYBIT_API_SECRET=s \
         ats live run --broker bybit --symbols BTCUSDT --timeframe 1h --until 2021-05-24
     ats live status
+
+    # Alpaca: SPY daily bars, one simulated day per 0.6 s
+    ALPACA_API_KEY=k ALPACA_SECRET_KEY=s ats venue-sim alpaca --port 18766 \
+        --candles ../shared/data/equities/SPY_1d.csv --speed 150000 --start 2008-09-01
+    ATS_ALPACA_BASE_URL=http://127.0.0.1:18766 ATS_ALPACA_DATA_URL=http://127.0.0.1:18766 \
+        ALPACA_API_KEY=k ALPACA_SECRET_KEY=s ats live run --broker alpaca --symbols SPY --timeframe 1d \
+        --until 2008-10-08
 """
 
 from __future__ import annotations
@@ -61,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--read-only", action="store_true", help="the API key reports read-only permissions")
     q.add_argument("--paused", action="store_true", help="start with the clock paused (POST /sim/control)")
     q.set_defaults(func=_sim_bybit)
-    # `alpaca` subcommand: added here by the alpaca engineer (vs.add_parser("alpaca", ...)).
+    from .venue_sim.alpaca import register_alpaca_sim  # light: the server imports only the standard library
+
+    register_alpaca_sim(vs)
 
     b = sub.add_parser("broker", help="venue brokers: the read-only go-live preflight")
     bs = b.add_subparsers(dest="broker_cmd", required=True)

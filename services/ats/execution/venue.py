@@ -152,3 +152,21 @@ class VenueAdapter(Protocol):
 
     def preflight(self) -> PreflightFacts:
         """Read-only facts for the go-live preflight; never places, cancels or modifies an order."""
+
+    def in_flight(self, run_prefix: str, booked: dict, since_ms: int) -> dict:
+        """``{(symbol, category): signed base qty}`` executed at the venue for this run's orders but not booked
+        in the database yet (reconciliation adds it to the database side). Read-only.
+
+        ``run_prefix`` is the start of every venue client order id of the run (``run_tag(run_id) + '-'``, see
+        :func:`ats.execution.broker.run_tag`); ``booked`` is ``{client_order_id: fills in the database}``;
+        ``since_ms`` the run start (UTC ms). A venue that tracks fills per order (Alpaca) may ignore ``booked``
+        and ``since_ms``; one that lists executions (Bybit ``get_executions``) counts those beyond ``booked``.
+        """
+
+    # Optional (the live loop checks with ``hasattr``):
+    #   category_for(symbol, side) -> str      the VenuePosition category a database position maps to
+    #                                          (default: long -> spot, short -> linear, as on Bybit)
+    #   expects_bar(symbol, timeframe, open_ms) -> bool
+    #                                          False when the market is closed in that bar (weekend, holiday):
+    #                                          no bar is due, so a missing one is not a feed anomaly
+    #   last_price(symbol) -> float            the venue's price now (paper-live records it beside each fill)

@@ -12,7 +12,9 @@ At each bar close (venue clock, :class:`~ats.live.clock.VenueClock`):
    this bar, restored from the run's checkpoint, and runs this one step; its flush commits the rows and the
    checkpoint in one transaction;
 3. the manual STOP flag (``breaker.manual_stop``) is re-read every bar (its current value);
-4. reconciliation (:mod:`ats.live.reconcile`) runs at start and every ``reconcile_every_min`` venue minutes; a
+4. paper-live: the venue's price at decision time is stored beside each paper order (``paper_live_quotes``), so a
+   soak measures the modelled fill (next-bar open + slippage) against the venue (:func:`modelled_vs_venue`);
+5. reconciliation (:mod:`ats.live.reconcile`) runs at start and every ``reconcile_every_min`` venue minutes; a
    mismatch trips the ``reconciliation`` breaker (entries halt) until a later reconciliation is clean.
 
 Restart-safe: the run id is fixed by (mode, account, broker, endpoint, symbols, timeframe, strategies, tag); a
@@ -293,6 +295,13 @@ class LiveLoop:
     def _have(self, sym: str, T: int) -> bool:
         return T in self.seen.get(sym, ())
 
+    def _due(self, sym: str, T: int) -> bool:
+        """Whether the venue trades ``sym`` in the bar opening at T (s): ``adapter.expects_bar`` when the adapter
+        has one (Alpaca's market calendar: weekends and holidays have no bar, which is not a feed anomaly), else
+        always (a 24/7 crypto venue)."""
+        fn = getattr(self.adapter, "expects_bar", None)
+        return True if fn is None else bool(fn(sym, self.tf, T * 1000))
+
     def _wait_bar(self, T: int) -> tuple[list[str], dict]:
         """Wait for the bar opening at T to close and be served. Returns (symbols missing, {symbol: late info})."""
         close_ms = (T + self.tf_s) * 1000
@@ -304,7 +313,7 @@ class LiveLoop:
         while True:
             now = self.clock.now_ms()
             self._fetch(now)
-            absent = [s for s in self.symbols if not self._have(s, T)]
+            absent = [s for s in self.symbols if not self._have(s, T) and self._due(s, T)]
             for s in list(late):
                 if s not in absent:
                     late[s]["served_after_s"] = round((now - close_ms) / 1000, 3)
@@ -345,7 +354,10 @@ class LiveLoop:
             eng.gaps.setdefault(sym, []).append((T, T, info))
         self._reconciliation_breaker(eng, T + self.tf_s)
         sent0 = set(getattr(self.broker, "sent_at", {}))
+        pend0 = {o.client_order_id for o in self.broker.pending()}
         eng.run()
+        if self.mode == "paper-live":
+            self._record_quotes(feed, T, [o for o in self.broker.pending() if o.client_order_id not in pend0])
         self.ckpt = eng.checkpoint()
         self.engine = eng
         for cid, t in getattr(self.broker, "sent_at", {}).items():
@@ -353,6 +365,35 @@ class LiveLoop:
                 self.stats.latencies_ms.append((t - observed) * 1000.0)
                 self.stats.orders_sent += 1
         self.stats.bars += 1
+
+    def _record_quotes(self, feed, T: int, orders) -> None:
+        """Paper-live: the venue's price at decision time beside each new paper order (``paper_live_quotes``):
+        ``adapter.last_price(symbol)`` when the adapter has it, else the close of the venue's candle at T. Commits.
+        """
+        if not orders:
+            return
+        rows = []
+        for o in orders:
+            price, src = None, "bar_close"
+            fn = getattr(self.adapter, "last_price", None)
+            if fn is not None:
+                try:
+                    price, src = float(fn(o.symbol)), "last_price"
+                except AtsError:
+                    price = None
+            if price is None:
+                b = feed.bars.get(o.symbol)
+                if b is None or not len(b) or b.t[-1] != T:
+                    continue
+                price, src = float(b.close[-1]), "bar_close"
+            rows.append((o.client_order_id, self.run_id, self.spec.account_id, o.symbol, o.side, T + self.tf_s,
+                         price, src))
+        with self.conn.transaction():
+            for r in rows:
+                self.conn.execute(
+                    """INSERT INTO paper_live_quotes (client_order_id, run_id, account_id, symbol, side, decision_ts,
+                                                      venue_price, price_source)
+                       VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), %s, %s) ON CONFLICT DO NOTHING""", r)
 
     def _reconciliation_breaker(self, eng, C: int) -> None:
         b = eng.board
@@ -515,6 +556,32 @@ def run_live(opts: LiveOptions) -> dict:
         A venue error that is not an ambiguous order outcome; a checkpoint that disagrees with the database.
     """
     return LiveLoop(opts).run()
+
+
+def modelled_vs_venue(conn, run_id: str) -> list[dict]:
+    """Paper fills of a paper-live run beside the venue's price at decision time.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+    run_id : str
+
+    Returns
+    -------
+    list of dict
+        One per fill: client_order_id, symbol, side, decision_ts, venue_price, fill_price (USD), diff_bps =
+        (fill - venue) / venue x 10^4, signed so that > 0 is worse for the order (a buy paid more, a sell got less).
+    """
+    rows = conn.execute(
+        """SELECT q.client_order_id, q.symbol, q.side, q.decision_ts, q.venue_price::float8 AS venue_price,
+                  f.price::float8 AS fill_price
+             FROM paper_live_quotes q JOIN fills f USING (client_order_id)
+            WHERE q.run_id = %s ORDER BY q.decision_ts, f.fill_seq""", (run_id,)).fetchall()
+    out = []
+    for r in rows:
+        sign = 1.0 if r["side"] == "buy" else -1.0
+        out.append({**r, "diff_bps": round(sign * (r["fill_price"] - r["venue_price"]) / r["venue_price"] * 1e4, 3)})
+    return out
 
 
 def _iso(t: int) -> str:

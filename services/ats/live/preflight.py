@@ -8,6 +8,10 @@ Expected values (``system_settings`` of the account, current value; defaults in 
 ``preflight.min_equity_usd`` [100], ``preflight.key_permissions`` ["trade"], ``preflight.position_mode``
 ["one_way"], ``preflight.require_shorting`` [true], ``preflight.require_ip_binding`` [true on a production
 endpoint], ``preflight.min_days_to_expiry`` [7].
+
+Alpaca: no IP-binding or key-expiry check (Alpaca keys have neither, and no endpoint to read them); the venue's own
+refusals (:func:`ats.execution.alpaca.venue_check_failures`: status, blocked flags, pattern day trader under
+25,000 USD) are added, on every endpoint.
 """
 
 from __future__ import annotations
@@ -44,9 +48,32 @@ def check(facts, exp: dict) -> list[str]:
     if exp["require_ip_binding"] and not facts.checks.get("ip_bound"):
         bad.append("API key is not bound to an IP address (required on a production endpoint)")
     days = facts.checks.get("days_to_expiry")
-    if days is not None and int(days) < int(exp["min_days_to_expiry"]):
+    if days is not None and exp["min_days_to_expiry"] is not None and int(days) < int(exp["min_days_to_expiry"]):
         bad.append(f"API key expires in {days} day(s) < {exp['min_days_to_expiry']}")
     return bad
+
+
+def failed_checks(facts, exp: dict) -> list[str]:
+    """:func:`check` with the venue's own rules: for Alpaca, no IP-binding or key-expiry check (its keys have
+    neither and no endpoint to read them) and the lines of :func:`ats.execution.alpaca.venue_check_failures`.
+
+    Parameters
+    ----------
+    facts : PreflightFacts
+    exp : dict
+        From :func:`expected`.
+
+    Returns
+    -------
+    list of str
+        One line per failed check; empty when all pass.
+    """
+    if facts.venue != "alpaca":
+        return check(facts, exp)
+    from ..execution.alpaca import venue_check_failures
+
+    bad = check(facts, {**exp, "require_ip_binding": False, "min_days_to_expiry": None})
+    return bad + [line for line in venue_check_failures(facts) if line not in bad]
 
 
 def run_preflight(conn, account_id: str, adapter) -> tuple[list[str], dict]:
@@ -56,7 +83,7 @@ def run_preflight(conn, account_id: str, adapter) -> tuple[list[str], dict]:
     facts = adapter.preflight()
     doc = json.loads(json.dumps(facts.__dict__, default=str))
     exp = expected(conn, account_id, facts.endpoint_kind)
-    bad = check(facts, exp)
+    bad = failed_checks(facts, exp)
     record_event(conn, "broker", "preflight_passed" if not bad else "preflight_failed",
                  severity="info" if not bad else "warning", account_id=account_id,
                  payload={"venue": facts.venue, "facts": doc, "expected": exp, "failed": bad})

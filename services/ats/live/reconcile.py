@@ -29,13 +29,33 @@ class Reconciliation:
     engine_equity_usd: float | None = None
 
 
-def db_positions(conn, run_id: str) -> dict:
-    """{(symbol, category): signed qty} of the run's open positions (long -> spot, short -> linear)."""
+def default_category(symbol: str, side: str) -> str:
+    """Bybit's mapping of a database position to a venue category: long -> ``spot``, short -> ``linear``."""
+    return "spot" if side == "long" else "linear"
+
+
+def db_positions(conn, run_id: str, adapter=None) -> dict:
+    """{(symbol, category): signed qty} of the run's open positions.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+    run_id : str
+    adapter : VenueAdapter, optional
+        When it has ``category_for(symbol, side)`` (Alpaca: ``equity`` | ``option``), that names the category;
+        otherwise :func:`default_category` (long -> spot, short -> linear).
+
+    Returns
+    -------
+    dict
+        {(symbol, category): Decimal signed base qty (short < 0)}.
+    """
+    cat = getattr(adapter, "category_for", None) or default_category
     rows = conn.execute("SELECT symbol, side, qty FROM positions WHERE run_id=%s AND status='open'",
                         (run_id,)).fetchall()
     out: dict = {}
     for r in rows:
-        key = (r["symbol"], "spot" if r["side"] == "long" else "linear")
+        key = (r["symbol"], cat(r["symbol"], r["side"]))
         q = Decimal(str(r["qty"]))
         out[key] = out.get(key, Decimal(0)) + (q if r["side"] == "long" else -q)
     return out
@@ -70,7 +90,7 @@ def reconcile(conn, adapter, run_id: str, symbols, *, known_client_ids=(), engin
     for p in adapter.positions(tuple(symbols)):
         if p.symbol in symbols:
             venue[(p.symbol, p.category)] = venue.get((p.symbol, p.category), Decimal(0)) + p.qty
-    db = db_positions(conn, run_id)
+    db = db_positions(conn, run_id, adapter)
     for key, q in (in_flight or {}).items():  # sent at the last close, fills not in the database yet
         db[key] = db.get(key, Decimal(0)) + q
     diffs = []
