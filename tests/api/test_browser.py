@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from _dash_fixtures import FAMILY, dash_db_url  # noqa: F401
+from _loopback import free_port
 from ats.api.i18n import EN, ZH
 from conftest import ROOT
 
@@ -27,15 +28,9 @@ pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIV
                                        "apt-get install -y chromium chromium-driver fonts-wqy-microhei")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(dash_db_url, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, ATS_DATABASE_URL=dash_db_url, ATS_LOG_DIR=str(tmp_path_factory.mktemp("logs")))
     env.pop("ATS_DASHBOARD_TOKEN", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "services"), str(ROOT), env.get("PYTHONPATH", "")])

@@ -3,8 +3,6 @@ alert arrive at a real SMTP server on loopback."""
 
 from __future__ import annotations
 
-import socket
-import time
 from datetime import date, datetime, timedelta, timezone
 
 import psycopg
@@ -12,6 +10,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from _engine_helpers import engine_db, engine_template  # noqa: F401  (fixtures)
+from _loopback import smtp_server, wait_for
 from ats.db.config_store import set_setting
 from ats.engine.replay import run_replay
 from ats.engine.runs import make_spec
@@ -68,21 +67,7 @@ def test_target_allocation_drift_is_flagged(crash_week):
 
 
 def test_daily_summary_and_a_breaker_alert_arrive_by_email(crash_week, tmp_path, monkeypatch):
-    from aiosmtpd.controller import Controller
-
-    got = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            got.append(envelope.content.decode())
-            return "250 OK"
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctl = Controller(Handler(), hostname="127.0.0.1", port=port)
-    ctl.start()
-    try:
+    with smtp_server() as (port, got):
         url, _ = crash_week
         monkeypatch.setenv("ATS_HOME", str(tmp_path))
         (tmp_path / "pyproject.toml").write_text('[project]\nname = "ats"\n')
@@ -98,10 +83,6 @@ def test_daily_summary_and_a_breaker_alert_arrive_by_email(crash_week, tmp_path,
             alerts.send_summary(c, account="default", title=short_message(doc)[0], body=short_message(doc)[1])
             r = alerts.dispatch(c)
             assert any(m["cause"].startswith("breaker_tripped:") for m in r.messages)
-        end = time.time() + 5
-        while len(got) < 1 + len(r.messages) and time.time() < end:
-            time.sleep(0.05)
-        assert any("daily 2021-05-19" in m for m in got)
-        assert any("breaker" in m and "TRIPPED" in m for m in got)
-    finally:
-        ctl.stop()
+        texts = [e.content.decode() for e in wait_for(got, 1 + len(r.messages))]
+        assert any("daily 2021-05-19" in m for m in texts)
+        assert any("breaker" in m and "TRIPPED" in m for m in texts)

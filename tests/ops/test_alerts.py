@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
@@ -18,55 +15,22 @@ from ats.db.config_store import set_setting
 from ats.errors import AtsError, UsageError
 from ats.ops import alerts
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _loopback import free_port, smtp_server, wait_for, webhook_server
 
 
 @pytest.fixture
 def smtp():
-    from aiosmtpd.controller import Controller
-
-    got = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            got.append(envelope)
-            return "250 OK"
-
-    port = _free_port()
-    ctl = Controller(Handler(), hostname="127.0.0.1", port=port)
-    ctl.start()
-    yield port, got
-    ctl.stop()
+    with smtp_server() as srv:
+        yield srv
 
 
 @pytest.fixture
 def webhook():
-    got = []
-
-    class H(BaseHTTPRequestHandler):
-        def do_POST(self):
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv.server_address[1], got
-    srv.shutdown()
+    with webhook_server() as srv:
+        yield srv
 
 
-def _wait(got, n, timeout=5.0):
-    end = time.time() + timeout
-    while len(got) < n and time.time() < end:
-        time.sleep(0.05)
-    return got
+_wait = wait_for
 
 
 @pytest.fixture
@@ -157,7 +121,7 @@ def test_placeholders_come_from_a_0600_env_file_and_are_never_stored(db, smtp, t
 
 
 def test_a_dead_channel_is_recorded_not_lost(db):
-    set_setting(db, "alerts.urls", [_mail(_free_port())])  # nothing listens there
+    set_setting(db, "alerts.urls", [_mail(free_port())])  # nothing listens there
     db.commit()
     _trips(db, 3, breaker="feed_anomaly", scope="ETHUSDT")
     r = alerts.dispatch(db)

@@ -4,45 +4,23 @@ on loopback."""
 from __future__ import annotations
 
 import json
-import socket
-import time
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from _loopback import free_port, smtp_server, wait_for
 from conftest import run_cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def smtp():
-    from aiosmtpd.controller import Controller
-
-    got = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            got.append(envelope)
-            return "250 OK"
-
-    ctl = Controller(Handler(), hostname="127.0.0.1", port=_free_port())
-    ctl.start()
-    yield ctl.port, got
-    ctl.stop()
+    with smtp_server() as srv:
+        yield srv
 
 
-def _wait(got, n, timeout=5.0):
-    end = time.time() + timeout
-    while len(got) < n and time.time() < end:
-        time.sleep(0.05)
-    return got
+_wait = wait_for
 
 
 def test_alerts_and_daily_summary_cli_reach_smtp(fresh_db_url, tmp_path, smtp):
@@ -76,7 +54,7 @@ def test_alerts_and_daily_summary_cli_reach_smtp(fresh_db_url, tmp_path, smtp):
     r = run_cli("report", "daily", "--date", "2021-05-20", "--no-send", env=env)
     assert r.returncode == 0 and len(got) == 3
     # a channel that refuses: the delivery is recorded as failed and listed first by status
-    port2 = _free_port()
+    port2 = free_port()
     run_cli("config", "setting", "set", "alerts.urls",
             json.dumps([f"mailto://127.0.0.1:{port2}?to=x@example.com&from=ats@example.com&mode=insecure"]), env=env)
     r = run_cli("alerts", "test", env=env)
