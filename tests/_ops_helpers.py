@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +170,22 @@ def install_claude() -> tuple[Path | None, str]:
     if not version_ok():
         return None, f"{binary} --version did not report {CLAUDE_VERSION}"
     return binary, ""
+
+
+@pytest.fixture(scope="module")
+def claude_bin() -> Path:
+    """Fixture: the pinned Claude Code CLI (installed once with npm); the test is skipped, saying why, when npm or
+    the registry is unavailable. Import it into a test module to use it."""
+    binary, reason = install_claude()
+    if binary is None:
+        pytest.skip(reason)
+    return binary
+
+
+def mcp_calls(home: Path) -> list[dict]:
+    """The tool calls the ats-postgres MCP server logged under ``home/logs/mcp-postgres.log`` (one dict each,
+    oldest first; [] when the server never ran)."""
+    path = home / "logs" / "mcp-postgres.log"
+    if not path.exists():
+        return []
+    return [d for d in (json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()) if d.get("tool")]

@@ -6,12 +6,10 @@ and the default (off) skips the gate and says so."""
 from __future__ import annotations
 
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from _loopback import chat_endpoints
 from _engine_helpers import connect, engine_db, engine_template  # noqa: F401
 from ats.db import config_store as cs
 from ats.engine.replay import run_replay
@@ -23,49 +21,10 @@ ENTER6 = json.dumps({"vote": "ENTER", "params": {"tp_pct": 6.0}, "reason": "ok"}
 HOLD = json.dumps({"vote": "HOLD", "reason": "no"})
 
 
-class Endpoint:
-    """A scripted ``POST /v1/chat/completions`` replying ``reply`` after ``delay`` s; counts its calls."""
-
-    def __init__(self, reply: str, delay: float = 0.0):
-        self.reply, self.delay, self.calls = reply, delay, 0
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls += 1
-                time.sleep(outer.delay)
-                out = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": outer.reply}}],
-                                  "usage": {"cost_usd": 0.001}}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def conf(self, name):
-        return {"kind": "openai", "model": name, "base_url": f"http://127.0.0.1:{self.srv.server_address[1]}/v1"}
-
-
 @pytest.fixture
 def endpoints():
-    made = []
-
-    def make(*a, **kw):
-        made.append(Endpoint(*a, **kw))
-        return made[-1]
-    yield make
-    for e in made:
-        e.srv.shutdown()
+    with chat_endpoints() as make:
+        yield make
 
 
 def _configure(url, eps, timeout_s=5.0):

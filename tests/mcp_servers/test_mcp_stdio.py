@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import anyio
 import pytest
 
+from _ops_helpers import claude_bin  # noqa: F401  (fixture)
 from conftest import ROOT
-
-CLAUDE_VERSION = "2.1.329"
 
 
 def mcp_json() -> dict:
@@ -88,26 +86,6 @@ def test_docs_server_over_stdio(fresh_db_url):
 
 
 # ---- the real Claude Code CLI -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def claude_bin() -> Path:
-    """The pinned Claude Code CLI, installed once into a cache directory with npm."""
-    cache = Path(os.environ.get("ATS_CLAUDE_CACHE", ROOT / ".cache" / f"claude-code-{CLAUDE_VERSION}"))
-    binp = cache / "node_modules" / ".bin" / "claude"
-    if binp.exists():
-        v = subprocess.run([str(binp), "--version"], capture_output=True, text=True, timeout=60)
-        if v.stdout.startswith(CLAUDE_VERSION):
-            return binp
-    npm = shutil.which("npm")
-    if not npm:
-        pytest.skip("npm is not installed: cannot install the Claude Code CLI for this test")
-    cache.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund",
-                        f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"], capture_output=True, text=True, timeout=600)
-    if r.returncode != 0 or not binp.exists():
-        pytest.skip(f"npm install @anthropic-ai/claude-code@{CLAUDE_VERSION} failed: {r.stderr.strip()[-300:]}")
-    return binp
-
 
 def claude(binp: Path, args: list[str], *, home: Path, cwd: Path, db_url: str) -> subprocess.CompletedProcess:
     env = {"HOME": str(home), "PATH": os.environ.get("PATH", ""), "ATS_DATABASE_URL": db_url,

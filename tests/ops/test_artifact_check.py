@@ -10,7 +10,6 @@ passes with the artifact named in the payload.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import time
 from pathlib import Path
@@ -20,18 +19,11 @@ import pytest
 from ats.ops.headless import ARTIFACT_MISSING_EXIT
 from ats.ops.tasks import TASKS
 
-from _ops_helpers import ROOT, cron_events, install_claude, make_project, run_env, run_sh
+from _ops_helpers import ROOT, cron_events, make_project, run_env, run_sh
+from _ops_helpers import claude_bin, mcp_calls  # noqa: F401  (claude_bin: fixture)
 from _scripted_model import ScriptedModel, tool_results
 
 pytestmark = [pytest.mark.slow, pytest.mark.network_cli]
-
-
-@pytest.fixture(scope="module")
-def claude_bin() -> Path:
-    binary, reason = install_claude()
-    if binary is None:
-        pytest.skip(reason)
-    return binary
 
 
 @pytest.fixture
@@ -46,12 +38,6 @@ def real_project(tmp_path):
     past = time.time() - 86400
     os.utime(old, (past, past))
     return home
-
-
-def _mcp_tools(home: Path) -> list[str]:
-    path = home / "logs" / "mcp-postgres.log"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [d["tool"] for d in (json.loads(x) for x in lines if x.strip()) if d.get("tool")]
 
 
 def _run(claude_bin, home, db_url, script):
@@ -77,7 +63,7 @@ def test_model_that_writes_nothing_fails_the_run_and_the_core_lands_the_report(c
 
     # the CLI really ran the script against the real server, read-only
     assert len(requests) == len(script), log
-    assert _mcp_tools(home) == ["investigate_symbol", "blocked_signals"]
+    assert [c["tool"] for c in mcp_calls(home)] == ["investigate_symbol", "blocked_signals"]
     assert not [r for r in tool_results(requests[-1]) if r["is_error"]]
 
     # the run failed loudly...

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from _ops_helpers import install_claude, make_project, run_env
+from _ops_helpers import make_project, run_env
+from _ops_helpers import claude_bin  # noqa: F401  (fixture)
 from _scripted_model import ScriptedModel, tool_results
 
 pytestmark = [pytest.mark.slow, pytest.mark.network_cli]
-
-
-@pytest.fixture(scope="module")
-def claude_bin() -> Path:
-    binary, reason = install_claude()
-    if binary is None:
-        pytest.skip(reason)
-    return binary
 
 
 def _claude(binary: Path, home: Path, env: dict, *extra: str) -> dict:

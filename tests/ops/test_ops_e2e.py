@@ -16,18 +16,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from _ops_helpers import ROOT, cron_events, install_claude, make_project, run_env, run_sh
+from _ops_helpers import ROOT, cron_events, make_project, run_env, run_sh
+from _ops_helpers import claude_bin, mcp_calls  # noqa: F401  (claude_bin: fixture)
 from _scripted_model import ScriptedModel, message_text, tool_results
 
 pytestmark = [pytest.mark.slow, pytest.mark.network_cli]
-
-
-@pytest.fixture(scope="module")
-def claude_bin() -> Path:
-    binary, reason = install_claude()
-    if binary is None:
-        pytest.skip(reason)
-    return binary
 
 
 @pytest.fixture
@@ -40,13 +33,6 @@ def real_project(tmp_path):
     if missing:
         pytest.skip(f"not built yet: {', '.join(missing)}")
     return make_project(tmp_path / "proj", real_mcp=True)
-
-
-def _mcp_calls(home: Path) -> list[dict]:
-    path = home / "logs" / "mcp-postgres.log"
-    if not path.exists():
-        return []
-    return [d for d in (json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()) if d.get("tool")]
 
 
 def test_investigate_end_to_end_through_the_real_cli(claude_bin, real_project, fresh_db_url):
@@ -83,7 +69,7 @@ def test_investigate_end_to_end_through_the_real_cli(claude_bin, real_project, f
     assert len(requests) == len(script), "one main-loop request per scripted step"
 
     # 2. the scripted MCP tools ran in the real ats-postgres server (its call log)
-    calls = _mcp_calls(home)
+    calls = mcp_calls(home)
     assert [c["tool"] for c in calls] == ["investigate_symbol", "write_investigation_report"]
     assert all(c["ok"] for c in calls) and calls[0]["arguments"]["symbol"] == "BTCUSDT"
     results = tool_results(requests[2])

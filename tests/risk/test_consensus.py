@@ -3,69 +3,28 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from _loopback import chat_endpoints
 from ats.errors import UsageError
 from ats.risk.consensus import Voter, record, recorded_decision, vote_on, voters_from_setting
 
 CANDIDATE = {"strategy": "momentum", "symbol": "BTCUSDT", "side": "long", "price": 36512.4, "regime": "bear"}
 
 
-class Endpoint:
-    """A scripted /v1/chat/completions: replies with ``reply`` (str) after ``delay`` s, or ``status``."""
-
-    def __init__(self, reply: str = "", delay: float = 0.0, status: int = 200):
-        self.reply, self.delay, self.status, self.prompts = reply, delay, status, []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.prompts.append(body["messages"][0]["content"])
-                time.sleep(outer.delay)
-                out = json.dumps({"id": "x", "object": "chat.completion", "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": outer.reply}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 0.0012}}).encode()
-                try:
-                    self.send_response(outer.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def voter(self, name="m") -> Voter:
-        return Voter("openai", name, f"http://127.0.0.1:{self.srv.server_address[1]}/v1")
-
-    def close(self):
-        self.srv.shutdown()
+def _voter(e, name="m") -> Voter:
+    return Voter("openai", name, e.base_url)
 
 
 @pytest.fixture
 def endpoints():
-    made = []
-
-    def make(*a, **kw):
-        e = Endpoint(*a, **kw)
-        made.append(e)
-        return e
-    yield make
-    for e in made:
-        e.close()
+    with chat_endpoints() as make:
+        yield make
 
 
 def _enter(**params):
@@ -77,7 +36,7 @@ HOLD = json.dumps({"vote": "HOLD", "reason": "crash in progress"})
 
 def test_unanimous_enter_averages_the_parameters(endpoints):
     es = [endpoints(_enter(tp_pct=4.0, sl_pct=2.0)), endpoints(_enter(tp_pct=6.0)), endpoints(_enter(tp_pct=5.0))]
-    d = vote_on(CANDIDATE, [e.voter(f"m{i}") for i, e in enumerate(es)], lessons=[{"ll": "LL-002", "title": "crash"}])
+    d = vote_on(CANDIDATE, [_voter(e, f"m{i}") for i, e in enumerate(es)], lessons=[{"ll": "LL-002", "title": "crash"}])
     assert d.enter and [v.vote for v in d.votes] == ["ENTER"] * 3
     assert d.params == {"tp_pct": 5.0, "sl_pct": 2.0}
     assert d.votes[0].cost_usd == 0.0012 and all(v.latency_ms > 0 for v in d.votes)
@@ -86,17 +45,17 @@ def test_unanimous_enter_averages_the_parameters(endpoints):
 
 def test_split_vote_below_the_supermajority_holds(endpoints):
     es = [endpoints(_enter()), endpoints(HOLD), endpoints(HOLD)]
-    d = vote_on(CANDIDATE, [e.voter() for e in es])
+    d = vote_on(CANDIDATE, [_voter(e) for e in es])
     assert not d.enter and d.summary.startswith("consensus HOLD: 1/3 ENTER")
     es2 = [endpoints(_enter()), endpoints(_enter()), endpoints(HOLD)]
-    assert vote_on(CANDIDATE, [e.voter() for e in es2]).enter  # 2/3 meets the default supermajority
+    assert vote_on(CANDIDATE, [_voter(e) for e in es2]).enter  # 2/3 meets the default supermajority
 
 
 def test_timeouts_and_malformed_replies_count_as_hold(endpoints):
     es = [endpoints(_enter()), endpoints(_enter(), delay=3.0), endpoints("I think you should buy!"),
           endpoints(json.dumps({"vote": "MAYBE"})), endpoints(_enter(), status=500)]
     t0 = time.perf_counter()
-    d = vote_on(CANDIDATE, [e.voter(str(i)) for i, e in enumerate(es)], timeout_s=1.0)
+    d = vote_on(CANDIDATE, [_voter(e, str(i)) for i, e in enumerate(es)], timeout_s=1.0)
     assert time.perf_counter() - t0 < 2.9  # voters are asked in parallel, each bounded by the timeout
     errors = [v.error for v in d.votes]
     assert errors[0] is None and errors[1] == "timeout" and errors[2] == "malformed reply: no JSON object"
@@ -114,7 +73,7 @@ def test_no_model_configured_means_off_and_says_so():
 
 def test_votes_are_recorded_and_replays_reuse_them(endpoints, fresh_db_url):
     es = [endpoints(_enter(tp_pct=3.0)), endpoints(_enter(tp_pct=5.0)), endpoints(HOLD)]
-    d = vote_on(CANDIDATE, [e.voter(str(i)) for i, e in enumerate(es)])
+    d = vote_on(CANDIDATE, [_voter(e, str(i)) for i, e in enumerate(es)])
     ts = datetime(2021, 5, 19, 12, tzinfo=timezone.utc)
     with psycopg.connect(fresh_db_url, row_factory=dict_row) as c:
         record(c, d, run_id="live-x", account_id="default", ts=ts, strategy="momentum", symbol="BTCUSDT", side="long")
