@@ -12,14 +12,16 @@ check              expected (source tables)
 ``loop``           a ``live_sessions`` row whose pid is alive on this host unless STOPPED; a STOPPED loop stopped
                    because ``--until`` / ``--max-bars`` was reached; its ``engine_runs`` row not failed
 ``breakers``       no breaker tripped (``breaker_states`` of the run; transitions = ``system_events``
-                   breaker_tripped / breaker_reset since the last poll); the trading state of ``live_sessions``
+                   breaker_tripped / breaker_reset since the last poll); the trading state of ``live_sessions``.
+                   A trip is the system protecting itself: warning account-wide, info for one symbol
 ``positions``      every open position (``positions``): each opening / adding order (``order_executions``)
                    <= ``trade_amount_usd`` x (1 + SIZE_TOLERANCE), adds <= ``max_adds``, TP and SL present when
                    ``tp_pct`` / ``sl_pct`` > 0 in ``positions.context``, the latest ``position_targets`` row and
                    the run's checkpoint, held <= ``max_hold_hours`` + one bar (on the loop's last bar); the
                    database's open positions = the checkpoint's
-``feed``           per symbol of the run, the newest candle of the venue's source closed no more than
-                   STALE_FRAC of a bar before the next close was due (venue clock); ``feed_anomaly`` events
+``feed``           per symbol of the run, the next candle of the venue's source is overdue by no more than
+                   STALE_FRAC of a bar (venue clock; not judged while the loop is STARTING or STOPPED);
+                   ``feed_anomaly`` events
 ``latency``        decision (``signals.ts``) -> order submitted and -> first fill (``fills.ts``) within
                    LATE_FRAC of a bar; no order still ``submitted`` two bars after it was sent
 ``reconciliation`` the latest ``reconciliation_mismatch`` / ``reconciliation_ok`` event of the run is not a
@@ -359,7 +361,7 @@ def _check_breakers(p: _Poll) -> CheckResult:
     devs = []
     for s in tripped:
         glob = s["scope"] == "*"
-        devs.append(Deviation("breakers", "tripped", "error" if glob else "warning", f"{s['breaker']}:{s['scope']}",
+        devs.append(Deviation("breakers", "tripped", "warning" if glob else "info", f"{s['breaker']}:{s['scope']}",
                               f"breaker {s['breaker']} tripped ({'account-wide' if glob else s['scope']}) since "
                               f"{_iso(s['since'])}: {s['reason']}; new entries "
                               f"{'halted' if glob else 'halted for ' + s['scope']}",
@@ -512,7 +514,7 @@ def _check_feed(p: _Poll) -> CheckResult:
     if p.run is None:
         return CheckResult(exp, {"applicable": False, "why": "no live run"})
     src = _venue_source((p.session or {}).get("broker"))
-    stopped = (p.session or {}).get("state") == "STOPPED" or p.session is None
+    stopped = p.session is None or p.session["state"] in ("STOPPED", "STARTING")  # no bar is due from the loop
     per = []
     devs = []
     for sym in p.symbols:
@@ -541,7 +543,7 @@ def _check_feed(p: _Poll) -> CheckResult:
         devs.append(Deviation("feed", f"anomaly_{kind}", "warning", f"event{e['event_id']}",
                               f"feed anomaly ({kind}) for {e['symbol']} bar {(e['payload'] or {}).get('open_time')}",
                               [_row("system_events", e)]))
-    obs = {"clock": p.clock_source, "venue_now": p.venue_now, "loop_stopped": stopped, "symbols": per,
+    obs = {"clock": p.clock_source, "venue_now": p.venue_now, "loop_running": not stopped, "symbols": per,
            "anomalies_since_last_poll": len(anomalies)}
     return CheckResult(exp, obs, devs)
 
