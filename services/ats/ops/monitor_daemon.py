@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -239,9 +240,10 @@ def poll_once(account: str, cursor: dict | None = None) -> dict:
 
 
 def unreachable_line(account: str, exc: Exception, cursor: dict | None) -> dict:
-    """The line of a poll that could not reach the database: one critical ``monitor`` deviation, cursor kept."""
+    """The line of a poll that failed (database unreachable, or a bug): one critical ``monitor`` deviation naming
+    the exception's type and first line (connection errors name the target, never a password), cursor kept."""
     now = datetime.now(timezone.utc).isoformat()
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    msg = f"{type(exc).__name__}: " + (str(exc).strip().splitlines()[0] if str(exc).strip() else "")
     dev = {"check": "monitor", "kind": "poll_failed", "severity": "critical", "id": "monitor:poll_failed:db",
            "message": f"poll failed: {msg}", "evidence": []}
     return {"ts": now, "account": account, "run_id": (cursor or {}).get("run_id"), "cursor": cursor or {},
@@ -297,12 +299,16 @@ def run_daemon(account: str, interval_s: float = DEFAULT_INTERVAL_S, *, max_poll
         _write_json(mp.state, {"account": account, "pid": os.getpid(), "session": session, "interval_s": interval_s,
                                "started_at": started, "stopped_at": None, "log_dir": str(mp.log_dir)})
         cursor = resume_cursor(mp)
+        print(f"{started} monitor {session} of account {account}: pid {os.getpid()}, every {interval_s:g} s",
+              file=sys.stderr, flush=True)
         n = 0
         while not stop.is_set():
             t0 = time.monotonic()
             try:
                 line = poll_once(account, cursor)
-            except AtsError as exc:  # the database is down: say so in the trail, keep watching
+            except Exception as exc:  # noqa: BLE001 - database down or a failing check: say so in the trail, go on
+                if not isinstance(exc, AtsError):
+                    traceback.print_exc(file=sys.stderr)
                 line = unreachable_line(account, exc, cursor)
             line["monitor"] = {"pid": os.getpid(), "session": session, "poll": n + 1, "interval_s": interval_s}
             append_line(mp, line)
@@ -311,6 +317,8 @@ def run_daemon(account: str, interval_s: float = DEFAULT_INTERVAL_S, *, max_poll
             if max_polls is not None and n >= max_polls:
                 break
             stop.wait(max(0.0, interval_s - (time.monotonic() - t0)))
+        print(f"{datetime.now(timezone.utc).isoformat()} monitor {session} stopped after {n} poll(s)",
+              file=sys.stderr, flush=True)
         return 0
     finally:
         st = read_state(mp)
