@@ -257,3 +257,84 @@ def test_monitored_paper_live_day_names_the_injected_missing_stop_loss(fresh_db_
     assert f"### [critical] {dev_id}" in text and "no stop loss in positions.context, position_targets" in text
     assert "## Expected vs observed" in text and text.rstrip().endswith("-->")
     assert "## Agent assessment" in text
+
+
+# ---------------------------------------------------------------------------------------------------- the checks
+
+def test_poll_names_each_broken_rule_with_its_rows(fresh_db_url, home):
+    """A recorded live session whose loop died, with an oversized position held past its max hold, an entry with the
+    buy gate off, a checkpoint position the table does not show, no candle and an error event: one deviation each."""
+    from datetime import datetime, timezone
+
+    from psycopg.types.json import Jsonb
+
+    from ats.db.config_store import upsert_strategy
+    from ats.db.events import record_event
+    from ats.ops.monitor import poll
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    t = lambda iso: datetime.fromisoformat(iso).replace(tzinfo=timezone.utc)  # noqa: E731
+    with _db(fresh_db_url) as c:  # the gate was switched off before the run started (the run knew it)
+        upsert_strategy(c, "momentum", buy_enabled=False, effective_from=t("2021-05-01T00:00:00"))
+    with _db(fresh_db_url) as c, c.transaction():
+        c.execute("""INSERT INTO engine_runs (run_id, account_id, mode, params, last_bar_time, checkpoint)
+                     VALUES ('paper-live-t', 'default', 'paper-live', %s, %s, %s)""",
+                  (Jsonb({"timeframe": "1h", "symbols": ["BTCUSDT"], "strategies": ["momentum", "btc_trend"]}),
+                   t("2021-05-20T00:00:00"),
+                   Jsonb({"portfolio": {"positions": [{"position_id": 99, "strategy": "btc_trend", "symbol": "BTCUSDT",
+                                                       "side": "long", "sl_price": 1.0, "tp_price": 2.0}]}})))
+        c.execute("""INSERT INTO live_sessions (account_id, run_id, broker, endpoint, pid, host, state, last_bar_time)
+                     VALUES ('default', 'paper-live-t', 'alpaca', 'http://127.0.0.1:9', %s, %s, 'ACTIVE', %s)""",
+                  (dead.pid, os.uname().nodename, t("2021-05-20T00:00:00")))
+        sig = c.execute("""INSERT INTO signals (run_id, account_id, strategy_name, symbol, timeframe, ts, side, intent,
+                                                position_side, price, status)
+                           VALUES ('paper-live-t', 'default', 'momentum', 'BTCUSDT', '1h', %s, 'buy', 'open', 'long',
+                                   50000, 'accepted') RETURNING signal_id""", (t("2021-05-10T00:00:00"),)).fetchone()
+        pos = c.execute("""INSERT INTO positions (run_id, account_id, strategy_name, symbol, side, status, qty, entry_qty,
+                                                  avg_entry_price, opened_at, entry_signal_id, context)
+                           VALUES ('paper-live-t', 'default', 'momentum', 'BTCUSDT', 'long', 'open', 0.018, 0.018,
+                                   50000, %s, %s, %s) RETURNING position_id""",
+                        (t("2021-05-10T00:00:00"), sig["signal_id"],
+                         Jsonb({"tp_price": 53000.0, "sl_price": 48500.0}))).fetchone()
+        c.execute("""INSERT INTO position_targets (position_id, run_id, ts, tp_price, sl_price, reason)
+                     VALUES (%s, 'paper-live-t', %s, 53000, 48500, 'initial')""",
+                  (pos["position_id"], t("2021-05-10T00:00:00")))
+        c.execute("""INSERT INTO order_executions (client_order_id, run_id, account_id, signal_id, position_id,
+                                                   strategy_name, symbol, side, position_side, intent, qty, notional_usd,
+                                                   decision_price, status, filled_qty, submitted_at, updated_at)
+                     VALUES ('t-open-1', 'paper-live-t', 'default', %s, %s, 'momentum', 'BTCUSDT', 'buy', 'long', 'open',
+                             0.018, 900, 50000, 'filled', 0.018, %s, %s)""",
+                  (sig["signal_id"], pos["position_id"], t("2021-05-10T00:00:00"), t("2021-05-10T00:00:00")))
+        record_event(c, "engine", "step_failed", severity="error", payload={"run_id": "paper-live-t", "error": "boom"})
+    with psycopg.connect(fresh_db_url, row_factory=dict_row, autocommit=True) as c:
+        line = poll(c, "default")
+        again = poll(c, "default", cursor=line["cursor"])
+    pid = pos["position_id"]
+    got = {d["id"]: d for d in line["deviations"]}
+    assert set(got) == {f"loop:loop_dead:pid{dead.pid}", f"positions:size_exceeds:order{_order_id(fresh_db_url)}",
+                        f"positions:max_hold_exceeded:position{pid}", f"positions:state_mismatch:position{pid}",
+                        "positions:state_mismatch:position99", f"strategies:entry_with_buy_gate_off:order"
+                        f"{_order_id(fresh_db_url)}", f"errors:step_failed:event{_event_id(fresh_db_url)}",
+                        "feed:stale:BTCUSDT"}, got
+    assert got[f"loop:loop_dead:pid{dead.pid}"]["severity"] == "critical"
+    size = got[f"positions:size_exceeds:order{_order_id(fresh_db_url)}"]
+    assert size["evidence"][-1]["notional_usd"] == 900 and "trade_amount_usd 500.00" in size["message"]
+    gate = got[f"strategies:entry_with_buy_gate_off:order{_order_id(fresh_db_url)}"]
+    assert [r["buy_enabled"] for r in gate["evidence"] if r["_table"] == "strategy_configurations_history"] == [False]
+    assert line["checks"]["feed"]["observed"]["clock"] == "wall"  # alpaca: no public clock
+    assert line["checks"]["strategies"]["observed"]["strategies"]["momentum"]["entries"] == 1
+    # since the last poll: the entry and the error were seen once; the standing facts are seen again
+    ids = {d["id"] for d in again["deviations"]}
+    assert not any(i.startswith(("strategies:", "errors:")) for i in ids)
+    assert f"positions:max_hold_exceeded:position{pid}" in ids and f"loop:loop_dead:pid{dead.pid}" in ids
+
+
+def _order_id(url):
+    with _db(url) as c:
+        return c.execute("SELECT order_id FROM order_executions WHERE client_order_id = 't-open-1'").fetchone()["order_id"]
+
+
+def _event_id(url):
+    with _db(url) as c:
+        return c.execute("SELECT event_id FROM system_events WHERE event_type = 'step_failed'").fetchone()["event_id"]
