@@ -37,6 +37,7 @@ command            module                      what it does
 ``hook``           ``ats.ops.cli``             Claude Code hooks (PreToolUse path rules)
 ``gh``             ``ats.ops.cli``             GitHub issues over the gh CLI
 ``archive``        ``ats.ops.cli``             git bundle + artifacts tarball, rotated
+``monitor``        ``ats.ops.cli``             live monitor daemon: start, status, stop --save-report, poll
 =================  ==========================  ====================================================
 
 A new package adds its commands with a ``cli.py`` exposing ``register(subparsers)`` (and a row here); each parser

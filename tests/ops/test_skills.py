@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SKILLS = sorted(p.parent.name for p in (ROOT / ".claude" / "skills").glob("*/SKILL.md"))
 #: skills that change something outside reports/ (plans, kb, git, GitHub, database, archives): user-only
 SIDE_EFFECTS = {"save-plan", "commit", "close-session", "update-knowledge-base", "create-issue", "close-issue",
-                "comment-issue", "link-commits"}
+                "comment-issue", "link-commits", "start-ats-live-monitoring", "stop-ats-live-monitoring-save-report"}
 
 
 def skill(name: str) -> tuple[dict, str]:

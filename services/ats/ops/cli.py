@@ -4,7 +4,8 @@
   `ats cron render | install | list` (systemd timers and crontab lines from `.claude-cron/schedule.toml`);
 * the operator fleet's deterministic cores: `ats security audit` (security-monitor), `ats git commit` and
   `ats session close` (git-workflow-agent), `ats gh ...` (github-issues-agent), `ats archive`
-  (project-backup-archiver), `ats hook pretooluse` (the PreToolUse path hook);
+  (project-backup-archiver), `ats hook pretooluse` (the PreToolUse path hook), `ats monitor start | run |
+  status | stop | poll` (ats-live-monitor-agent: the live monitor daemon, cores in ops/monitor*.py);
 * `ats mcp` is registered from :mod:`ats.ops.mcp_commands`.
 """
 
@@ -292,6 +293,7 @@ def _register_fleet(subparsers) -> None:
     _register_hook(subparsers)
     _register_gh(subparsers)
     _register_archive(subparsers)
+    _register_monitor(subparsers)
 
 
 # ---- ats security audit -------------------------------------------------------------------------------
@@ -514,4 +516,118 @@ def _cmd_archive(args) -> int:
     sizes = ", ".join(f"{n} {f['size_bytes']} bytes" for n, f in man.files.items())
     print(f"archive {directory / man.stem}: {len(man.refs)} refs (HEAD {man.head[:12]}), {man.members} files of "
           f"{' '.join(man.dirs) or 'no content dirs'}; {sizes}; kept {args.keep or keep}, deleted {len(deleted)}")
+    return 0
+
+
+# ---- ats monitor: the live monitor (ops/monitor.py checks, ops/monitor_daemon.py process, ops/monitor_report.py) --
+
+def _register_monitor(subparsers) -> None:
+    p = subparsers.add_parser("monitor", help="live monitor: a daemon that records one JSON line per poll of the "
+                                              "live loop, and its audit report",
+                              description="Watch an account's live loop: every --interval seconds one JSON line "
+                                          "in logs/live-monitor/<account>/<YYYY-MM-DD>.jsonl (loop pid and last "
+                                          "bar, breakers, open positions vs configuration, feed freshness, order "
+                                          "latency, reconciliation, errors, strategies vs their gates). Read-only "
+                                          "on the database.")
+    s = p.add_subparsers(dest="monitor_command", required=True, metavar="SUBCOMMAND")
+
+    def acct(q):
+        q.add_argument("--account", default=None, metavar="ID", help="account to watch (default: the bound account)")
+        return q
+
+    q = acct(s.add_parser("start", help="start the detached daemon (exit 1 when already running)"))
+    q.add_argument("--interval", type=float, default=30.0, help="seconds between polls (default 30)")
+    q.set_defaults(func=_cmd_monitor_start)
+    q = acct(s.add_parser("run", help="the daemon's body in the foreground (what start spawns)"))
+    q.add_argument("--interval", type=float, default=30.0, help="seconds between polls (default 30)")
+    q.add_argument("--max-polls", type=int, default=None, help="stop after N polls")
+    q.set_defaults(func=_cmd_monitor_run)
+    q = acct(s.add_parser("status", help="running?, pid, last poll, lines and deviations so far"))
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_cmd_monitor_status)
+    q = acct(s.add_parser("stop", help="stop the daemon (SIGTERM, wait); --save-report writes the audit report"))
+    q.add_argument("--save-report", action="store_true",
+                   help="write reports/live-monitor/<account>/<UTC timestamp>.md + .json from the session's trail")
+    q.set_defaults(func=_cmd_monitor_stop)
+    q = acct(s.add_parser("poll", help="one poll now, printed as JSON (used by tests and the agent)"))
+    q.add_argument("--once", action="store_true", help="one poll (the only mode; accepted for clarity)")
+    q.add_argument("--append", action="store_true", help="also append the line to the JSONL trail")
+    q.set_defaults(func=_cmd_monitor_poll)
+
+
+def _cmd_monitor_start(args) -> int:
+    from .monitor_daemon import start_daemon
+
+    r = start_daemon(args.account, args.interval)
+    if r["replaced_stale"] is not None:
+        print(f"stale pidfile: monitor pid {r['replaced_stale']} was not running (killed?); replaced")
+    print(f"monitor started for account {r['account']} (pid {r['pid']}), every {r['interval_s']:g} s -> "
+          f"{r['log_dir']}/<YYYY-MM-DD>.jsonl")
+    return 0
+
+
+def _cmd_monitor_run(args) -> int:
+    from .monitor_daemon import run_daemon
+
+    return run_daemon(args.account, args.interval, max_polls=args.max_polls)
+
+
+def _cmd_monitor_status(args) -> int:
+    from .monitor_daemon import status
+
+    st = status(args.account)
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    if st["running"]:
+        head = f"running (pid {st['pid']})"
+    elif st["stale"]:
+        head = f"not running: stale pidfile (pid {st['pid']} is gone; killed?)"
+    else:
+        head = "not running"
+    print(f"monitor of account {st['account']}: {head}")
+    if st["session"]:
+        sev = ", ".join(f"{n} {k}" for k, n in st["deviations"]["by_severity"].items()) or "none"
+        print(f"  session {st['session']} every {st['interval_s']} s, started {st['started_at']}"
+              + (f", stopped {st['stopped_at']}" if st["stopped_at"] else ""))
+        print(f"  {st['lines']} line(s), last poll {st['last_poll'] or '-'}; distinct deviations so far: {sev}")
+        for i in st["deviations"]["ids"][:20]:
+            print(f"    {i}")
+    print(f"  trail {st['log_dir']}")
+    return 0
+
+
+def _cmd_monitor_stop(args) -> int:
+    from .monitor_daemon import monitor_paths, read_lines, stop_daemon
+    from .monitor_report import write_report
+
+    r = stop_daemon(args.account)
+    if r["stopped"]:
+        print(f"monitor of account {args.account} stopped (pid {r['pid']}"
+              + (", SIGKILL after SIGTERM was ignored)" if r["killed"] else ")"))
+    elif r["stale"]:
+        print(f"monitor of account {args.account} was not running: stale pidfile (pid {r['pid']} is gone; "
+              "killed?) removed")
+    else:
+        print(f"monitor of account {args.account} is not running")
+    if not args.save_report:
+        return 0 if r["stopped"] else 1
+    st = r["state"]
+    if not st.get("started_at"):
+        raise AtsError(f"no monitor session recorded for account {args.account}: nothing to report")
+    lines = read_lines(monitor_paths(args.account), since=st["started_at"], until=st.get("stopped_at"))
+    md, js = write_report(lines, account=args.account, session=st)
+    print(f"report {md} (+ {js.name}): {len(lines)} poll(s)")
+    return 0
+
+
+def _cmd_monitor_poll(args) -> int:
+    from .monitor_daemon import append_line, monitor_paths, poll_once, resume_cursor
+
+    mp = monitor_paths(args.account)
+    line = poll_once(args.account, resume_cursor(mp))
+    if args.append:
+        line["monitor"] = {"pid": os.getpid(), "session": "poll", "poll": 1}
+        append_line(mp, line)
+    print(json.dumps(line, indent=2, default=str))
     return 0
