@@ -14,7 +14,7 @@
 4. a ``system_events`` row (component 'strategy', event 'soak_started').
 
 ``soak_report`` (``ats strategy soak report NAME``, read-only): every entry signal of the strategy the engine
-blocked at the buy gate in the soak window (``blocked_signals.gate = 'buy_gate'``, written by
+blocked at the buy gate in the soak window [start, end] (``blocked_signals.gate = 'buy_gate'``, written by
 ``ats.engine.entries`` when the configuration in force has the buy gate off), of one run (``--run-id``, default
 the run of the account with the most such blocks), each played forward on its own by
 :meth:`ats.strategies.shadow.Shadow.simulate_entry` - the engine's paper broker, fills and exit logic, with the
@@ -187,7 +187,7 @@ BLOCKED_SQL = """SELECT b.blocked_id, b.signal_id, b.run_id, b.symbol, b.ts, b.r
        s.price, s.timeframe, s.strength
   FROM blocked_signals b JOIN signals s ON s.signal_id = b.signal_id
  WHERE b.account_id = %(account)s AND b.run_id = %(run_id)s AND b.strategy_name = %(strategy)s
-   AND b.gate = 'buy_gate' AND b.ts >= %(start)s AND b.ts < %(end)s
+   AND b.gate = 'buy_gate' AND b.ts >= %(start)s AND b.ts <= %(end)s
  ORDER BY b.ts, b.symbol"""
 
 
@@ -195,7 +195,7 @@ def _pick_run(conn, account_id: str, strategy: str, start: datetime, end: dateti
     row = conn.execute(
         """SELECT b.run_id, count(*) AS n, max(r.started_at) AS started FROM blocked_signals b
              JOIN engine_runs r ON r.run_id = b.run_id
-            WHERE b.account_id = %s AND b.strategy_name = %s AND b.gate = 'buy_gate' AND b.ts >= %s AND b.ts < %s
+            WHERE b.account_id = %s AND b.strategy_name = %s AND b.gate = 'buy_gate' AND b.ts >= %s AND b.ts <= %s
             GROUP BY b.run_id ORDER BY n DESC, started DESC LIMIT 1""", (account_id, strategy, start, end)).fetchone()
     return row["run_id"] if row else None
 
