@@ -11,10 +11,12 @@ command            module                      what it does
 ``db``             ``ats.db.cli``              database: up, status, url, migrate, down, backup, restore
 ``config``         ``ats.db.config_commands``  strategy configurations and system settings (as of T)
 ``account``        ``ats.accounts.cli``        accounts and their scope
-``data``           ``ats.market_data.cli``     candles: load, resample, coverage, anomalies, backfill
+``data``           ``ats.market_data.cli``     load, micro, resample, coverage, anomalies, backfill
 ``engine``         ``ats.engine.cli``          replay, runs, show, seed, strategies
 ``backtest``       ``ats.engine.cli``          backtest run, list, show, compare
 ``pnl``            ``ats.portfolio.cli``       P&L windows from portfolio_hourly_snapshots
+``watchlist``      ``ats.strategies.cli``      hourly watchlist scores (score) and the ranked watchlist (rank)
+``strategy``       ``ats.strategies.cli``      staged soaks: soak start / report / list
 ``risk``           ``ats.risk.cli``            breakers, stop, resume, settings
 ``live``           ``ats.live.cli``            the live loop (run, status): the engine on the venue's clock
 ``broker``         ``ats.execution.cli``       the read-only go-live preflight

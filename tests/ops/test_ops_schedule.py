@@ -13,6 +13,7 @@ import pytest
 
 from ats.errors import AtsError, UsageError
 from ats.ops.schedule import load_prompt, load_schedule, parse_when, render
+from ats.ops.tasks import TASKS
 from conftest import run_cli
 
 from _ops_helpers import make_project
@@ -49,6 +50,8 @@ def test_schedule_holds_the_required_recurring_runs():
     assert by_task["ats-health-check"].when.cron() == "0 7 * * *"
     assert by_task["weekly-report"].when.cron().endswith("* * 1")          # Monday
     assert by_task["kb-scan"].when.kind == "hourly"
+    assert by_task["micro-backfill"].when.cron() == "10 * * * *"
+    assert TASKS["micro-backfill"].core([]) == [["data", "backfill", "--kind", "all"]]
     assert [p.name for p in sched.prompts] == ["breaker-soak-review"]
 
 
@@ -65,7 +68,7 @@ def test_rendered_units_are_oneshot_services_with_persistent_timers(tmp_path):
     assert set(units) - set(timers) - set(services) == {"ats-live@.service", "ats-dashboard.service"}
     assert {"ats-watchlist-healthcheck.timer", "ats-health-check.timer", "ats-weekly-report.timer",
             "ats-kb-scan.timer", "ats-db-backup.timer", "ats-prompt-breaker-soak-review.timer",
-            "ats-daily-report.timer", "ats-alerts-dispatch.timer"} == set(timers)
+            "ats-daily-report.timer", "ats-alerts-dispatch.timer", "ats-micro-backfill.timer"} == set(timers)
     for name, text in services.items():
         cp = configparser.ConfigParser(interpolation=None, strict=False)
         cp.read_string(text)
@@ -83,7 +86,7 @@ def test_rendered_units_are_oneshot_services_with_persistent_timers(tmp_path):
         services["ats-prompt-breaker-soak-review.service"]
     # crontab: one line per job, /etc/cron.d format (user column)
     lines = [ln for ln in crontab.splitlines() if ln and not ln.startswith("#") and "=" not in ln.split()[0]]
-    assert len(lines) == 8
+    assert len(lines) == 9
     assert f"0 6 * * * {getpass.getuser()} cd {ROOT} && {ROOT}/.claude-cron/run.sh watchlist-healthcheck" in lines
     assert "CRON_TZ=UTC" in crontab
 
@@ -96,7 +99,7 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path):
     res = run_cli("cron", "render", "--format", "systemd", "--out", str(out), "--user", getpass.getuser())
     assert res.returncode == 0, res.stderr
     files = sorted(str(p) for p in out.iterdir() if "@" not in p.name)  # a template verifies only as an instance
-    assert len(files) == 17
+    assert len(files) == 19
     v = subprocess.run([tool, "verify", *files], capture_output=True, text=True, timeout=120)
     assert v.returncode == 0, v.stdout + v.stderr
     # the check has teeth: a broken calendar is reported
@@ -134,7 +137,8 @@ def test_cron_list_json():
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert {j["name"] for j in doc["jobs"]} == {"watchlist-healthcheck", "ats-health-check", "weekly-report",
-                                                "kb-scan", "db-backup", "daily-report", "alerts-dispatch"}
+                                                "kb-scan", "db-backup", "daily-report", "alerts-dispatch",
+                                                "micro-backfill"}
     inv = next(t for t in doc["tasks"] if t["name"] == "investigate")
     assert inv["command"] == "/investigate" and "mcp__ats-postgres__investigate_symbol" in inv["allowed_tools"]
     assert doc["prompts"][0]["on_calendar"] == "2026-12-07 09:00:00 UTC"

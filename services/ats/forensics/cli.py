@@ -89,8 +89,11 @@ def _report_watchlist(args) -> int:
 
     as_of = parse_ts(args.as_of, what="--as-of") if args.as_of else None
     with command_connection("ats-forensics-cli") as conn:
-        res = report_watchlist(conn, as_of=as_of, run_id=args.run_id, top=args.top)
-    print(f"watchlist report: captured {res['captured']} of the top {len(res['top_gainers'])} 7-day gainers")
+        res = report_watchlist(conn, as_of=as_of, run_id=args.run_id, top=args.top, rank_top=args.rank_top)
+    sc = res["scores"]
+    print(f"watchlist report: captured {res['captured']} of the top {len(res['top_gainers'])} 7-day gainers"
+          + (f"; ranked watchlist (top {sc['rank_top']}) captured {sc['score_captured']}" if sc["hours"] else
+             "; no watchlist_scores in the window"))
     for p in res["paths"]:
         print(p)
     return 0
@@ -171,5 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = rs.add_parser("watchlist", help="watchlist capture vs the top 7-day gainers in the candle store")
     q.add_argument("--as-of", help="end of the 7-day window (UTC; default: the run's last bar / newest candle)")
     q.add_argument("--top", type=int, default=10, help="how many top gainers to compare (default 10)")
+    q.add_argument("--rank-top", type=int, default=5,
+                   help="a gainer is captured by the scores when ranked in this top at least once (default 5)")
     q.add_argument("--run-id")
     q.set_defaults(func=_report_watchlist)

@@ -538,15 +538,21 @@ def watchlist_symbols(conn: psycopg.Connection, run: dict | None, as_of: datetim
 
 
 def report_watchlist(conn: psycopg.Connection, as_of: datetime | None = None, *, run_id: str | None = None,
-                     top: int = 10, out_dir: str | Path | None = None) -> dict:
+                     top: int = 10, out_dir: str | Path | None = None, rank_top: int = 5) -> dict:
     """Watchlist capture vs the top ``top`` 7-day gainers in the candle store.
 
     Gain per symbol = last close at or before ``as_of`` / last close at or before ``as_of - 7 d`` - 1 (percent),
     from the symbol's finest stored timeframe among 1h, 4h, 1d (then 15m, 5m, 1w). For each top gainer: on the
     watchlist?, signals (accepted / blocked) and positions opened in the window, realized P&L of positions closed
-    in the window. ``captured`` = top gainers with a position opened in the window. Writes
-    ``reports/watchlist/<as_of date>_watchlist.{md,json}``.
-    Returns ``{paths, top_gainers, watchlist, watchlist_source, captured, watched, signalled, window}``.
+    in the window. ``captured`` = top gainers with a position opened in the window.
+
+    From ``watchlist_scores`` (the hourly per-strategy scores, ``ats watchlist score``; account of the run, else
+    ``default``), per top gainer: hours scored in the window, best rank and hours in the top ``rank_top`` of the
+    ranked watchlist (``ats.strategies.watchlist.RANK_SQL``: best strategy score, then total), max score and the
+    strategy behind it, and the first hour it entered the top ``rank_top``. ``score_captured`` = top gainers ranked
+    in the top ``rank_top`` at least once in the window; ``score_capture_rate`` = that / top gainers (None when no
+    score was stored for the window: the section says so). Writes ``reports/watchlist/<as_of date>_watchlist.{md,json}``.
+    Returns ``{paths, top_gainers, watchlist, watchlist_source, captured, watched, signalled, window, scores}``.
     """
     q = QueryLog(conn)
     run = resolve_run(conn, run_id)
@@ -600,6 +606,9 @@ def report_watchlist(conn: psycopg.Connection, as_of: datetime | None = None, *,
                      "blocked_signals": int(a.get("blocked_signals") or 0),
                      "positions_opened": int(a.get("positions_opened") or 0),
                      "realized_pnl_usd": fnum(a.get("realized_pnl_usd") or 0)})
+    scores = _watchlist_score_capture(q, run, syms, start, as_of, rank_top)
+    for r in rows:
+        r["score"] = scores["by_symbol"].get(r["symbol"])
     captured = sum(1 for r in rows if r["positions_opened"] > 0)
     watched = sum(1 for r in rows if r["on_watchlist"])
     signalled = sum(1 for r in rows if r["accepted_signals"] + r["blocked_signals"] > 0)
@@ -623,6 +632,7 @@ def report_watchlist(conn: psycopg.Connection, as_of: datetime | None = None, *,
                   [(i + 1, r["symbol"], r["timeframe"], f"{fnum(r['gain_pct']):+.2f}", "yes" if r["on_watchlist"] else "NO",
                     r["accepted_signals"], r["blocked_signals"], r["positions_opened"], money(r["realized_pnl_usd"]))
                    for i, r in enumerate(rows)]), ""]
+    L += _score_section(scores, rows, rank_top, ref)
     missed = [r["symbol"] for r in rows if not r["on_watchlist"]]
     if missed:
         L += [f"Not on the watchlist although among the top gainers: {', '.join(missed)}.", ""]
@@ -634,6 +644,52 @@ def report_watchlist(conn: psycopg.Connection, as_of: datetime | None = None, *,
     md.write_text("\n".join(L) + "\n", encoding="utf-8")
     doc = {"window": {"start": start, "end": as_of}, "run_id": p["run_id"], "watchlist": wl,
            "watchlist_source": wl_source, "top_gainers": rows, "captured": captured, "watched": watched,
-           "signalled": signalled, "queries": q.entries}
+           "signalled": signalled, "scores": {k: v for k, v in scores.items() if k != "by_symbol"},
+           "queries": q.entries}
     js.write_text(dumps(doc) + "\n", encoding="utf-8")
     return jsonable({**doc, "paths": [str(md), str(js)], "md_path": str(md), "json_path": str(js)})
+
+
+def _watchlist_score_capture(q: QueryLog, run: dict | None, syms: list[str], start: datetime, as_of: datetime,
+                             rank_top: int) -> dict:
+    """Capture of the top gainers by the ranked watchlist in ``watchlist_scores`` (see :func:`report_watchlist`)."""
+    from ..strategies.watchlist import RANK_SQL
+
+    acct = run["account_id"] if run else "default"
+    p = {"account": acct, "lo": start, "hi": as_of, "symbols": syms, "k": rank_top}
+    hours = q.one("watchlist_scores_hours", """SELECT count(DISTINCT ts) AS hours, count(*) AS rows,
+               count(DISTINCT symbol) AS symbols, count(DISTINCT strategy) AS strategies
+          FROM watchlist_scores WHERE account_id = %(account)s AND ts > %(lo)s AND ts <= %(hi)s""", p) or {}
+    per = q.all("watchlist_score_capture", f"""
+        WITH ranked AS ({RANK_SQL})
+        SELECT symbol, count(*) AS hours_scored, min(rnk) AS best_rank,
+               count(*) FILTER (WHERE rnk <= %(k)s) AS hours_in_top, max(score) AS max_score,
+               (array_agg(best_strategy ORDER BY score DESC, ts))[1] AS max_strategy,
+               min(ts) FILTER (WHERE rnk <= %(k)s) AS first_in_top
+          FROM ranked WHERE symbol = ANY(%(symbols)s::text[]) GROUP BY symbol ORDER BY symbol""", p) if syms else []
+    by = {r["symbol"]: {"hours_scored": int(r["hours_scored"]), "best_rank": int(r["best_rank"]),
+                        "hours_in_top": int(r["hours_in_top"]), "max_score": round(float(r["max_score"]), 4),
+                        "max_strategy": r["max_strategy"], "first_in_top": r["first_in_top"]} for r in per}
+    n_hours = int(hours.get("hours") or 0)
+    captured = sum(1 for s in syms if by.get(s, {}).get("hours_in_top", 0) > 0)
+    return {"account_id": acct, "rank_top": rank_top, "hours": n_hours, "rows": int(hours.get("rows") or 0),
+            "strategies": int(hours.get("strategies") or 0), "score_captured": captured if n_hours else None,
+            "score_capture_rate": round(captured / len(syms), 4) if n_hours and syms else None, "by_symbol": by}
+
+
+def _score_section(scores: dict, rows: list[dict], rank_top: int, ref) -> list[str]:
+    L = ["## Capture by the ranked watchlist (watchlist_scores)", ""]
+    if not scores["hours"]:
+        return L + [f"No watchlist scores stored for account `{scores['account_id']}` in this window: run "
+                    "`ats watchlist score --since ... --until ...` (hourly timer or by hand), then re-run.", ""]
+    L += [f"{scores['hours']} scored hours, {scores['strategies']} strategies, {scores['rows']} rows"
+          f"{ref('watchlist_scores_hours')}. Captured = ranked in the top {rank_top} at least once in the window.",
+          "", f"**Score capture: {scores['score_captured']} / {len(rows)} top gainers "
+          f"({scores['score_capture_rate']:.0%})**{ref('watchlist_score_capture')}", "",
+          md_table(["Symbol", "7-day gain %", "Hours scored", "Best rank", f"Hours in top {rank_top}", "Max score",
+                    "Strategy", f"First in top {rank_top} (UTC)"],
+                   [(r["symbol"], f"{fnum(r['gain_pct']):+.2f}", *((s["hours_scored"], s["best_rank"],
+                     s["hours_in_top"], f"{s['max_score']:.1f}", s["max_strategy"],
+                     iso(s["first_in_top"]) if s["first_in_top"] else "never") if (s := r.get("score")) else
+                     (0, "-", 0, "-", "-", "not scored"))) for r in rows]), ""]
+    return L

@@ -16,6 +16,12 @@ Values are kept as the published decimal strings (NUMERIC columns); times are UT
 payload is refused with ``<where> row N: <problem>`` and nothing is written; each load is one transaction
 (``write_scope``) and reloading is idempotent (``ON CONFLICT DO NOTHING`` on the natural key).
 Taker volume is aggregated from trades into buckets of ``timeframe``: a trade's ``side`` is the taker's side.
+
+Backfill (:func:`backfill`, :func:`backfill_many`; ``ats data backfill --kind ...``) goes through pybit's ``HTTP``
+(endpoint ``ATS_BYBIT_BASE_URL`` when set, :func:`session_from_env`): cursor paging for oi / ls_ratio, time paging
+back from ``endTime`` for funding (Bybit refuses ``startTime`` alone), the newest 1,000 public trades for taker
+volume (Bybit keeps no older ones online; a full page's oldest, possibly cut bucket is dropped). Incremental: after
+the newest stored row, else 7 days back.
 """
 
 from __future__ import annotations
@@ -209,45 +215,248 @@ def load_file(conn, kind: str, path: str | Path, **kw) -> MicroLoad:
     return load_payload(conn, kind, obj, where=str(p), **kw)
 
 
-def coverage(conn) -> list[dict]:
-    """Per kind x symbol: first, last, rows (what ``ats data coverage`` adds for microstructure)."""
+_PERIOD_S = {"5min": 300, "15min": 900, "30min": 1800, "1h": 3600, "4h": 14400, "1d": 86400, **TAKER_TF}
+
+
+def coverage(conn, symbols=None) -> list[dict]:
+    """Per kind x symbol x period: first, last, rows, expected, missing (what ``ats data coverage`` adds).
+
+    ``expected`` = rows a complete series between first and last would have: (last - first) / period + 1 for oi,
+    ls_ratio and taker (period = interval / period / timeframe); for funding the period is the series' most common
+    spacing (Bybit's interval differs by symbol: 8 h, 4 h, 1 h). ``missing`` = expected - rows (>= 0).
+    Times ISO-8601 UTC. ``symbols``: only these (upper-cased).
+    """
     out = []
-    for kind, table, col in (("oi", "open_interest", "ts"), ("funding", "funding_rates", "ts"),
-                             ("ls_ratio", "long_short_ratios", "ts"), ("taker", "taker_volume", "bucket_start")):
-        for r in conn.execute(f"SELECT symbol, min({col}) AS first, max({col}) AS last, count(*) AS rows "
-                              f"FROM {table} GROUP BY symbol ORDER BY symbol").fetchall():
-            out.append({"kind": kind, "symbol": r["symbol"], "first": r["first"].isoformat(),
-                        "last": r["last"].isoformat(), "rows": r["rows"]})
+    want = [s.upper() for s in symbols] if symbols else None
+    for kind, table, col, per in (("oi", "open_interest", "ts", "interval"), ("funding", "funding_rates", "ts", None),
+                                  ("ls_ratio", "long_short_ratios", "ts", "period"),
+                                  ("taker", "taker_volume", "bucket_start", "timeframe")):
+        per_sql = per or "NULL::text"
+        step_sql = ("(SELECT mode() WITHIN GROUP (ORDER BY d) FROM (SELECT extract(epoch FROM "
+                    f"{col} - lag({col}) OVER (ORDER BY {col})) AS d FROM {table} x WHERE x.symbol = t.symbol) g)"
+                    if per is None else "NULL::numeric")
+        rows = conn.execute(
+            f"SELECT symbol, {per_sql} AS period, min({col}) AS first, max({col}) AS last, count(*) AS rows, "
+            f"{step_sql} AS step_s FROM {table} t WHERE (%(syms)s::text[] IS NULL OR symbol = ANY(%(syms)s)) "
+            f"GROUP BY symbol, {per_sql} ORDER BY symbol, 2", {"syms": want}).fetchall()
+        for r in rows:
+            step = _PERIOD_S.get(r["period"]) if per else (float(r["step_s"]) if r["step_s"] else None)
+            span = (r["last"] - r["first"]).total_seconds()
+            expected = int(round(span / step)) + 1 if step else r["rows"]
+            out.append({"kind": kind, "symbol": r["symbol"], "period": r["period"] or
+                        (f"{int(step // 3600)}h" if step and step % 3600 == 0 else None),
+                        "first": r["first"].isoformat(), "last": r["last"].isoformat(), "rows": r["rows"],
+                        "expected": expected, "missing": max(0, expected - r["rows"])})
     return out
 
 
+def format_coverage(rows: list[dict]) -> str:
+    """The microstructure coverage rows as a text grid."""
+    head = f"{'kind':<9} {'symbol':<10} {'period':<6} {'first':<26} {'last':<26} {'rows':>7} {'expected':>8} {'missing':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['kind']:<9} {r['symbol']:<10} {r['period'] or '-':<6} {r['first']:<26} {r['last']:<26} "
+                     f"{r['rows']:>7} {r['expected']:>8} {r['missing']:>7}")
+    return "\n".join(lines)
+
+
+#: incremental backfill with nothing stored yet starts this far back (ms)
+DEFAULT_LOOKBACK_MS = 7 * 86400 * 1000
+_LAST = {"oi": ("open_interest", "ts", "interval"), "funding": ("funding_rates", "ts", None),
+         "ls_ratio": ("long_short_ratios", "ts", "period"), "taker": ("taker_volume", "bucket_start", "timeframe")}
+
+
+def session_from_env(*, timeout: int = 10):
+    """A pybit ``unified_trading.HTTP`` for public market data; its ``endpoint`` is ``ATS_BYBIT_BASE_URL`` when
+    set (a testnet or the local simulator ``ats venue-sim bybit``), else Bybit mainnet. No key is needed."""
+    import os
+
+    from pybit.unified_trading import HTTP
+
+    s = HTTP(testnet=False, timeout=timeout, max_retries=1)
+    url = os.environ.get("ATS_BYBIT_BASE_URL")
+    if url:
+        s.endpoint = url.rstrip("/")
+    return s
+
+
+def last_stored_ms(conn, kind: str, symbol: str, *, period: str = "1h", timeframe: str = "1h",
+                   source: str = "bybit") -> int | None:
+    """UTC ms of the newest stored row of ``kind`` for ``symbol`` (and its period/timeframe), None when none."""
+    table, col, per_col = _LAST[kind]
+    sql = f"SELECT max({col}) AS t FROM {table} WHERE symbol = %s AND source = %s"
+    args: list = [symbol, source]
+    if per_col:
+        sql += f" AND {per_col} = %s"
+        args.append(timeframe if kind == "taker" else period)
+    row = conn.execute(sql, args).fetchone()
+    t = row["t"] if isinstance(row, dict) else row[0]
+    return None if t is None else int(t.timestamp() * 1000)
+
+
+def _pages(session, kind: str, symbol: str, start_ms: int | None, end_ms: int | None, period: str,
+           max_pages: int, fetch) -> tuple[list[dict], int]:
+    """Every row of [start_ms, end_ms] through the paging Bybit uses for ``kind``; returns (rows, pages)."""
+    base: dict = {"category": "linear", "symbol": symbol}
+    rows: list[dict] = []
+    if kind in ("oi", "ls_ratio"):  # cursor paging, newest first
+        if start_ms is not None:
+            base["startTime"] = start_ms
+        if end_ms is not None:
+            base["endTime"] = end_ms
+        if kind == "oi":
+            base.update(intervalTime=period, limit=200)
+            call = session.get_open_interest
+        else:
+            base.update(period=period, limit=500)
+            call = session.get_long_short_ratio
+        cursor, pages = None, 0
+        while pages < max_pages:
+            resp = fetch(lambda: call(**base, **({"cursor": cursor} if cursor else {})), pages + 1)
+            pages += 1
+            rows += _rows(resp, f"bybit {kind} {symbol} page {pages}")[1]
+            cursor = (resp.get("result") or {}).get("nextPageCursor")
+            if not cursor:
+                break
+        return rows, pages
+    if kind == "funding":  # time paging: Bybit refuses startTime alone; pages of 200 back from endTime
+        end = end_ms
+        if start_ms is not None and end is None:
+            end = int(datetime.now(timezone.utc).timestamp() * 1000)
+        pages = 0
+        while pages < max_pages:
+            args = {**base, "limit": 200, **({"startTime": start_ms} if start_ms is not None else {}),
+                    **({"endTime": end} if end is not None else {})}
+            resp = fetch(lambda: session.get_funding_rate_history(**args), pages + 1)
+            pages += 1
+            page = _rows(resp, f"bybit funding {symbol} page {pages}")[1]
+            rows += page
+            if len(page) < 200 or start_ms is None:
+                break
+            oldest = min(_ms(r.get("fundingRateTimestamp"), f"bybit funding {symbol} page {pages}", n + 1,
+                             "fundingRateTimestamp") for n, r in enumerate(page))
+            end = oldest - 1
+            if end < start_ms:
+                break
+        return rows, pages
+    resp = fetch(lambda: session.get_public_trade_history(category="linear", symbol=symbol, limit=1000), 1)
+    return list(_rows(resp, f"bybit taker {symbol}")[1]), 1
+
+
+def _trim_cut_bucket(trades: list[dict], timeframe: str, limit: int = 1000) -> list[dict]:
+    """A full page of trades (``limit`` rows) may start in the middle of its oldest bucket: drop that bucket's
+    trades so a partial sum never replaces a complete one (the upsert keeps the latest aggregate)."""
+    if len(trades) < limit or timeframe not in TAKER_TF:
+        return trades
+    step = TAKER_TF[timeframe] * 1000
+    times = [_row_ms("taker", r) for r in trades]
+    if any(t is None for t in times):
+        return trades  # malformed: parse names the row
+    first = min(times) - min(times) % step
+    return [r for r, t in zip(trades, times) if t - t % step != first]
+
+
+def _row_ms(kind: str, r: dict) -> int | None:
+    v = r.get({"oi": "timestamp", "funding": "fundingRateTimestamp", "ls_ratio": "timestamp",
+               "taker": "time"}[kind]) if isinstance(r, dict) else None
+    return int(v) if isinstance(v, (str, int)) and str(v).isdigit() else None
+
+
 def backfill(conn, session, kind: str, symbol: str, *, start_ms: int | None = None, end_ms: int | None = None,
-             period: str = "1h", timeframe: str = "1h", max_pages: int = 50) -> MicroLoad:
+             period: str = "1h", timeframe: str = "1h", max_pages: int = 50, retries: int = 4,
+             backoff: float = 1.0, sleep=None) -> MicroLoad:
     """Page a pybit ``HTTP`` session for ``kind`` of ``symbol`` (linear) and store every page in ONE transaction.
 
-    ``session`` is a ``pybit.unified_trading.HTTP`` (its ``endpoint`` may point at a testnet or a local
-    simulator). Cursor paging (``nextPageCursor``) for oi / ls_ratio, time paging for funding; taker volume comes
-    from the latest public trades (Bybit serves only recent ones).
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Database connection (dict rows).
+    session : pybit.unified_trading.HTTP
+        Its ``endpoint`` may point at a testnet or the local simulator (:func:`session_from_env`).
+    kind : {'oi', 'funding', 'ls_ratio', 'taker'}
+        What to fetch (module docstring).
+    symbol : str
+        Linear perpetual symbol, e.g. ``BTCUSDT``.
+    start_ms, end_ms : int, optional
+        Window in UTC ms (inclusive). Rows outside it are dropped. Without ``start_ms`` the venue's newest pages
+        are fetched (Bybit's default); see :func:`backfill_many` for the incremental start.
+    period : str
+        oi ``intervalTime`` / ls_ratio ``period`` (5min .. 1d).
+    timeframe : str
+        Taker buckets (5m .. 1d).
+    max_pages : int
+        Stop after this many requests (cursor paging for oi / ls_ratio, time paging for funding); taker volume
+        comes from the newest public trades only (Bybit serves no older ones), one request.
+    retries, backoff, sleep
+        Network errors are retried ``retries`` times with exponential backoff (``ats.market_data.backfill``).
+
+    Returns
+    -------
+    MicroLoad
+        Rows fetched (taker: buckets) and rows new in the table.
+
+    Raises
+    ------
+    AtsError
+        A venue error (retCode != 0), a malformed row (``bybit <kind> <symbol> row N: ...``) or a network failure
+        after the retries; nothing is written then.
     """
-    pages: list[dict] = []
-    args: dict = {"category": "linear", "symbol": symbol}
-    if start_ms is not None:
-        args["startTime"] = start_ms
-    if end_ms is not None:
-        args["endTime"] = end_ms
-    call = {"oi": lambda **a: session.get_open_interest(intervalTime=period, limit=200, **a),
-            "funding": lambda **a: session.get_funding_rate_history(limit=200, **a),
-            "ls_ratio": lambda **a: session.get_long_short_ratio(period=period, limit=500, **a),
-            "taker": lambda **a: session.get_public_trade_history(
-                limit=1000, **{k: v for k, v in a.items() if k in ("category", "symbol")})}[kind]
-    cursor = None
-    for _ in range(max_pages):
-        resp = call(**args, **({"cursor": cursor} if cursor else {}))
-        pages.append(resp)
-        cursor = (resp.get("result") or {}).get("nextPageCursor")
-        if not cursor or kind in ("funding", "taker"):
-            break
-    rows = [r for p in pages for r in p["result"]["list"]]
+    import time as _time
+
+    from .backfill import _bybit_errors, _retrying
+
+    retryable, fatal = _bybit_errors()
+    sleep = sleep or _time.sleep
+
+    def fetch(call, page: int):
+        return _retrying(call, f"bybit {kind} {symbol} page {page}", retries=retries, backoff=backoff,
+                         sleep=sleep, retryable=retryable, fatal=fatal)
+
+    rows, pages = _pages(session, kind, symbol, start_ms, end_ms, period, max_pages, fetch)
+    if kind == "taker":
+        rows = _trim_cut_bucket(rows, timeframe)
+    if start_ms is not None or end_ms is not None:
+        lo, hi = start_ms if start_ms is not None else 0, end_ms if end_ms is not None else 2 ** 62
+        rows = [r for r in rows if (t := _row_ms(kind, r)) is None or lo <= t <= hi]  # malformed: parse refuses
     merged = {"retCode": 0, "result": {"symbol": symbol, "list": rows}}
-    return load_payload(conn, kind, merged, symbol=symbol, period=period, timeframe=timeframe,
-                        where=f"bybit {kind} {symbol}")
+    from ..db.events import record_event
+
+    with write_scope(conn):
+        res = load_payload(conn, kind, merged, symbol=symbol, period=period, timeframe=timeframe,
+                           where=f"bybit {kind} {symbol}")
+        record_event(conn, "market_data", "microstructure_backfill", symbol=symbol, account_id=None,
+                     payload={"kind": kind, "period": period if kind in ("oi", "ls_ratio") else None,
+                              "timeframe": timeframe if kind == "taker" else None, "pages": pages,
+                              "rows": res.rows, "inserted": res.inserted, "start_ms": start_ms, "end_ms": end_ms})
+    return res
+
+
+def backfill_many(conn, session, kinds, symbols, *, since_ms: int | None = None, until_ms: int | None = None,
+                  period: str = "1h", timeframe: str = "1h", now_ms: int | None = None,
+                  **kw) -> tuple[list[MicroLoad], list[str]]:
+    """Backfill each kind x symbol; one transaction each, one failure does not stop the others.
+
+    Incremental without ``since_ms``: from just after the newest stored row of that kind and symbol, else
+    :data:`DEFAULT_LOOKBACK_MS` before ``until_ms`` (default now). Returns (loads, error lines
+    ``<kind> <symbol>: <error>``).
+    """
+    now = now_ms if now_ms is not None else int(datetime.now(timezone.utc).timestamp() * 1000)
+    end = until_ms if until_ms is not None else now
+    out, errors = [], []
+    for sym in symbols:
+        for kind in kinds:
+            if kind not in KINDS:
+                raise AtsError(f"unknown microstructure kind {kind!r}; expected one of {', '.join(KINDS)}")
+            start = since_ms
+            if start is None:
+                last = last_stored_ms(conn, kind, sym, period=period, timeframe=timeframe)
+                start = last + 1 if last is not None else end - DEFAULT_LOOKBACK_MS
+                if kind == "taker" and last is not None:
+                    start = last  # the newest bucket may have been partial: re-aggregated (upsert)
+            try:
+                out.append(backfill(conn, session, kind, sym, start_ms=start,
+                                    end_ms=until_ms if until_ms is not None else None,
+                                    period=period, timeframe=timeframe, **kw))
+            except AtsError as exc:
+                errors.append(f"{kind} {sym}: {exc}")
+    return out, errors

@@ -234,6 +234,12 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         description="system_events -> deduplicated, rate-limited alert messages (ats alerts dispatch; deterministic)",
         allowed_tools=(), core=_fixed(["alerts", "dispatch"]), max_turns=0, timeout_s=240, writes=()),
     Task(
+        name="micro-backfill", command=None,
+        description="hourly Bybit microstructure backfill: open interest, funding, long/short ratio, taker volume "
+                    "of the watchlist's crypto symbols (ats data backfill --kind all; deterministic, no model)",
+        allowed_tools=(), core=_fixed(["data", "backfill", "--kind", "all"]), max_turns=0, timeout_s=900,
+        writes=()),
+    Task(
         name="weekly-report", command="weekly-report",
         description="weekly P&L (snapshots), per-strategy stats, blocked signals, breaker trips (ats report weekly)",
         allowed_tools=("Bash(ats report weekly:*)", f"{PG}portfolio_pnl", f"{PG}blocked_signals",

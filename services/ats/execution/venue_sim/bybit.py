@@ -14,6 +14,13 @@ Fault injection (``POST /sim/control``): drop the response to the next accepted 
 partially fill the next order (remainder cancelled), reject the next order, answer the next N calls with retCode
 10006 plus ``X-Bapi-Limit-Reset-Timestamp``; pause/resume the clock. ``GET /sim/state`` returns counters
 (order endpoints hit), orders, balances and positions for tests.
+
+Public microstructure endpoints (issue 17), served from the series given as ``micro`` (:class:`MicroData`) and
+only up to the simulated now, with Bybit v5's shapes and paging: ``/v5/market/open-interest`` (``intervalTime``,
+``startTime``/``endTime``, ``limit`` <= 200, ``cursor`` -> ``nextPageCursor``), ``/v5/market/funding/history``
+(``startTime`` alone is refused with 10001 as Bybit does; ``limit`` <= 200, newest first, no cursor),
+``/v5/market/account-ratio`` (``period``, ``limit`` <= 500, cursor paging) and ``/v5/market/recent-trade`` (the
+newest ``limit`` <= 1000 trades, newest first). Every value is a decimal string, every time a ms string.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import hmac
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -48,6 +56,33 @@ def _d(x) -> str:
     return s if s != "-0" else "0"
 
 
+@dataclass
+class MicroData:
+    """Microstructure series the simulator serves (each oldest or newest first; sorted on use).
+
+    oi:       {interval: [(ts_ms, "openInterest"), ...]}     e.g. {"1h": [(1621382400000, "51211.104"), ...]}
+    funding:  [(ts_ms, "fundingRate"), ...]                  (fraction per funding interval)
+    ls_ratio: {period: [(ts_ms, "buyRatio", "sellRatio"), ...]}
+    trades:   [(ts_ms, "price", "size", "Buy"|"Sell"), ...]  (side = the taker's side)
+    """
+
+    oi: dict = field(default_factory=dict)
+    funding: list = field(default_factory=list)
+    ls_ratio: dict = field(default_factory=dict)
+    trades: list = field(default_factory=list)
+
+
+def _page(rows: list, q: dict, limit_max: int, default: int) -> tuple[list, str]:
+    """Bybit cursor paging over ``rows`` (already newest first): (page, nextPageCursor or "")."""
+    try:
+        limit = max(1, min(int(q.get("limit", default)), limit_max))
+        off = int(q.get("cursor") or 0)
+    except ValueError:
+        raise SimError(10001, "params error: limit or cursor invalid") from None
+    page = rows[off:off + limit]
+    return page, (str(off + limit) if off + limit < len(rows) else "")
+
+
 class BybitSim:
     """The simulated exchange state (thread-safe through one lock).
 
@@ -67,10 +102,14 @@ class BybitSim:
         Starting USDT wallet balance.
     read_only : bool
         What ``/v5/user/query-api`` reports (and order endpoints refuse with 10005 when true).
+    micro : MicroData, optional
+        Open interest, funding, long/short ratio and public trades served by the microstructure endpoints.
     """
 
     def __init__(self, candles, *, symbol="BTCUSDT", start_ms=None, speed=1.0, api_key="simkey",
-                 api_secret="simsecret", usdt=Decimal("10000"), read_only=False, ips=("*",), start_paused=False):
+                 api_secret="simsecret", usdt=Decimal("10000"), read_only=False, ips=("*",), start_paused=False,
+                 micro: MicroData | None = None):
+        self.micro = micro or MicroData()
         self.candles = [[int(c[0])] + [Decimal(str(v)) for v in c[1:6]] for c in candles]
         self.tf_ms = self.candles[1][0] - self.candles[0][0]
         self.symbol, self.base = symbol, symbol[:-4]
@@ -147,6 +186,67 @@ class BybitSim:
         # Bybit lists newest first, values as strings; turnover = volume x close (approximation)
         lst = [[str(c[0]), _d(c[1]), _d(c[2]), _d(c[3]), _d(c[4]), _d(c[5]), _d(c[5] * c[4])] for c in reversed(rows)]
         return {"symbol": self.symbol, "category": q.get("category", "spot"), "list": lst}
+
+    # ---- market: microstructure (public)
+    def _window(self, q: dict, rows: list) -> list:
+        """Rows (ts first) inside [startTime, endTime] and not after the simulated now, newest first."""
+        try:
+            lo = int(q["startTime"]) if q.get("startTime") else None
+            hi = int(q["endTime"]) if q.get("endTime") else None
+        except ValueError:
+            raise SimError(10001, "params error: startTime/endTime invalid") from None
+        now = self.now_ms()
+        out = [r for r in rows if r[0] <= now and (lo is None or r[0] >= lo) and (hi is None or r[0] <= hi)]
+        return sorted(out, key=lambda r: r[0], reverse=True)
+
+    def _linear_symbol(self, q: dict) -> None:
+        if q.get("category") not in ("linear", "inverse"):
+            raise SimError(10001, "params error: category must be linear or inverse")
+        if q.get("symbol") != self.symbol:
+            raise SimError(10001, "params error: symbol invalid")
+
+    def open_interest(self, q: dict) -> dict:
+        self._linear_symbol(q)
+        iv = q.get("intervalTime")
+        if iv not in ("5min", "15min", "30min", "1h", "4h", "1d"):
+            raise SimError(10001, f"params error: intervalTime {iv!r} invalid")
+        page, cur = _page(self._window(q, self.micro.oi.get(iv, [])), q, 200, 50)
+        return {"symbol": self.symbol, "category": q["category"],
+                "list": [{"openInterest": v, "timestamp": str(t)} for t, v in page], "nextPageCursor": cur}
+
+    def funding_history(self, q: dict) -> dict:
+        self._linear_symbol(q)
+        if q.get("startTime") and not q.get("endTime"):
+            raise SimError(10001, "params error: startTime without endTime")
+        rows = self._window(q, self.micro.funding)
+        try:
+            limit = max(1, min(int(q.get("limit", 200)), 200))
+        except ValueError:
+            raise SimError(10001, "params error: limit invalid") from None
+        return {"category": q["category"], "list": [{"symbol": self.symbol, "fundingRate": v,
+                                                     "fundingRateTimestamp": str(t)} for t, v in rows[:limit]]}
+
+    def account_ratio(self, q: dict) -> dict:
+        self._linear_symbol(q)
+        per = q.get("period")
+        if per not in ("5min", "15min", "30min", "1h", "4h", "1d"):
+            raise SimError(10001, f"params error: period {per!r} invalid")
+        page, cur = _page(self._window(q, self.micro.ls_ratio.get(per, [])), q, 500, 50)
+        return {"list": [{"symbol": self.symbol, "buyRatio": b, "sellRatio": s, "timestamp": str(t)}
+                         for t, b, s in page], "nextPageCursor": cur}
+
+    def recent_trades(self, q: dict) -> dict:
+        if q.get("symbol") != self.symbol:
+            raise SimError(10001, "params error: symbol invalid")
+        cat = q.get("category", "")
+        try:
+            limit = max(1, min(int(q.get("limit", 60 if cat == "spot" else 500)), 60 if cat == "spot" else 1000))
+        except ValueError:
+            raise SimError(10001, "params error: limit invalid") from None
+        rows = self._window({}, self.micro.trades)[:limit]
+        return {"category": cat, "list": [{"execId": f"sim-trade-{t}-{n}", "symbol": self.symbol, "price": p,
+                                           "size": sz, "side": side, "time": str(t), "isBlockTrade": False}
+                                          for n, (t, p, sz, side) in enumerate(rows)]}
 
     def instruments(self, q: dict) -> dict:
         cat = q.get("category", "spot")
@@ -357,7 +457,9 @@ class BybitSim:
         return {"faults": dict(self.faults), "paused": self.paused}
 
 
-PUBLIC = {"/v5/market/time", "/v5/market/kline", "/v5/market/instruments-info"}
+MICRO_PATHS = {"/v5/market/open-interest": "open_interest", "/v5/market/funding/history": "funding_history",
+               "/v5/market/account-ratio": "account_ratio", "/v5/market/recent-trade": "recent_trades"}
+PUBLIC = {"/v5/market/time", "/v5/market/kline", "/v5/market/instruments-info", *MICRO_PATHS}
 
 
 def make_handler(sim: BybitSim):
@@ -439,6 +541,8 @@ def make_handler(sim: BybitSim):
                 return sim.kline(q)
             if path == "/v5/market/instruments-info":
                 return sim.instruments(q)
+            if path in MICRO_PATHS:
+                return getattr(sim, MICRO_PATHS[path])(q)
             if path == "/v5/order/create" and method == "POST":
                 return sim.create(q)
             if path == "/v5/order/realtime":
