@@ -4,8 +4,9 @@ Which positions: the engine's shorts are linear perpetuals at 1x (longs are spot
 leaves funding to the venue (a live adapter) does not declare ``models_funding``; the paper broker does.
 
 When: at every funding time F = 00:00, 08:00 and 16:00 UTC (``FUNDING_INTERVAL_S``) that falls in a step's window
-(previous decision time, this decision time] -- the position must be open at F, i.e. still held after the fills
-at the bar's open. A step that covers several funding times (a feed gap, a 1d timeframe) pays each of them.
+(previous decision time, this decision time] -- the position must be open at F. A fill at F (the open of the bar
+starting at F) comes just after the settlement: a position closed by it pays F's funding, one opened by it does
+not. A step that covers several funding times (a feed gap, a 1d timeframe) pays each of them.
 
 How much (Bybit's rule, https://www.bybit.com/en/help-center/article/Funding-fee-calculation):
     funding fee = position value x funding rate,   position value = qty x mark price
