@@ -7,11 +7,14 @@
    when offline. Feed anomalies of the loaded series are scanned (``ats.market_data.anomalies``) so the
    feed-anomaly circuit breaker sees them.
 3. A replay of Dec 2020 - Jul 2021 (1h candles) for the crypto symbols through every enabled strategy (buy
-   gate on) with the paper broker, with a progress bar. Idempotent: the run id is derived from the arguments,
+   gate on: the book of eleven on a fresh database, in book order) with the paper broker, with a progress bar. Idempotent: the run id is derived from the arguments,
    so re-running the demo on the same database reuses the finished run (or resumes an interrupted one);
    ``--fresh`` starts a new run id instead. Never duplicates.
 4. A summary: equity, P&L windows (from snapshots), trades, blocked signals by reason, circuit-breaker trips,
-   and the breakers tripped during the 2021-05-19 crash. Everything stays queryable in PostgreSQL.
+   the breakers tripped during the 2021-05-19 crash, funding paid by the perp shorts and, per strategy with
+   microstructure conditions (the book's growth_potential, momentum_short, btc_trend_short), how many of its
+   signals were blocked for lack of that data (``microstructure:no_data``: the shared data set has candles only).
+   Everything stays queryable in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -85,9 +88,28 @@ def _load_candles(url: str, data_dir: Path | None, say, *, start: str = DEMO_STA
 
 
 def _enabled_strategies(conn, account_id: str) -> list[str]:
+    """The account's strategies with the buy gate on: the book's in book order, then any other by name."""
+    from .strategies import BOOK
+
     rows = conn.execute("SELECT strategy_name FROM strategy_configurations WHERE account_id=%s AND buy_enabled "
                         "ORDER BY strategy_name", (account_id,)).fetchall()
-    return [r["strategy_name"] for r in rows]
+    names = [r["strategy_name"] for r in rows]
+    return sorted(names, key=lambda n: (BOOK.index(n) if n in BOOK else len(BOOK), n))
+
+
+def micro_notes(s: dict) -> list[dict]:
+    """Per strategy of the run with microstructure conditions: what it needs and how many of its signals the
+    microstructure gate blocked (no_data = the demo's database lacks that data)."""
+    from .strategies import get_strategy
+
+    out = []
+    for n in s.get("strategies") or []:
+        st = get_strategy(n)
+        if st.micro_gates:
+            b = (s.get("microstructure_blocked") or {}).get(n, {})
+            out.append({"strategy": n, "needs": list(st.micro_gates), "no_data": b.get("no_data", 0),
+                        "condition": b.get("condition", 0)})
+    return out
 
 
 def crash_day_trips(conn, run_id: str, day: str = CRASH_DAY) -> list[dict]:
@@ -177,6 +199,11 @@ def format_demo(s: dict) -> str:
     by = {}
     for t in trips:
         by.setdefault(t["breaker"], []).append(t)
+    for m in micro_notes(s):
+        out.append(f"microstructure: {m['strategy']} needs {', '.join(m['needs'])}: {m['no_data']} signal(s) blocked "
+                   f"(microstructure:no_data)" + (f", {m['condition']} by its conditions" if m["condition"] else "")
+                   + (" - load funding / open-interest data (ats data backfill --kind ...) to trade it"
+                      if m["no_data"] else ""))
     out.append(f"{s['crash_day']} crash: {len(trips)} circuit-breaker trip(s)" +
                (" - " + ", ".join(f"{b} x{len(v)}" for b, v in by.items()) if trips else ""))
     for b, v in by.items():

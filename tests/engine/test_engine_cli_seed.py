@@ -8,7 +8,7 @@ import json
 import psycopg
 
 from ats.risk.settings import DEFAULTS
-from ats.strategies import REGISTRY
+from ats.strategies import BOOK, REFERENCE, REGISTRY
 from conftest import run_cli
 
 
@@ -17,10 +17,10 @@ def test_seed_and_strategies_cli(fresh_db_url):
     from ats.strategies import seed_defaults
 
     env = {"ATS_DATABASE_URL": fresh_db_url}
-    # seeding a bare account row (what `ats account create` does inside its transaction) seeds the 7 strategies
+    # seeding a bare account row (what `ats account create` does inside its transaction) seeds the book of 11
     with psycopg.connect(fresh_db_url) as c:
         c.execute("INSERT INTO accounts (account_id) VALUES ('acct3')")
-        assert len(seed_defaults(c, account_id="acct3")) == 7 and seed_settings(c, account_id="acct3")
+        assert seed_defaults(c, account_id="acct3") == list(BOOK) and seed_settings(c, account_id="acct3")
         assert seed_defaults(c, account_id="acct3") == []
         c.commit()
     # a process bound to an account (`--account`) needs the account's roles: create it the supported way
@@ -31,5 +31,12 @@ def test_seed_and_strategies_cli(fresh_db_url):
     st = json.loads(run_cli("risk", "settings", "--account", "acct2", "--json", env=env).stdout)
     assert st == DEFAULTS
     reg = json.loads(run_cli("engine", "strategies", "--json", env=env).stdout)
-    assert set(reg) == set(REGISTRY) and all(v["rules"] and v["defaults"] for v in reg.values())
-    assert [n for n, v in reg.items() if not v["seeded"]] == ["sma_cross"]
+    assert list(reg) == list(BOOK) and all(v["rules"] and v["defaults"] and v["book"] and v["seeded"]
+                                           for v in reg.values())
+    assert reg["btc_trend_short"]["microstructure"] == ["funding_floor"]
+    full = json.loads(run_cli("engine", "strategies", "--all", "--json", env=env).stdout)
+    assert list(full) == list(REGISTRY) == [*BOOK, *REFERENCE]
+    assert [n for n, v in full.items() if not v["book"]] == [n for n, v in full.items() if not v["seeded"]] == list(REFERENCE)
+    txt = run_cli("engine", "strategies", env=env).stdout
+    assert txt.startswith("the book: 11 strategies") and "btc_swing (#11 specialty" in txt and "sma_cross" not in txt
+    assert "sma_cross (reference, not in the book" in run_cli("engine", "strategies", "--all", env=env).stdout

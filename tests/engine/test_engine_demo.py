@@ -9,8 +9,9 @@ import pytest
 
 from _engine_helpers import connect, engine_db, engine_template, raw_rows  # noqa: F401
 from _market_data_helpers import bybit_kline_response
-from ats.demo import format_demo, prepare_demo
+from ats.demo import format_demo, micro_notes, prepare_demo
 from ats.errors import AtsError
+from ats.strategies import BOOK
 from conftest import run_cli
 
 
@@ -26,7 +27,15 @@ def test_demo_summary_shows_breaker_trips_on_the_crash(demo_db_url, shared_data)
     before = _counts(demo_db_url)
     s = prepare_demo(demo_db_url, data_dir=shared_data, progress=False)  # the fixture already ran it: reuse
     assert s["state"] == "completed" and _counts(demo_db_url) == before  # idempotent: nothing duplicated
-    assert before["runs"] == 1 and len(s["symbols"]) == 10 and len(s["strategies"]) == 7
+    assert before["runs"] == 1 and len(s["symbols"]) == 10 and s["strategies"] == list(BOOK)
+    # the demo figures of the book of eleven (the seven-strategy baseline was 1,469 trades, 10,000.00 -> 9,164.19)
+    assert (s["trades"], round(s["end_equity_usd"], 2)) == (1347, 11282.51)
+    # strategies needing microstructure data the demo lacks say so, with their blocked counts
+    notes = {m["strategy"]: m for m in micro_notes(s)}
+    assert set(notes) == {"growth_potential", "momentum_short", "btc_trend_short"}
+    assert all(m["no_data"] > 0 and m["no_data"] == s["microstructure_blocked"][n]["no_data"] for n, m in notes.items())
+    assert s["blocked_by_gate"]["microstructure"] == sum(m["no_data"] + m["condition"] for m in notes.values())
+    assert s["funding"]["payments"] > 0 and s["funding"]["fallback"] == s["funding"]["payments"]  # no funding data
     trips = s["crash_day_trips"]
     assert trips and all(t["ts"].startswith("2021-05-19") for t in trips)
     assert {"velocity", "market_volatility"} <= {t["breaker"] for t in trips}
@@ -37,6 +46,8 @@ def test_demo_summary_shows_breaker_trips_on_the_crash(demo_db_url, shared_data)
     txt = format_demo(s)
     assert "2021-05-19 crash:" in txt and "velocity" in txt and "market_volatility" in txt
     assert "blocked signals:" in txt and "P&L (from portfolio_hourly_snapshots" in txt
+    assert "microstructure: btc_trend_short needs funding_floor:" in txt and "(microstructure:no_data)" in txt
+    assert "funding:" in txt and "without funding data" in txt
     with connect(demo_db_url) as c:
         rid = s["run_id"]
         # the breakers really blocked entries that day, while exits still filled

@@ -116,7 +116,9 @@ def test_quiet_spans_give_exactly_the_step_by_step_rows_and_checkpoints(engine_d
         got, got_sink, got_flushes = _engine_rows(conn, *args, fast=True, tag="ref", **kw)
         conn.rollback()
     assert ref.steps_done == got.steps_done > 100
-    assert ref.bulk_steps == 0 and got.bulk_steps > got.steps_done // 5, (got.bulk_steps, got.steps_done)
+    # the book of eleven triggers entries (events) more often than the seven before it: ~13 % of the 1h steps are
+    # quiet here (287 of 2155), ~21 % with the seven; either way the bulk path must really run
+    assert ref.bulk_steps == 0 and got.bulk_steps > got.steps_done // 10, (got.bulk_steps, got.steps_done)
     assert sum(len(v) for v in ref_sink.rows.values()) > 1000
     assert ref_sink.rows["position_evaluations"], "no exit checks at all: the case tests nothing"
     for t in ref_sink.rows:

@@ -66,8 +66,10 @@ def test_sigkill_mid_replay_then_restart_resumes_exactly(engine_db):
     assert out.returncode == 0, out.stderr
     assert "resumed and completed" in out.stdout and rid in out.stdout
 
-    ref = run_replay(make_spec("replay", strategies=["btc_trend", "mean_reversion", "mean_reversion_short", "momentum",
-                                                     "range_fade", "trend_breakdown", "volatility_breakout"],
+    with connect(engine_db) as c:  # what the CLI replays without --strategies: every configured strategy
+        configured = [r["strategy_name"] for r in c.execute(
+            "SELECT strategy_name FROM strategy_configurations WHERE account_id='default' ORDER BY 1").fetchall()]
+    ref = run_replay(make_spec("replay", strategies=configured,
                                symbols=SYMS, timeframe="1h", start="2020-12-01", end="2021-07-18", tag="reference"),
                      url=engine_db)
     with connect(engine_db) as c:

@@ -144,16 +144,24 @@ def _seed(args) -> int:
 
 
 def _list_strategies(args) -> int:
-    from ..strategies import REGISTRY, SEEDED
+    """The book of eleven (in book order); with ``--all`` the reference strategies after it, marked as such."""
+    from ..strategies import BOOK, REGISTRY, SEEDED
 
+    names = [n for n in REGISTRY if args.all or n in BOOK]
     if args.json:
-        print(json.dumps({n: {"kind": s.kind, "direction": s.direction, "description": s.description,
-                              "rules": s.rules, "defaults": s.default_params, "seeded": n in SEEDED}
-                          for n, s in REGISTRY.items()}, indent=2))
+        print(json.dumps({n: {"kind": s.kind, "direction": s.direction, "book": n in BOOK, "description": s.description,
+                              "rules": s.rules, "defaults": s.default_params, "seeded": n in SEEDED,
+                              "microstructure": list(s.micro_gates)}
+                          for n in names for s in (REGISTRY[n],)}, indent=2))
         return 0
-    for n, s in REGISTRY.items():
-        print(f"{n} ({s.kind}, {s.direction}{'' if n in SEEDED else ', not seeded'}): {s.description}")
+    print(f"the book: {len(BOOK)} strategies" + ("" if args.all else " (--all adds the reference strategies)"))
+    for n in names:
+        s = REGISTRY[n]
+        tag = f"#{BOOK.index(n) + 1} {s.kind}" if n in BOOK else "reference, not in the book"
+        print(f"{n} ({tag}, {s.direction}{'' if n in SEEDED else ', not seeded'}): {s.description}")
         print(f"    rules: {s.rules}")
+        if s.micro_gates:
+            print(f"    microstructure: {', '.join(s.micro_gates)} (blocked as microstructure:no_data without data)")
         print(f"    defaults: {json.dumps(s.default_params, sort_keys=True)}")
     return 0
 
@@ -280,7 +288,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = es.add_parser("seed", help="insert the default strategy configurations and risk settings for an account")
     q.add_argument("--account", default=None, help="account id (default: the bound account, ATS_ACCOUNT, else default)")
     q.set_defaults(func=_seed)
-    q = es.add_parser("strategies", help="the strategy registry: rules and default parameters")
+    q = es.add_parser("strategies", help="the book of eleven strategies: rules and default parameters",
+                      description="Lists the book of eleven (long, short on linear perps at 1x, specialty) with rules, "
+                                  "microstructure conditions and default parameters; --all adds the reference "
+                                  "strategies (volatility_breakout, range_fade, sma_cross: backtests and sweeps only).")
+    q.add_argument("--all", action="store_true", help="also list the reference strategies outside the book")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_list_strategies)
 

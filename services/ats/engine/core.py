@@ -4,7 +4,8 @@ Per step (one candle open time T across the run's symbols; the decision time is 
 
  1. fills      the broker executes orders decided at the previous close against this bar's OPEN (never
                earlier: no look-ahead); fills update positions and cash (ats.portfolio.book)
- 2. marks      last close per symbol
+ 2. marks      last close per symbol; funding of open perp (short) positions at each funding time (00:00, 08:00,
+               16:00 UTC) in the step's window (ats.portfolio.funding) -> funding_payments, realized P&L
  3. regime     the BTC regime at C (ats.regime.rules) -> btc_market_state (+ history when it changes)
  4. breakers   every registered breaker (ats.risk.breakers: one module each) updates from one StepInputs ->
                system_events + breaker_states on every trip/reset, a 'trading_state' event on every change of
@@ -14,7 +15,7 @@ Per step (one candle open time T across the run's symbols; the decision time is 
                an exit needs the strategy's sell gate; breakers never block exits
  6. entries    (entries.py) each strategy whose watchlist gate is on (as of C) emits edge-triggered signals -> signals; the
                gates in order: buy_gate, regime (longs pause in confirmed bear, shorts in confirmed bull),
-               cooldown, breaker:<name>, risk:<limit> -> blocked_signals with the first failing gate, or an order
+               cooldown, lesson, microstructure, breaker:<name>, risk:<limit> -> blocked_signals with the first failing gate, or an order
                (deterministic client_order_id) submitted to the broker for the next bar's open
  7. snapshot   (snapshots.py) at every top of the hour: portfolio_hourly_snapshots (cash, positions value, equity, realized,
                unrealized, fees, net_pnl_daily = equity - equity at 00:00 UTC, a running cumulative)
@@ -34,8 +35,10 @@ import numpy as np
 from ..errors import AtsError
 from ..execution.broker import Order
 from ..execution.paper import PaperBroker
+from ..portfolio import funding
 from ..portfolio.book import Portfolio
 from ..risk import breakers as brk
+from ..risk.microstructure_gate import MicroData
 from ..risk.settings import SettingsView
 from ..strategies import get_strategy
 from ..timeutil import TIMEFRAME_SECONDS
@@ -113,6 +116,7 @@ class Engine:
         self.settings = SettingsView(conn, account_id=self.account, live=live)
         self.gates = GateCache(conn, account_id=self.account, overrides=spec.param_overrides, live=live)
         self.lessons = advice.LessonSource(conn, live=live)
+        self.micro = MicroData(conn, live=live)
         self.consensus = advice.ConsensusGate(
             conn, account_id=self.account, run_id=self.run_id, live=live,
             mode=consensus or ("live" if live else "off"))
@@ -369,6 +373,8 @@ class Engine:
         for sym, i in present:
             marks[sym] = float(self.bars[sym].close[i])
         self.cur_index = dict(present)
+        if self.pf.positions:
+            funding.apply_funding(self, C - self.tf_s if self.last_T is None else self.last_T + self.tf_s, C, s)
         equity = self.pf.equity(marks) if self.pf.positions else self.pf.cash
         day = C // 86400
         if self.day != day:

@@ -5,7 +5,8 @@ consulted (``ats.engine.advice``: the candidate's TradeContext -> ``LessonBook.c
 and scores go in the signal's audit context (``signals.context.lessons``) for every candidate. The gates run in
 order - buy_gate, regime (longs pause in a confirmed bear, shorts in a confirmed bull), risk:opposite_position /
 position_closing / pending_order, cooldown, lesson:LL-NNN (a lesson's prevention rule the entry violates),
-breaker:<name> (``ats.risk.breakers``), risk:<limit> (``ats.risk.limits.check_entry`` with fractional-Kelly sizing),
+microstructure (the strategy's declared funding / open-interest / long-short conditions as of the bar,
+``ats.risk.microstructure_gate``; missing data blocks with reason ``microstructure:no_data``), breaker:<name> (``ats.risk.breakers``), risk:<limit> (``ats.risk.limits.check_entry`` with fractional-Kelly sizing),
 consensus (strategies in ``consensus.strategies``: the model vote, ``ats.risk.consensus``; its agreeing parameters
 override the order's tp_pct / sl_pct / ...) - and the first failing one is written to ``blocked_signals``; a
 signal that passes becomes an order (``orders.submit``) for the next bar's open. Sizes in USD.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from ..regime.rules import NAME as REGIME_NAME
 from ..regime.rules import pauses
+from ..risk import microstructure_gate
 from ..risk.limits import check_entry, exposure_correlation
 from ..risk.sizing import estimate as kelly_estimate
 from .advice import decision_audit, trade_context
@@ -126,6 +128,7 @@ def check_gates(eng, ctx: StepContext, cand: EntryCandidate, blocking=None,
         ``eng.board.blocking(cand.sym)`` when the caller has it.
     consultation : Consultation, optional
         What the lessons said (``LessonBook.consult``); a violated rule is the gate ``lesson:LL-NNN``.
+        The microstructure gate runs next (``ats.risk.microstructure_gate.check``), then the breakers.
 
     Returns
     -------
@@ -138,13 +141,19 @@ def check_gates(eng, ctx: StepContext, cand: EntryCandidate, blocking=None,
         return hit
     if consultation is not None and consultation.blocked_by:
         return f"lesson:{consultation.blocked_by}", consultation.reason, None
+    mgate, mreason, mextra = microstructure_gate.check(eng, cand, ctx.C)
+    if mgate is not None:
+        return mgate, mreason, mextra
     if blocking is None:
         blocking = eng.board.blocking(cand.sym)
     if blocking:
         first = blocking[0]
         return (f"breaker:{first.breaker}", f"circuit breaker {first.breaker} tripped: {first.cause}",
-                {"breakers": [f"{x.breaker}:{x.scope}" for x in blocking]})
-    return _risk_gate(eng, ctx, cand)
+                {"breakers": [f"{x.breaker}:{x.scope}" for x in blocking], **(mextra or {})})
+    gate, reason, extra = _risk_gate(eng, ctx, cand)
+    if mextra:
+        extra = {**(extra or {}), **mextra}
+    return gate, reason, extra
 
 
 def _position_gates(eng, ctx: StepContext, cand: EntryCandidate):

@@ -89,6 +89,27 @@ def trade_metrics(pnls: list[float]) -> dict:
             "avg_pnl_usd": round(sum(pnls) / n, 4) if n else None, "total_pnl_usd": round(sum(pnls), 4)}
 
 
+def funding_and_micro(cur, run_id: str) -> dict:
+    """Funding paid by the run's perp positions and its microstructure-gate blocks per strategy.
+
+    Returns
+    -------
+    dict
+        ``funding``: {payments, fallback (payments without a funding_rates row), cost_usd (paid, negative =
+        received; USD)}; ``microstructure_blocked``: strategy -> {no_data, condition} (blocked_signals with gate
+        'microstructure', by whether the reason is ``microstructure:no_data``).
+    """
+    n, fb, cost = cur.execute(
+        """SELECT count(*), count(*) FILTER (WHERE rate_source = 'fallback'), coalesce(sum(cost_usd), 0)::float8
+             FROM funding_payments WHERE run_id=%s""", (run_id,)).fetchone()
+    micro = {r[0]: {"no_data": r[1], "condition": r[2]} for r in cur.execute(
+        """SELECT strategy_name, count(*) FILTER (WHERE reason LIKE 'microstructure:no_data%%'),
+                  count(*) FILTER (WHERE reason NOT LIKE 'microstructure:no_data%%')
+             FROM blocked_signals WHERE run_id=%s AND gate='microstructure' GROUP BY 1 ORDER BY 1""",
+        (run_id,)).fetchall()}
+    return {"funding": {"payments": n, "fallback": fb, "cost_usd": round(cost, 6)}, "microstructure_blocked": micro}
+
+
 def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
     """Summary of a run from its audit rows (JSON-ready).
 
@@ -105,7 +126,8 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
     Returns
     -------
     dict
-        See ``equity_metrics``, ``trade_metrics`` plus blocked_by_gate, breaker_trips, breaker_trips_by_day, pnl, ...
+        See ``equity_metrics``, ``trade_metrics`` plus blocked_by_gate, breaker_trips, breaker_trips_by_day, pnl,
+        funding and microstructure_blocked (``funding_and_micro``), ...
     """
     from ..portfolio.pnl import pnl_windows
 
@@ -150,6 +172,7 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
            "signals": counts[0], "orders": counts[1], "fills": counts[2], "orders_rejected_or_cancelled": counts[3],
            "open_positions": counts[4], "fees_usd": round(counts[5], 2), "position_evaluations": counts[6],
            "blocked_by_gate": blocked, "breaker_trips": {b: n for b, n in trips}, "breaker_trips_by_day": by_day}
+    out.update(funding_and_micro(cur, run_id))
     try:
         out["pnl"] = pnl_windows(conn, out["account_id"] or "default", run_id)
     except Exception:  # noqa: BLE001 - a run without snapshots has no P&L windows

@@ -3,7 +3,8 @@ in bulk, with exactly the rows and state the step-by-step path would leave.
 
 A step is quiet when no order is pending (so no fill), the breakers say none of them trips or resets
 (``BreakerBoard.quiet_steps`` / ``static_events``), the regime does not change, no watchlisted strategy triggers
-an entry, no open position would exit (``exits.first_exit_step``), every symbol has its next bar, and neither the
+an entry, no open position would exit (``exits.first_exit_step``), no funding time passes while a perp position
+is open (``ats.portfolio.funding.first_funding_step``), every symbol has its next bar, and neither the
 settings nor a strategy configuration change. Such a step only writes a 'hold' evaluation per open position and
 the hourly snapshot (``apply_span``).
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..portfolio.funding import first_funding_step
 from ..regime.rules import NAME as REGIME_NAME
 from ..risk.breakers import SpanInputs
 from ..strategies import get_strategy
@@ -179,7 +181,7 @@ def quiet_span(eng, k: int, lim: int) -> int:
     e, cfgs = hit
     W = e - k
     C = env.timeline[k:e] + tf
-    cut = W
+    cut = first_funding_step(eng, C)  # W, or the first step paying funding of a perp position (Engine.step does)
     for pos in eng.pf.positions.values():  # open positions: the first step where an exit would fire
         first = first_exit_step(eng, pos, cfgs[eng.spec.strategies.index(pos.strategy)], env.idx[pos.symbol][k], C)
         if first is not None:

@@ -48,13 +48,16 @@ TABLES = {
                                    "open_positions:n positions:j"),
     "system_events": "ts:t account_id:s component:s event_type:s severity:s symbol:s payload:j",
     "btc_market_state_history": "ts:t regime:s prior_regime:s confirmed:b metrics:j run_id:s",
+    "funding_payments": ("run_id:s account_id:s position_id:n strategy_name:s symbol:s side:s ts:t qty:n "
+                         "mark_price:n funding_rate:n rate_source:s cost_usd:n"),
 }
 _SPEC = {t: ([c.split(":")[0] for c in spec.split()], [c.split(":")[1] for c in spec.split()])
          for t, spec in TABLES.items()}
 _FMT = {t: None for t in TABLES}  # filled below (formatter is defined later in the module)
 # FK-safe write order
 APPEND_ORDER = ("signals", "positions", "order_executions", "fills", "blocked_signals", "position_evaluations",
-                "position_targets", "portfolio_hourly_snapshots", "system_events", "btc_market_state_history")
+                "position_targets", "portfolio_hourly_snapshots", "system_events", "btc_market_state_history",
+                "funding_payments")
 _SEQ = {"signals": "signals_signal_id_seq", "positions": "positions_position_id_seq",
         "order_executions": "order_executions_order_id_seq"}
 

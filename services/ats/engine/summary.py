@@ -68,6 +68,11 @@ def format_summary(s: dict, *, title: str | None = None) -> str:
     total = sum(blocked.values())
     lines.append(f"blocked signals: {total}" + (" by gate: " + ", ".join(f"{g} {n}" for g, n in blocked.items())
                                                 if blocked else ""))
+    fu = s.get("funding")
+    if fu and fu.get("payments"):
+        lines.append(f"funding:         {fu['payments']} payments by open perp shorts, cost {fu['cost_usd']:+,.2f} USD"
+                     + (f" ({fu['fallback']} without funding data: fallback rate broker.funding_fallback_bps)"
+                        if fu.get("fallback") else ""))
     trips = dict(sorted((s.get("breaker_trips") or {}).items(), key=lambda kv: (-kv[1], kv[0])))
     lines.append(f"breaker trips:   {sum(trips.values())}" + (" (" + ", ".join(f"{b} {n}" for b, n in trips.items()) + ")"
                                                               if trips else ""))

@@ -16,6 +16,9 @@ Model (settings from ats.risk.settings, read at the fill bar):
       position) execute only when the parent filled completely in the same bar; otherwise they are cancelled.
     * Fees: broker.taker_fee_bps of notional for market orders and marketable limits, broker.maker_fee_bps for
       resting limit fills.
+    * Funding: open short (linear-perp) positions pay or receive funding at 00:00, 08:00 and 16:00 UTC; the
+      engine books it with the model in ``ats.portfolio.funding`` because this broker declares ``models_funding``
+      (a live venue charges funding itself).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class PaperBroker:
     """In-memory paper broker implementing ats.execution.broker.Broker."""
 
     name = "paper"
+    models_funding = True  # ats.portfolio.funding applies funding to open perp positions (see module docstring)
 
     def __init__(self):
         self._pending: dict[str, list[Order]] = {}

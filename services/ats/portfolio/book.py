@@ -7,8 +7,9 @@ Cash model (spot longs and 1x linear-perpetual shorts handled alike):
     equity = cash + sum(position values)
 
 Realized P&L (net of fees) is booked when quantity is closed: (exit - avg entry) x q for longs, (avg entry -
-exit) x q for shorts, minus the exit fee and the entry fees of the closed quantity. Unrealized P&L = signed
-(mark - avg entry) x qty minus the entry fees of the open quantity. Hence, exactly (up to float rounding):
+exit) x q for shorts, minus the exit fee and the entry fees of the closed quantity. Funding of an open perp
+position (``ats.portfolio.funding``) is realized when paid: cash -= cost, realized -= cost. Unrealized P&L =
+signed (mark - avg entry) x qty minus the entry fees of the open quantity. Hence, exactly (up to float rounding):
     equity = starting cash + realized + unrealized
 """
 
@@ -43,6 +44,7 @@ class Position:
     tp_price: float | None = None
     sl_price: float | None = None
     trail_stop: float | None = None
+    funding_usd: float = 0.0       # funding paid while open (negative: received), included in realized_usd
     params: dict = field(default_factory=dict)   # exit params fixed at entry (tp/sl/trailing/max hold)
     context: dict = field(default_factory=dict)
 
@@ -120,6 +122,7 @@ class Portfolio:
     realized_usd: float = 0.0
     fees_usd: float = 0.0
     positions: dict = field(default_factory=dict)
+    funding_usd: float = 0.0       # funding paid by open perp positions since the start (negative: received)
 
     @classmethod
     def new(cls, starting_cash: float) -> "Portfolio":
@@ -196,6 +199,27 @@ class Portfolio:
         self.fees_usd += fee
         return pnl
 
+    def apply_funding(self, pos: Position, cost: float) -> None:
+        """Book one funding payment of open position ``pos``.
+
+        Parameters
+        ----------
+        pos : Position
+            The open perp position (``funding_usd``, ``realized_usd`` and ``context['funding_usd']`` updated).
+        cost : float
+            What the position pays (USD; negative = it receives): ``ats.portfolio.funding`` computes it.
+
+        Notes
+        -----
+        cash -= cost; realized -= cost (position and portfolio); equity = start + realized + unrealized holds.
+        """
+        self.cash -= cost
+        pos.realized_usd -= cost
+        pos.funding_usd += cost
+        pos.context["funding_usd"] = pos.funding_usd
+        self.realized_usd -= cost
+        self.funding_usd += cost
+
     def positions_value(self, marks: dict) -> float:
         """Sum of signed position values at ``marks`` (symbol -> USD; a missing symbol at its avg entry), USD."""
         return sum(p.value(marks.get(p.symbol, p.avg_entry)) for p in self.positions.values())
@@ -215,12 +239,13 @@ class Portfolio:
     def to_dict(self) -> dict:
         """Cash, totals and the open positions as JSON-able values (checkpoints)."""
         return {"starting_cash": self.starting_cash, "cash": self.cash, "realized_usd": self.realized_usd,
-                "fees_usd": self.fees_usd, "positions": [p.to_dict() for p in self.positions.values()]}
+                "fees_usd": self.fees_usd, "funding_usd": self.funding_usd,
+                "positions": [p.to_dict() for p in self.positions.values()]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Portfolio":
         """The portfolio ``to_dict`` saved (positions keyed by (strategy, symbol) again)."""
-        pf = cls(d["starting_cash"], d["cash"], d["realized_usd"], d["fees_usd"])
+        pf = cls(d["starting_cash"], d["cash"], d["realized_usd"], d["fees_usd"], funding_usd=d.get("funding_usd", 0.0))
         for pd_ in d["positions"]:
             p = Position.from_dict(pd_)
             pf.positions[(p.strategy, p.symbol)] = p

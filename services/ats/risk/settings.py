@@ -43,6 +43,10 @@ SETTINGS: dict[str, tuple[object, str]] = {
                                     "cancel the rest"),
     "broker.max_participation_pct": (5.0, "participation cap used when partial fills are on (% of the decision "
                                           "bar's volume; 5 % -> 55 bps modelled slippage)"),
+    "broker.funding_fallback_bps": (0.0, "funding rate (bps per 8 h, positive: longs pay shorts) the paper model "
+                                         "uses when funding_rates has no row for a symbol and funding time; 0 = "
+                                         "zero cost (each such payment is still a funding_payments row with "
+                                         "rate_source fallback)"),
 }
 
 DEFAULTS = {k: v[0] for k, v in SETTINGS.items()}

@@ -102,7 +102,8 @@ class Prepared:
 class Strategy(abc.ABC):
     """Base class. Subclasses set ``name``, ``direction`` ('long' | 'short' | 'both'), ``kind``
     ('long' | 'short' | 'specialty' | 'reference'), ``description``, ``rules`` (human-readable) and
-    ``own_params`` (indicator defaults), and implement ``prepare``."""
+    ``own_params`` (indicator defaults), optionally ``micro_gates`` / ``micro_params`` (microstructure entry
+    conditions, ``ats.risk.microstructure_gate``), and implement ``prepare``."""
 
     name: str = ""
     direction: str = "long"
@@ -112,11 +113,15 @@ class Strategy(abc.ABC):
     own_params: dict = {}
     common_overrides: dict = {}
     uses_regime: bool = False
+    #: microstructure conditions checked in the entry path (``ats.risk.microstructure_gate.CONDITIONS`` names);
+    #: their thresholds are params in ``micro_params`` (a threshold set to null switches that condition off)
+    micro_gates: tuple = ()
+    micro_params: dict = {}
 
     @property
     def default_params(self) -> dict:
-        """COMMON_PARAMS overridden by this strategy's defaults, plus its indicator params."""
-        return {**COMMON_PARAMS, **self.common_overrides, **self.own_params}
+        """COMMON_PARAMS overridden by this strategy's defaults, plus its indicator and microstructure params."""
+        return {**COMMON_PARAMS, **self.common_overrides, **self.own_params, **self.micro_params}
 
     def params(self, configured: dict | None) -> dict:
         """Defaults overlaid with the configured params (unknown keys are kept and ignored)."""

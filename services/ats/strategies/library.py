@@ -1,9 +1,15 @@
-"""The ATS strategies. Indicator periods are in bars of the run's timeframe (the defaults are tuned for 1h).
+"""The original ATS strategies. Indicator periods are in bars of the run's timeframe (the defaults are tuned for 1h).
 
-Long:      momentum, mean_reversion, volatility_breakout, btc_trend (hybrid, uses the BTC regime)
+In the book of eleven (``ats.strategies.BOOK``; the other six are in ``book.py``):
+Long:      momentum, mean_reversion, btc_trend (hybrid, uses the BTC regime)
 Short:     trend_breakdown, mean_reversion_short (linear perpetual, 1x leverage)
-Specialty: range_fade (both sides inside a quiet range)
-Reference: sma_cross (SMA 20/50 cross, long and short; the benchmark's strategy, not seeded for the demo)
+Reference strategies (registered, usable in backtests and sweeps, not in the book or the demo):
+           volatility_breakout, range_fade (both sides; split into range_fade_long / range_fade_short in the
+           book, kept so runs that used it can be resumed and compared), sma_cross (SMA 20/50 cross, the
+           benchmark's strategy)
+
+Parameter units: ``*_pct`` percents (3.0 = 3 %), ``*_period`` / ``*_bars`` bars, ``*_rsi`` RSI points (0..100),
+``*_std`` standard deviations, ``*_hours`` hours, ``*_min`` minutes, money USD.
 
 Entries are edge-triggered (the bar where the entry condition becomes true). Exits listed here are the
 strategy's own exit signals; TP / SL / trailing stop / max hold from the params are checked by the engine for
@@ -23,6 +29,9 @@ def _strength(x: np.ndarray) -> np.ndarray:
 
 
 class Momentum(Strategy):
+    """Trend-following long. Params: ema_period, roc_bars, rsi_period (bars); roc_min_pct (%); rsi_min, rsi_max,
+    exit_rsi (RSI points); TP 6 %, SL 3 %, trailing 2.5 % armed at +3 %, cooldown 240 min, max hold 72 h, 1 add."""
+
     name = "momentum"
     direction = "long"
     kind = "long"
@@ -48,6 +57,9 @@ class Momentum(Strategy):
 
 
 class MeanReversion(Strategy):
+    """Oversold-dip long. Params: bb_period, rsi_period (bars); bb_std (standard deviations); rsi_max (RSI
+    points); TP 3 %, SL 4 %, cooldown 180 min, max hold 48 h, 1 add."""
+
     name = "mean_reversion"
     direction = "long"
     kind = "long"
@@ -70,9 +82,13 @@ class MeanReversion(Strategy):
 
 
 class VolatilityBreakout(Strategy):
+    """Reference (not in the book): range breakout long. Params: donchian_bars, atr_period, atr_avg_bars,
+    volume_bars, exit_bars (bars); atr_ratio_min, volume_mult (ratios); TP 8 %, SL 3 %, trailing 3 % armed at
+    +4 %, cooldown 240 min, max hold 96 h, no adds."""
+
     name = "volatility_breakout"
     direction = "long"
-    kind = "long"
+    kind = "reference"
     description = "long the range breakout when volatility and volume expand"
     rules = ("entry: close > highest high of the previous donchian_bars and ATR(atr_period) / SMA(ATR, "
              "atr_avg_bars) >= atr_ratio_min and volume >= volume_mult x SMA(volume, volume_bars) (edge); exit: "
@@ -97,6 +113,9 @@ class VolatilityBreakout(Strategy):
 
 
 class BtcTrend(Strategy):
+    """BTC-regime hybrid long. Params: ema_period, rsi_period, breakout_bars (bars); pullback_rsi (RSI points);
+    exit_buffer_pct (%); TP 6 %, SL 3 %, trailing 3 % armed at +3 %, cooldown 240 min, max hold 120 h, 1 add."""
+
     name = "btc_trend"
     direction = "long"
     kind = "long"
@@ -138,6 +157,9 @@ class BtcTrend(Strategy):
 
 
 class TrendBreakdown(Strategy):
+    """Breakdown short (linear perp, 1x). Params: donchian_bars, ema_fast, ema_slow, exit_ema (bars); TP 6 %,
+    SL 3 %, trailing 2.5 % armed at +3 %, cooldown 240 min, max hold 72 h, 1 add."""
+
     name = "trend_breakdown"
     direction = "short"
     kind = "short"
@@ -162,6 +184,9 @@ class TrendBreakdown(Strategy):
 
 
 class MeanReversionShort(Strategy):
+    """Overbought-spike short (linear perp, 1x). Params: bb_period, rsi_period (bars); bb_std (standard
+    deviations); rsi_min (RSI points); TP 3 %, SL 4 %, cooldown 180 min, max hold 48 h, 1 add."""
+
     name = "mean_reversion_short"
     direction = "short"
     kind = "short"
@@ -184,9 +209,13 @@ class MeanReversionShort(Strategy):
 
 
 class RangeFade(Strategy):
+    """Reference (not in the book; split into range_fade_long / range_fade_short): both edges of a quiet range.
+    Params: range_bars, adx_period (bars); adx_max (ADX points); max_width_pct (%); edge_frac (fraction of the
+    range); TP 2.5 %, SL 2 %, cooldown 120 min, max hold 24 h, no adds."""
+
     name = "range_fade"
     direction = "both"
-    kind = "specialty"
+    kind = "reference"
     description = "fade the edges of a quiet range: buy near its low, short near its high"
     rules = ("range: ADX(adx_period) < adx_max and (range high - range low) / mid < max_width_pct %, where range "
              "high/low are the highest high / lowest low of the previous range_bars; long entry when close is in "
@@ -216,6 +245,9 @@ class RangeFade(Strategy):
 
 
 class SmaCross(Strategy):
+    """Reference: the benchmark's SMA cross. Params: fast, slow (bars); regime_pause false; no TP/SL/trailing/max
+    hold, trade_amount_usd 10,000 USD."""
+
     name = "sma_cross"
     direction = "both"
     kind = "reference"
