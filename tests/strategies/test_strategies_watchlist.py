@@ -12,7 +12,7 @@ import pytest
 
 from ats.db import config_store as cs
 from ats.engine.feed import WARMUP_BARS, read_bars
-from ats.strategies import SEEDED, get_strategy
+from ats.strategies import REGISTRY, SEEDED, get_strategy
 from ats.strategies.watchlist import LOOKBACK_BARS, W_RECENCY, W_STRENGTH, rank, score_range
 from conftest import run_cli
 
@@ -31,8 +31,12 @@ def test_scores_every_hour_for_every_watchlisted_strategy_and_recompute_by_hand(
     with connect(engine_db) as conn:
         run = score_range(conn, A, B, symbols=SYMS)
         rows = _rows(conn)
-        assert run.written == len(rows) == 49 * len(SEEDED) * len(SYMS)  # 49 hours, seeded strategies on
-        assert {r["strategy"] for r in rows} == set(SEEDED)
+        # the strategies whose watchlist gate was on in April 2021 as configured then: the book (SEEDED) and the
+        # two reference strategies that migration 0150 closed only from its own date on (effective-dated)
+        on = sorted(n for n in REGISTRY if (cfg := cs.strategy_as_of(conn, n, A)) and cfg["watchlist_enabled"])
+        assert set(SEEDED) < set(on) and set(on) - set(SEEDED) == {"range_fade", "volatility_breakout"}
+        assert run.written == len(rows) == 49 * len(on) * len(SYMS)  # 49 hours, every watchlisted strategy
+        assert {r["strategy"] for r in rows} == set(on)
         # hand check: momentum on ETH at 2021-04-13 09:00 from Strategy.prepare on the same bars
         h = utc("2021-04-13T09:00:00")
         got = next(r for r in rows if r["ts"] == h and r["symbol"] == "ETHUSDT" and r["strategy"] == "momentum")
