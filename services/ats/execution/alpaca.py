@@ -814,8 +814,16 @@ class AlpacaBroker:
         return "option" if _underlying(symbol) != symbol else "equity"
 
     def in_flight(self, run_prefix: str = "", booked: dict | None = None, since_ms: int = 0) -> dict:
-        """``{(symbol, category): signed qty}`` executed at the venue for this run's pending orders but not yet
-        reported to the engine (reconciliation adds it to the database side). Read-only.
+        """``{(symbol, category): signed qty}`` executed at the venue for this run's orders but not yet reported to
+        the engine (reconciliation adds it to the database side). Read-only.
+
+        Two kinds: the pending orders this broker tracks (executed beyond what it reported: ``Order.filled_qty``),
+        and, after a restart, orders of this run the broker does not track yet - sent after the last checkpoint, or
+        pending in it before the first bar restored them - found at the venue by their client order id prefix and
+        counted whole when the database has no fill for them (an Alpaca order is reported at most once: the rest of
+        a partial fill is cancelled after its bar). A multi-leg order counts per leg (``option`` category).
+        ``close_position`` orders carry venue-made ids: only tracked ones are seen (an untracked close shows as a
+        difference until the re-decided exit adopts it - entries halt meanwhile, which is the safe side).
 
         The signature is the one of :meth:`ats.execution.venue.VenueAdapter.in_flight` (the live loop calls every
         venue the same way).
@@ -823,33 +831,40 @@ class AlpacaBroker:
         Parameters
         ----------
         run_prefix : str
-            Start of this run's venue client order ids (``run_tag(run_id) + '-'``); tracked orders whose venue id
-            does not start with it are skipped ("" = every tracked order).
+            Start of this run's venue client order ids (``run_tag(run_id) + '-'``); "" = every tracked order and no
+            venue scan.
         booked : dict, optional
-            {client_order_id: fills in the database}. Unused here: Alpaca's per-order ``filled_qty`` is compared
-            with the engine's ``Order.filled_qty`` instead (alpaca-py has no per-execution listing).
+            {client_order_id: fills in the database}; an untracked order with a fill booked is already reported.
         since_ms : int
-            Run start, UTC ms. Unused here (only orders this broker tracks can be in flight).
+            Run start, UTC ms: the venue scan reads orders submitted after it (the latest 500).
 
         Returns
         -------
         dict
             {(symbol, "equity" | "option"): Decimal signed qty (buy > 0)}.
         """
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
         out: dict = {}
+        tracked = set()
         for t in self._orders.values():
+            tracked.add(t.venue_cid)
             od = t.order
-            if t.done or t.rejected or t.structure is not None:
+            if t.done or t.rejected:
                 continue
             if run_prefix and not t.venue_cid.startswith(run_prefix):
                 continue
             ids = list(od.context.get("venue_close_ids", {}).values()) or [od.context.get("venue_order_id")]
             for i in [i for i in ids if i]:
-                x = self._read("get_order_by_id", self.trading.get_order_by_id, i)
-                q = Decimal(str(x.filled_qty or 0)) - Decimal(str(od.filled_qty))
-                if q > 0:
-                    key = (x.symbol, self.category_for(x.symbol))
-                    out[key] = out.get(key, Decimal(0)) + (q if _val(x.side) == "buy" else -q)
+                _add_flight(out, self._read("get_order_by_id", self.trading.get_order_by_id, i), od.filled_qty)
+        if run_prefix:
+            booked = booked or {}
+            req = GetOrdersRequest(status=QueryOrderStatus.ALL, limit=500, after=_dt(max(since_ms - 1000, 0)))
+            for x in self._read("get_orders", self.trading.get_orders, req):
+                cid = x.client_order_id or ""
+                if cid.startswith(run_prefix) and cid not in tracked and not booked.get(self._engine_cid(cid)):
+                    _add_flight(out, x, 0.0)
         return out
 
     def _read(self, what: str, fn, *args):
@@ -941,6 +956,23 @@ def _num(q: float) -> str:
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def _add_flight(out: dict, x, reported: float) -> None:
+    """Add what venue order ``x`` executed beyond ``reported`` units to ``out`` ({(symbol, category): signed qty});
+    a multi-leg order per leg (``reported`` structures x the leg's ratio)."""
+    if _val(x.order_class) == "mleg":
+        for lg in x.legs or []:
+            ratio = Decimal(str(lg.ratio_qty or 1))
+            q = Decimal(str(lg.filled_qty or 0)) - Decimal(str(reported)) * ratio
+            if q > 0:
+                key = (lg.symbol, AlpacaBroker.category_for(lg.symbol))
+                out[key] = out.get(key, Decimal(0)) + (q if _val(lg.side) == "buy" else -q)
+        return
+    q = Decimal(str(x.filled_qty or 0)) - Decimal(str(reported))
+    if q > 0:
+        key = (x.symbol, AlpacaBroker.category_for(x.symbol))
+        out[key] = out.get(key, Decimal(0)) + (q if _val(x.side) == "buy" else -q)
 
 
 def _structure_from_dict(d: dict) -> MultiLegStructure:

@@ -250,6 +250,12 @@ class AlpacaSim:
         with self.lock:
             self._t0_ms, self._mono0, self._offset_ms, self.speed = self.now_ms(), time.monotonic(), 0, 0.0
 
+    def resume(self, speed: float) -> None:
+        """Let the simulated clock run again from where it is, ``speed`` simulated seconds per local second
+        (tests: a clock paused while the live process is dead does not move on without it)."""
+        with self.lock:
+            self._t0_ms, self._mono0, self._offset_ms, self.speed = self.now_ms(), time.monotonic(), 0, float(speed)
+
     def set_now(self, ms: int) -> None:
         """Set the simulated clock to ``ms`` (UTC ms; never backwards)."""
         with self.lock:
