@@ -13,6 +13,12 @@ from .base import COMMON_PARAMS, Bars, Prepared, Strategy  # noqa: F401
 from .library import ALL
 
 REGISTRY: dict[str, Strategy] = {s.name: s for s in ALL}
+
+# --- options: multi-leg reference strategies outside the book (ats.strategies.options; alpaca branch) ---
+from .options import ALL_OPTIONS  # noqa: E402
+
+REGISTRY.update({s.name: s for s in ALL_OPTIONS})
+# --- end options ---
 SEEDED = ("momentum", "mean_reversion", "volatility_breakout", "btc_trend", "trend_breakdown",
           "mean_reversion_short", "range_fade")
 
