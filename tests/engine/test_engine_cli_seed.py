@@ -32,4 +32,4 @@ def test_seed_and_strategies_cli(fresh_db_url):
     assert st == DEFAULTS
     reg = json.loads(run_cli("engine", "strategies", "--json", env=env).stdout)
     assert set(reg) == set(REGISTRY) and all(v["rules"] and v["defaults"] for v in reg.values())
-    assert [n for n, v in reg.items() if not v["seeded"]] == ["sma_cross"]
+    assert [n for n, v in reg.items() if not v["seeded"]] == ["sma_cross", "iron_condor"]  # reference strategies
