@@ -243,10 +243,12 @@ def test_iron_condor_is_one_mleg_order_with_four_legs(broker, sim, spy):
     assert o.order_class == "mleg" and len(o.legs) == 4
     assert [(lg.symbol, lg.side) for lg in o.legs] == [(lg.symbol, lg.side) for lg in ic.legs]
     reps = bar(broker, spy, sim, I0 + 1)
-    assert reps[0].status == "filled" and reps[0].fills[0].qty == 2
+    assert reps[0].status == "filled" and reps[0].fills[0].qty == 2      # structures
     spot = spy.rows[I0 + 1][0]
-    net = sum(option_price(lg.symbol, spot) * (1 if lg.side == "buy" else -1) for lg in ic.legs)
-    assert reps[0].fills[0].price == pytest.approx(net) and net < 0       # a credit
+    net = sum(option_price(lg.symbol, spot, spy.t[I0 + 1]) * (1 if lg.side == "buy" else -1) for lg in ic.legs)
+    assert net < 0                                                         # a credit per share
+    assert reps[0].fills[0].price == pytest.approx(-net * 100)            # USD per condor, received by the sell
+    assert [f["symbol"] for f in reps[0].order.context["leg_fills"]] == [lg.symbol for lg in ic.legs]
     pos = {p.symbol: p.qty for p in broker.positions()}
     assert pos == {lg.symbol: Decimal(2) * (1 if lg.side == "buy" else -1) for lg in ic.legs}
     assert all(p.category == "option" for p in broker.positions())
@@ -375,3 +377,30 @@ def test_planted_key_never_in_logs_or_exceptions(sim, spy, caplog, tmp_path):
         assert load_keys(env) == (KEY, SECRET)
     finally:
         os.environ.update({k: v for k, v in old.items() if v is not None})
+
+
+def test_option_chain_and_quotes_through_alpaca_py(broker, sim, spy):
+    from datetime import date, datetime, timezone
+
+    from ats.execution.venue_sim.alpaca import option_quote
+
+    now = datetime.fromtimestamp(sim.now_ms() / 1000, tz=timezone.utc).date()    # 1999-03 (bar I0's close)
+    chain = broker.option_chain("SPY", now.isoformat(), date(now.year, now.month + 2, 28).isoformat(),
+                                strike_gte=100, strike_lte=160)
+    exps = sorted({c.expiry for c in chain})
+    assert exps and all(date.fromisoformat(e).weekday() == 4 and 15 <= date.fromisoformat(e).day <= 21
+                        for e in exps)                                         # monthly: third Fridays
+    puts = [c.strike for c in chain if c.kind == "put" and c.expiry == exps[0]]
+    assert puts == sorted(puts) and all(b - a == 1.0 for a, b in zip(puts, puts[1:])) and 100 <= puts[0]
+    assert all(c.size == 100 and c.underlying == "SPY" for c in chain)
+    assert ("GET", "/v2/options/contracts") in sim.calls
+    ic = _condor(spy, I0)
+    q = broker.option_quotes([lg.symbol for lg in ic.legs])
+    spot = spy.rows[I0 + 1][0]                          # the session bar at the venue's now
+    assert q == {lg.symbol: option_quote(lg.symbol, spot, sim.now_ms()) for lg in ic.legs}
+    assert all(b < a for b, a in q.values())
+    v = broker.structure_value(ic)
+    mid = sum((q[lg.symbol][0] + q[lg.symbol][1]) / 2 * (1 if lg.side == "buy" else -1) for lg in ic.legs)
+    assert v == pytest.approx(mid * 100) and v < 0     # a credit structure: closing it costs -v USD
+    assert broker.option_quotes(["QQQ990416P00100000", "SPY990219P00120000"]) == {}   # unknown, expired
+    assert sim.order_calls() == []                                           # read-only

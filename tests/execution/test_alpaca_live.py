@@ -49,6 +49,8 @@ def test_loop_trades_spy_on_the_alpaca_simulator_and_resumes(fresh_db_url, share
         pos = c.execute("SELECT side, qty FROM positions WHERE run_id=%s AND status='open'",
                         (first["run_id"],)).fetchall()
         events = c.execute("SELECT payload::text AS p FROM system_events").fetchall()
+        booked = {r["client_order_id"]: r["n"] for r in c.execute(
+            "SELECT client_order_id, count(*) AS n FROM fills WHERE run_id=%s GROUP BY 1", (first["run_id"],))}
         ckpt = c.execute("SELECT checkpoint FROM engine_runs WHERE run_id=%s", (first["run_id"],)).fetchone()
         ckpt = ckpt["checkpoint"] if ckpt else None
     assert orders, "no order in five simulated weeks"
@@ -67,7 +69,7 @@ def test_loop_trades_spy_on_the_alpaca_simulator_and_resumes(fresh_db_url, share
     b = AlpacaBroker(KEY, SECRET, base_url=sim.url, data_url=sim.url, run_id=first["run_id"])
     b.restore([Order.from_dict(d) for d in (ckpt or {}).get("pending_orders", [])])
     try:
-        flight = b.in_flight(f"{run_tag(first['run_id'])}-", {}, 0)
+        flight = b.in_flight(f"{run_tag(first['run_id'])}-", booked, 0)
     finally:
         sim.stop()
     db_qty = sum(Decimal(str(p["qty"])) * (1 if p["side"] == "long" else -1) for p in pos)

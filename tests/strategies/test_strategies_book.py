@@ -93,7 +93,7 @@ def test_book_is_eleven_in_order_and_references_are_outside():
     assert len(BOOK) == 11 and len(set(BOOK)) == 11 and SEEDED == BOOK
     assert [REGISTRY[n].kind for n in BOOK] == ["long"] * 4 + ["short"] * 4 + ["specialty"] * 3
     assert all(REGISTRY[n].direction == "short" for n in BOOK[4:8])
-    assert list(REGISTRY)[:11] == list(BOOK) and set(REFERENCE) == {"volatility_breakout", "range_fade", "sma_cross"}
+    assert list(REGISTRY)[:11] == list(BOOK) and set(REFERENCE) == {"volatility_breakout", "range_fade", "sma_cross", "iron_condor"}
     assert all(REGISTRY[n].kind == "reference" for n in REFERENCE)
     for n in NEW:  # every parameter is documented in the class docstring
         s = REGISTRY[n]

@@ -42,7 +42,7 @@ from ..risk.microstructure_gate import MicroData
 from ..risk.settings import SettingsView
 from ..strategies import get_strategy
 from ..timeutil import TIMEFRAME_SECONDS
-from . import advice, breaker_events, entries, exits, fills, quiet, regime_state
+from . import advice, breaker_events, entries, exits, fills, quiet, regime_state, structures
 from .config import GateCache
 from .context import StepContext
 from .feed import ReplayClock
@@ -372,6 +372,8 @@ class Engine:
         marks = self.marks
         for sym, i in present:
             marks[sym] = float(self.bars[sym].close[i])
+        if self.pf.positions:
+            structures.mark(self, C)  # multi-leg positions: valued at the legs' mid from the venue
         self.cur_index = dict(present)
         if self.pf.positions:
             funding.apply_funding(self, C - self.tf_s if self.last_T is None else self.last_T + self.tf_s, C, s)
@@ -417,6 +419,7 @@ class Engine:
                 i = cur.get(pos.symbol)
                 if i is not None and pos.position_id not in self._closing:
                     exits.check_exit(self, pos, i, ctx)
+            structures.check_exits(self, ctx)  # multi-leg positions (their symbol has no bars)
 
     def _entries_step(self, ctx: StepContext, present) -> None:
         """Reserve what pending orders commit, then run each watchlisted strategy's entry signals."""
@@ -436,7 +439,9 @@ class Engine:
                 prep = self.prepared(sym, strat, cfg)
                 sig = prep.entry[i]
                 if sig:
-                    entries.on_entry_signal(self, ctx, strat, cfg, prep, sym, i, int(sig))
+                    on_signal = structures.on_entry_signal if structures.is_multi_leg(strat) else \
+                        entries.on_entry_signal
+                    on_signal(self, ctx, strat, cfg, prep, sym, i, int(sig))
 
     def index_at(self, sym: str, t: int) -> int:
         """Index of the last bar of ``sym`` opening at or before ``t``.
@@ -451,10 +456,12 @@ class Engine:
         Returns
         -------
         int
-            Bar index, -1 when none.
+            Bar index, -1 when none (or ``sym`` has no bars).
         """
         i = self.cur_index.get(sym)
-        b = self.bars[sym]
+        b = self.bars.get(sym)
+        if b is None:  # a multi-leg structure's symbol has no bars (ats.engine.structures)
+            return -1
         if i is not None and b.t[i] == t:
             return i
         return int(np.searchsorted(b.t, t, side="right") - 1)

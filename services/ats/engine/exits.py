@@ -180,8 +180,10 @@ def _send_exit(eng, pos, i, c, C, decision, reason, pnl_pct) -> tuple[str, str]:
     eng.sink.add("signals", (sig_id, eng.run_id, eng.account, pos.strategy, pos.symbol, eng.tf, C, side, "close",
                              pos.side, c, None, eng.regime_name(), status, sctx))
     if status == "accepted":
-        submit(eng, pos.strategy, pos.symbol, side, pos.side, "close", pos.qty, i, C, sig_id, pos.position_id,
-               {"exit_reason": decision[5:], "reason": reason})
+        octx = {"exit_reason": decision[5:], "reason": reason}
+        if "structure" in pos.context:  # a multi-leg position closes leg by leg at the venue (ats.engine.structures)
+            octx["structure"] = pos.context["structure"]
+        submit(eng, pos.strategy, pos.symbol, side, pos.side, "close", pos.qty, i, C, sig_id, pos.position_id, octx)
         eng._closing.add(pos.position_id)
         return decision, reason
     if not sell_ok:

@@ -55,7 +55,8 @@ def _entry_fill(eng, o, f) -> None:
         pos = Position(position_id=eng.sink.next_id("positions"), strategy=o.strategy, symbol=o.symbol,
                        side=o.position_side, opened_at=f.ts, entry_signal_id=o.signal_id,
                        params=dict(o.context.get("params") or {}),
-                       context={"open_client_order_id": o.client_order_id})
+                       context={"open_client_order_id": o.client_order_id,
+                                **({"structure": o.context["structure"]} if "structure" in o.context else {})})
         eng.pf.positions[key] = pos
         eng.pf.apply_entry(pos, f.qty, f.price, f.fee_usd)
         pos.best_price = f.price

@@ -6,7 +6,8 @@ from ..execution.broker import Order, client_order_id
 
 
 def submit(eng, strategy: str, sym: str, side: str, pside: str, intent: str, qty: float, i: int, C: int,
-           sig_id: int, position_id: int | None, ctx: dict, parent: str | None = None) -> Order:
+           sig_id: int, position_id: int | None, ctx: dict, parent: str | None = None, *,
+           price: float | None = None, volume: float | None = None) -> Order:
     """Build an order decided at close ``C`` (Unix s) on bar ``i`` of ``sym`` and submit it to ``eng.broker``.
 
     Parameters
@@ -27,6 +28,9 @@ def submit(eng, strategy: str, sym: str, side: str, pside: str, intent: str, qty
         Order context (sizing, params or exit reason).
     parent : str, optional
         Client id of the order that must fill first (a reversal's close).
+    price, volume : float, optional
+        The decision price / volume when ``sym`` has no bars of its own (a multi-leg structure,
+        ``ats.engine.structures``); default bar ``i``'s close and volume, else ``eng.marks[sym]`` and 0.
 
     Returns
     -------
@@ -34,12 +38,16 @@ def submit(eng, strategy: str, sym: str, side: str, pside: str, intent: str, qty
         The submitted order; its ``client_order_id`` is deterministic (``client_order_id``; at most the broker's
         ``max_client_id_len`` characters when it declares one).
     """
-    b = eng.bars[sym]
+    b = eng.bars.get(sym)
+    if price is None:
+        price = float(b.close[i]) if b is not None else float(eng.marks[sym])
+    if volume is None:
+        volume = float(b.volume[i]) if b is not None else 0.0
     cid = client_order_id(eng.run_id, strategy, sym, C, intent, side,
                           max_len=getattr(eng.broker, "max_client_id_len", None))
     o = Order(order_id=eng.sink.next_id("order_executions"), client_order_id=cid,
               strategy=strategy, symbol=sym, side=side, position_side=pside, intent=intent, qty=float(qty),
-              decision_price=float(b.close[i]), decision_volume=float(b.volume[i]), submitted_at=C,
+              decision_price=float(price), decision_volume=float(volume), submitted_at=C,
               signal_id=sig_id, position_id=position_id, updated_at=C, context=ctx,
               parent_client_order_id=parent)
     eng.broker.submit(o)

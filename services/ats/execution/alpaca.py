@@ -16,9 +16,14 @@ Rules it keeps:
 * Keys: from ``ALPACA_API_KEY`` / ``ALPACA_SECRET_KEY`` or a 0600 env file; never in logs, events or exception
   text (messages are scrubbed, vendor exceptions are not chained).
 
-Times: engine side Unix seconds (UTC), venue side UTC milliseconds (``*_ms``); prices USD per share (options: per
-share of the 100-share contract; a multi-leg net price is negative for a credit); fees USD (Alpaca charges no
-commission on equities; the simulator charges none).
+* Options market data: the chain (:meth:`AlpacaBroker.option_chain`, ``get_option_contracts``), latest quotes
+  (:meth:`AlpacaBroker.option_quotes`) and a structure's mid value (:meth:`AlpacaBroker.structure_value`).
+
+Times: engine side Unix seconds (UTC), venue side UTC milliseconds (``*_ms``); prices USD per share at the venue
+(options: per share of the 100-share contract; a multi-leg net price is negative for a credit). The engine's unit
+of a structure is ONE structure: an order's qty = structures (= the MLEG order's qty), its fill price = USD per
+structure (net per share x 100, positive for what the order's side pays or receives: a sold iron condor fills at its
+credit). Fees USD (Alpaca charges no commission on equities; the simulator charges none).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
 DATA_URL = "https://data.alpaca.markets"
 MAX_CLIENT_ID_LEN = 48
+CONTRACT_MULTIPLIER = 100        # shares per US equity option contract
 _STATUS = {"new": "new", "accepted": "new", "pending_new": "new", "accepted_for_bidding": "new", "held": "new",
            "calculated": "new", "pending_review": "new", "pending_cancel": "new", "pending_replace": "new",
            "partially_filled": "partially_filled", "filled": "filled", "done_for_day": "partially_filled",
@@ -61,6 +67,19 @@ class OptionLeg:
     symbol: str
     side: str
     ratio_qty: int = 1
+
+
+@dataclass(frozen=True)
+class OptionContractInfo:
+    """One listed option contract: OCC ``symbol``, ``underlying``, ``expiry`` ``YYYY-MM-DD``, ``kind`` call | put,
+    ``strike`` USD, ``size`` shares per contract."""
+
+    symbol: str
+    underlying: str
+    expiry: str
+    kind: str
+    strike: float
+    size: int = 100
 
 
 @dataclass(frozen=True)
@@ -295,10 +314,11 @@ class AlpacaBroker:
     name = "alpaca"
     venue = "alpaca"
     max_client_id_len = MAX_CLIENT_ID_LEN
+    supports_mleg = True            # multi-leg structures go out as ONE MLEG order (the engine's pre-trade check)
 
     def __init__(self, api_key: str, secret_key: str, *, base_url: str = PAPER_URL, data_url: str = DATA_URL,
                  run_id: str = "", retry: RetryPolicy | None = None):
-        from alpaca.data.historical import StockHistoricalDataClient
+        from alpaca.data.historical import OptionHistoricalDataClient, StockHistoricalDataClient
         from alpaca.trading import TradingClient
 
         self.base_url, self.data_url, self.run_id = base_url, data_url, run_id
@@ -308,7 +328,8 @@ class AlpacaBroker:
         self.trading = TradingClient(api_key, secret_key, paper=self._kind != "production",
                                      url_override=base_url)
         self.data = StockHistoricalDataClient(api_key, secret_key, url_override=data_url)
-        for c in (self.trading, self.data):
+        self.option_data = OptionHistoricalDataClient(api_key, secret_key, url_override=data_url)
+        for c in (self.trading, self.data, self.option_data):
             c._retry = 0            # alpaca-py would resend a POST on 504: we resolve ambiguity by lookup instead
             c._session = _TimeoutSession(self.retry.timeout_s)
         self._orders: dict[str, _Tracked] = {}   # our client_order_id -> tracked
@@ -535,7 +556,7 @@ class AlpacaBroker:
         return [t.order for t in self._orders.values() if not t.done]
 
     def has_pending(self, symbol: str) -> bool:
-        return any(t.order.symbol == symbol and not t.done for t in self._orders.values())
+        return any(_filed_under(t) == symbol and not t.done for t in self._orders.values())
 
     def restore(self, orders: list[Order]) -> None:
         """Re-attach checkpointed orders after a restart (the live loop does it at every bar).
@@ -602,7 +623,7 @@ class AlpacaBroker:
         out = []
         for cid, t in list(self._orders.items()):
             od = t.order
-            if od.symbol != symbol or t.done or t_open < od.submitted_at:
+            if _filed_under(t) != symbol or t.done or t_open < od.submitted_at:
                 continue
             if t.rejected:
                 t.done = True
@@ -644,10 +665,8 @@ class AlpacaBroker:
         od = t.order
         avg = sum(float(x.filled_avg_price or 0) * float(x.filled_qty or 0) for x in vos) / max(
             sum(float(x.filled_qty or 0) for x in vos), 1e-12)
-        if t.structure is not None and len(vos) == 1:
-            avg = float(vos[0].filled_avg_price or 0)          # the MLEG net price per share
-        elif t.structure is not None:                          # leg-by-leg closes: net = sum(+buy / -sell)
-            avg = sum(float(x.filled_avg_price or 0) * (1 if _val(x.side) == "buy" else -1) for x in vos)
+        if t.structure is not None:
+            avg = self._structure_fill_price(t, vos)
         dq = qty - od.filled_qty
         price = avg if not od.filled_qty else (avg * qty - (od.avg_fill_price or 0) * od.filled_qty) / dq
         buy = od.side == "buy"
@@ -658,6 +677,25 @@ class AlpacaBroker:
         od.avg_fill_price = avg
         od.filled_qty = qty
         return fill
+
+    def _structure_fill_price(self, t: _Tracked, vos: list) -> float:
+        """A structure's fill in the engine's unit: USD per structure (x the 100-share contract multiplier), signed
+        so that the order's side pays it (a sell of a credit structure receives a positive price, a buy - the
+        close - pays a positive price). The MLEG net price per share (one order: ``filled_avg_price``, negative
+        for a credit) or, for leg-by-leg ``close_position`` orders, sum(leg price x ratio, buy + / sell -).
+        Records each leg's fill in ``order.context["leg_fills"]`` (symbol, side, qty, price per share)."""
+        od = t.order
+        ratio = {lg.symbol: lg.ratio_qty for lg in t.structure.legs}
+        if len(vos) == 1 and _val(vos[0].order_class) == "mleg":
+            net = float(vos[0].filled_avg_price or 0)
+            legs = vos[0].legs or []
+        else:
+            net = sum(float(x.filled_avg_price or 0) * ratio.get(x.symbol, 1) * (1 if _val(x.side) == "buy" else -1)
+                      for x in vos)
+            legs = vos
+        od.context["leg_fills"] = [{"symbol": x.symbol, "side": _val(x.side), "qty": float(x.filled_qty or 0),
+                                    "price": float(x.filled_avg_price or 0)} for x in legs]
+        return net * CONTRACT_MULTIPLIER * (1 if od.side == "buy" else -1)
 
     def _cancel_rest(self, vos: list) -> None:
         for x in vos:
@@ -698,6 +736,84 @@ class AlpacaBroker:
                 out.append(VenueCandle(symbol, timeframe, t, Decimal(str(b.open)), Decimal(str(b.high)),
                                        Decimal(str(b.low)), Decimal(str(b.close)), Decimal(str(b.volume))))
         return sorted(out, key=lambda x: x.open_time_ms)
+
+    def option_chain(self, underlying: str, expiry_gte: str, expiry_lte: str, *, strike_gte: float | None = None,
+                     strike_lte: float | None = None) -> list[OptionContractInfo]:
+        """The venue's listed option contracts of ``underlying`` (``GET /v2/options/contracts`` through
+        ``TradingClient.get_option_contracts``, every page). Read-only.
+
+        Parameters
+        ----------
+        underlying : str
+            E.g. ``SPY``.
+        expiry_gte, expiry_lte : str
+            Expiration window, ``YYYY-MM-DD`` inclusive.
+        strike_gte, strike_lte : float, optional
+            Strike window, USD.
+
+        Returns
+        -------
+        list of OptionContractInfo
+            Active, tradable contracts sorted by (expiry, type, strike).
+
+        Raises
+        ------
+        AtsError
+            The chain could not be read.
+        """
+        from alpaca.trading.requests import GetOptionContractsRequest
+
+        out, token = [], None
+        for _ in range(100):
+            req = GetOptionContractsRequest(underlying_symbols=[underlying.upper()], expiration_date_gte=expiry_gte,
+                                            expiration_date_lte=expiry_lte, limit=1000, page_token=token,
+                                            strike_price_gte=None if strike_gte is None else f"{strike_gte:g}",
+                                            strike_price_lte=None if strike_lte is None else f"{strike_lte:g}")
+            r = self._read("get_option_contracts", self.trading.get_option_contracts, req)
+            for c in r.option_contracts or []:
+                if c.tradable and _val(c.status) == "active":
+                    out.append(OptionContractInfo(c.symbol, c.underlying_symbol, c.expiration_date.isoformat(),
+                                                  _val(c.type), float(c.strike_price), int(float(c.size or 100))))
+            token = r.next_page_token
+            if not token:
+                break
+        return sorted(out, key=lambda c: (c.expiry, c.kind, c.strike))
+
+    def option_quotes(self, symbols) -> dict[str, tuple[float, float]]:
+        """Latest bid/ask of option ``symbols`` (``OptionHistoricalDataClient.get_option_latest_quote``), USD per
+        share: ``{symbol: (bid, ask)}``; symbols the venue does not quote are absent. Read-only.
+
+        Raises
+        ------
+        AtsError
+            The quotes could not be read.
+        """
+        from alpaca.data.requests import OptionLatestQuoteRequest
+
+        syms = sorted(set(symbols))
+        if not syms:
+            return {}
+        r = self._read("get_option_latest_quote", self.option_data.get_option_latest_quote,
+                       OptionLatestQuoteRequest(symbol_or_symbols=syms))
+        return {k: (float(q.bid_price), float(q.ask_price)) for k, q in r.items()}
+
+    def structure_value(self, structure: MultiLegStructure) -> float:
+        """What one unit of ``structure`` is worth now at the quotes' mid, in the engine's unit: USD per structure
+        = sum(mid x ratio, buy legs + / sell legs -) x 100 (negative for a credit structure such as a short iron
+        condor: that is what closing it costs). Read-only.
+
+        Raises
+        ------
+        AtsError
+            A leg has no quote, or the quotes could not be read.
+        """
+        q = self.option_quotes([lg.symbol for lg in structure.legs])
+        missing = [lg.symbol for lg in structure.legs if lg.symbol not in q]
+        if missing:
+            raise AtsError(f"alpaca {structure.name} {structure.underlying}: no quote for {', '.join(missing)}")
+        net = sum((q[lg.symbol][0] + q[lg.symbol][1]) / 2 * lg.ratio_qty * (1 if lg.side == "buy" else -1)
+                  for lg in structure.legs)
+        return net * CONTRACT_MULTIPLIER
 
     def open_orders(self) -> list[VenueOrder]:
         """Orders not final at the venue; ``client_order_id`` is the engine's id for orders this broker sent."""
@@ -814,8 +930,16 @@ class AlpacaBroker:
         return "option" if _underlying(symbol) != symbol else "equity"
 
     def in_flight(self, run_prefix: str = "", booked: dict | None = None, since_ms: int = 0) -> dict:
-        """``{(symbol, category): signed qty}`` executed at the venue for this run's pending orders but not yet
-        reported to the engine (reconciliation adds it to the database side). Read-only.
+        """``{(symbol, category): signed qty}`` executed at the venue for this run's orders but not yet reported to
+        the engine (reconciliation adds it to the database side). Read-only.
+
+        Two kinds: the pending orders this broker tracks (executed beyond what it reported: ``Order.filled_qty``),
+        and, after a restart, orders of this run the broker does not track yet - sent after the last checkpoint, or
+        pending in it before the first bar restored them - found at the venue by their client order id prefix and
+        counted whole when the database has no fill for them (an Alpaca order is reported at most once: the rest of
+        a partial fill is cancelled after its bar). A multi-leg order counts per leg (``option`` category).
+        ``close_position`` orders carry venue-made ids: only tracked ones are seen (an untracked close shows as a
+        difference until the re-decided exit adopts it - entries halt meanwhile, which is the safe side).
 
         The signature is the one of :meth:`ats.execution.venue.VenueAdapter.in_flight` (the live loop calls every
         venue the same way).
@@ -823,33 +947,40 @@ class AlpacaBroker:
         Parameters
         ----------
         run_prefix : str
-            Start of this run's venue client order ids (``run_tag(run_id) + '-'``); tracked orders whose venue id
-            does not start with it are skipped ("" = every tracked order).
+            Start of this run's venue client order ids (``run_tag(run_id) + '-'``); "" = every tracked order and no
+            venue scan.
         booked : dict, optional
-            {client_order_id: fills in the database}. Unused here: Alpaca's per-order ``filled_qty`` is compared
-            with the engine's ``Order.filled_qty`` instead (alpaca-py has no per-execution listing).
+            {client_order_id: fills in the database}; an untracked order with a fill booked is already reported.
         since_ms : int
-            Run start, UTC ms. Unused here (only orders this broker tracks can be in flight).
+            Run start, UTC ms: the venue scan reads orders submitted after it (the latest 500).
 
         Returns
         -------
         dict
             {(symbol, "equity" | "option"): Decimal signed qty (buy > 0)}.
         """
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
         out: dict = {}
+        tracked = set()
         for t in self._orders.values():
+            tracked.add(t.venue_cid)
             od = t.order
-            if t.done or t.rejected or t.structure is not None:
+            if t.done or t.rejected:
                 continue
             if run_prefix and not t.venue_cid.startswith(run_prefix):
                 continue
             ids = list(od.context.get("venue_close_ids", {}).values()) or [od.context.get("venue_order_id")]
             for i in [i for i in ids if i]:
-                x = self._read("get_order_by_id", self.trading.get_order_by_id, i)
-                q = Decimal(str(x.filled_qty or 0)) - Decimal(str(od.filled_qty))
-                if q > 0:
-                    key = (x.symbol, self.category_for(x.symbol))
-                    out[key] = out.get(key, Decimal(0)) + (q if _val(x.side) == "buy" else -q)
+                _add_flight(out, self._read("get_order_by_id", self.trading.get_order_by_id, i), od.filled_qty)
+        if run_prefix:
+            booked = booked or {}
+            req = GetOrdersRequest(status=QueryOrderStatus.ALL, limit=500, after=_dt(max(since_ms - 1000, 0)))
+            for x in self._read("get_orders", self.trading.get_orders, req):
+                cid = x.client_order_id or ""
+                if cid.startswith(run_prefix) and cid not in tracked and not booked.get(self._engine_cid(cid)):
+                    _add_flight(out, x, 0.0)
         return out
 
     def _read(self, what: str, fn, *args):
@@ -941,6 +1072,28 @@ def _num(q: float) -> str:
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def _add_flight(out: dict, x, reported: float) -> None:
+    """Add what venue order ``x`` executed beyond ``reported`` units to ``out`` ({(symbol, category): signed qty});
+    a multi-leg order per leg (``reported`` structures x the leg's ratio)."""
+    if _val(x.order_class) == "mleg":
+        for lg in x.legs or []:
+            ratio = Decimal(str(lg.ratio_qty or 1))
+            q = Decimal(str(lg.filled_qty or 0)) - Decimal(str(reported)) * ratio
+            if q > 0:
+                key = (lg.symbol, AlpacaBroker.category_for(lg.symbol))
+                out[key] = out.get(key, Decimal(0)) + (q if _val(lg.side) == "buy" else -q)
+        return
+    q = Decimal(str(x.filled_qty or 0)) - Decimal(str(reported))
+    if q > 0:
+        key = (x.symbol, AlpacaBroker.category_for(x.symbol))
+        out[key] = out.get(key, Decimal(0)) + (q if _val(x.side) == "buy" else -q)
+
+
+def _filed_under(t: _Tracked) -> str:
+    """The symbol whose bars report an order: a structure's underlying, else the order's symbol."""
+    return t.structure.underlying if t.structure is not None else t.order.symbol
 
 
 def _structure_from_dict(d: dict) -> MultiLegStructure:

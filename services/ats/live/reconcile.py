@@ -48,15 +48,23 @@ def db_positions(conn, run_id: str, adapter=None) -> dict:
     Returns
     -------
     dict
-        {(symbol, category): Decimal signed base qty (short < 0)}.
+        {(symbol, category): Decimal signed base qty (short < 0)}; a multi-leg structure position
+        (``context.structure``, ``ats.engine.structures``) counts per leg: qty x ratio, bought legs +, sold -.
     """
     cat = getattr(adapter, "category_for", None) or default_category
-    rows = conn.execute("SELECT symbol, side, qty FROM positions WHERE run_id=%s AND status='open'",
-                        (run_id,)).fetchall()
+    rows = conn.execute("SELECT symbol, side, qty, context->'structure' AS structure FROM positions "
+                        "WHERE run_id=%s AND status='open'", (run_id,)).fetchall()
     out: dict = {}
     for r in rows:
-        key = (r["symbol"], cat(r["symbol"], r["side"]))
         q = Decimal(str(r["qty"]))
+        st = r["structure"]
+        if isinstance(st, dict) and st.get("legs"):  # a multi-leg structure: the venue holds its legs
+            for lg in st["legs"]:
+                key = (lg["symbol"], cat(lg["symbol"], lg["side"]))
+                lq = q * Decimal(str(lg.get("ratio_qty", 1)))
+                out[key] = out.get(key, Decimal(0)) + (lq if lg["side"] == "buy" else -lq)
+            continue
+        key = (r["symbol"], cat(r["symbol"], r["side"]))
         out[key] = out.get(key, Decimal(0)) + (q if r["side"] == "long" else -q)
     return out
 
@@ -88,7 +96,7 @@ def reconcile(conn, adapter, run_id: str, symbols, *, known_client_ids=(), engin
     """
     venue = {}
     for p in adapter.positions(tuple(symbols)):
-        if p.symbol in symbols:
+        if p.symbol in symbols or p.category == "option":  # the adapter keeps options on these underlyings
             venue[(p.symbol, p.category)] = venue.get((p.symbol, p.category), Decimal(0)) + p.qty
     db = db_positions(conn, run_id, adapter)
     for key, q in (in_flight or {}).items():  # sent at the last close, fills not in the database yet

@@ -3,7 +3,7 @@
 ``BOOK`` is the book of eleven, in order: long (growth_potential, momentum, mean_reversion, btc_trend), short on
 linear perpetuals at 1x (trend_breakdown, momentum_short, mean_reversion_short, btc_trend_short), specialty
 (range_fade_long, range_fade_short, btc_swing). ``REFERENCE`` strategies (volatility_breakout, range_fade,
-sma_cross) are registered and usable in backtests and sweeps (``--strategies``) but are not in the book, not
+sma_cross, and the multi-leg iron_condor of ``ats.strategies.options``) are registered and usable in backtests and sweeps (``--strategies``) but are not in the book, not
 seeded for new accounts and not run by the demo.
 
 ``SEEDED`` = ``BOOK``: what ``seed_defaults`` writes for an account and what migrations 0021 + 0150 leave enabled
@@ -19,12 +19,14 @@ from ..errors import UsageError
 from .base import COMMON_PARAMS, Bars, Prepared, Strategy  # noqa: F401
 from .book import BOOK_ADDITIONS
 from .library import ALL as LIBRARY
+from .options import ALL_OPTIONS
 
 BOOK = ("growth_potential", "momentum", "mean_reversion", "btc_trend",
         "trend_breakdown", "momentum_short", "mean_reversion_short", "btc_trend_short",
         "range_fade_long", "range_fade_short", "btc_swing")
-REFERENCE = ("volatility_breakout", "range_fade", "sma_cross")
-_ALL = {s.name: s for s in [*LIBRARY, *BOOK_ADDITIONS]}
+#: registered outside the book: backtests, sweeps and (iron_condor) the multi-leg live path; never seeded
+REFERENCE = ("volatility_breakout", "range_fade", "sma_cross", *(s.name for s in ALL_OPTIONS))
+_ALL = {s.name: s for s in [*LIBRARY, *BOOK_ADDITIONS, *ALL_OPTIONS]}
 #: every registered strategy, the book first (in BOOK order), then the references
 REGISTRY: dict[str, Strategy] = {n: _ALL[n] for n in (*BOOK, *REFERENCE)}
 SEEDED = BOOK

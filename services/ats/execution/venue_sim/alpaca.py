@@ -12,8 +12,14 @@ and executes orders on those bars:
   open when the open is at or below the limit, else at the limit once a closed bar's low reached it (sell
   symmetrically); it rests until then.
 * Options: OCC symbols (``SPY261218P00450000``) priced by a deterministic model of the underlying's bar open
-  (intrinsic value + a time value ``0.02 x S x exp(-|K - S| / (0.05 x S))``, USD per share, x100 per contract).
-  A multi-leg order (``order_class = "mleg"``, 2-4 legs) fills all its legs at once or none.
+  (:func:`option_price`: intrinsic value + a time value ``0.02 x S x exp(-|K - S| / (0.05 x S)) x sqrt(dte / 30)``,
+  USD per share, x100 per contract). A multi-leg order (``order_class = "mleg"``, 2-4 legs) fills all its legs at
+  once or none, at the model price (the quotes' mid). The option chain (``GET /v2/options/contracts``, the
+  monthly expirations - third Fridays - of the next ``option_months`` months, strikes every ``strike_step`` USD
+  within 30 % of the spot) and the latest quotes (``GET /v1beta1/options/quotes/latest``: bid/ask = model price
+  -/+ max(0.01, 2 %)) answer with Alpaca's shapes (alpaca-py's ``get_option_contracts`` /
+  ``OptionHistoricalDataClient.get_option_latest_quote`` parse them). An order on an expired contract is refused
+  (422); expired positions are not settled (strategies close before expiry).
 * Account: cash starts at ``cash_usd``; equity = cash + market value of positions at the latest open.
 
 Fault injection (one-shot flags in :class:`Faults`, set by tests): drop the response to the next accepted order
@@ -142,12 +148,35 @@ def occ_symbol(underlying: str, expiry: str, kind: str, strike: float) -> str:
     return f"{underlying.upper()}{d:%y%m%d}{kind.upper()}{int(round(strike * 1000)):08d}"
 
 
-def option_price(occ: str, spot: float) -> float:
-    """The simulator's option model (USD per share): intrinsic + ``0.02 S exp(-|K-S|/(0.05 S))``, >= 0.01."""
+EXPIRY_CLOSE_UTC_H = 20          # options expire at the 16:00 New York close (20:00 UTC in summer time; kept fixed)
+
+
+def expiry_ms(occ: str) -> int:
+    """The expiration instant of an OCC symbol: its date at 20:00 UTC, UTC ms."""
+    m = OCC_RE.match(occ)
+    d = datetime.strptime(m.group(2), "%y%m%d").replace(hour=EXPIRY_CLOSE_UTC_H, tzinfo=timezone.utc)
+    return int(d.timestamp() * 1000)
+
+
+def option_price(occ: str, spot: float, at_ms: int | None = None) -> float:
+    """The simulator's option model, USD per share (x100 per contract), >= 0.01.
+
+    ``intrinsic + 0.02 x S x exp(-|K - S| / (0.05 x S)) x sqrt(dte / 30)``: the time value peaks at the money and
+    decays with the square root of the days to expiry ``dte`` (from ``at_ms`` to :func:`expiry_ms`, floored at 0);
+    without ``at_ms`` the factor is 1 (30 days). Deterministic, no volatility input: a test fixture, not a pricer.
+    """
     m = OCC_RE.match(occ)
     k = int(m.group(4)) / 1000.0
     intrinsic = max(spot - k, 0.0) if m.group(3) == "C" else max(k - spot, 0.0)
-    return round(max(intrinsic + 0.02 * spot * math.exp(-abs(k - spot) / (0.05 * spot)), 0.01), 2)
+    decay = 1.0 if at_ms is None else math.sqrt(max(expiry_ms(occ) - at_ms, 0) / 86_400_000 / 30.0)
+    return round(max(intrinsic + 0.02 * spot * math.exp(-abs(k - spot) / (0.05 * spot)) * decay, 0.01), 2)
+
+
+def option_quote(occ: str, spot: float, at_ms: int) -> tuple[float, float]:
+    """(bid, ask) USD per share around :func:`option_price` (the mid): -/+ max(0.01, 2 % of it), bid >= 0.01."""
+    mid = option_price(occ, spot, at_ms)
+    half = max(0.01, round(0.02 * mid, 2))
+    return max(0.01, round(mid - half, 2)), round(mid + half, 2)
 
 
 @dataclass
@@ -211,7 +240,7 @@ class AlpacaSim:
     def __init__(self, bars: list[Bars], api_key: str, secret_key: str, *, start_ms: int | None = None,
                  speed: float = 1.0, cash_usd: float = 100_000.0, multiplier: float = 2.0, port: int = 0,
                  pattern_day_trader: bool = False, shorting_enabled: bool = True, status: str = "ACTIVE",
-                 trading_blocked: bool = False):
+                 trading_blocked: bool = False, option_months: int = 4, strike_step: float = 1.0):
         self.bars = {b.symbol: b for b in bars}
         self._key, self._secret = api_key, secret_key
         first = bars[0]
@@ -225,6 +254,7 @@ class AlpacaSim:
         self.shorting_enabled = shorting_enabled
         self.status = status
         self.trading_blocked = trading_blocked
+        self.option_months, self.strike_step = int(option_months), float(strike_step)
         self.account_id = str(uuid.uuid5(_NS, "account"))
         self.positions: dict[str, dict] = {}     # symbol -> {"qty": signed float, "avg": float}
         self.orders: list[SimOrder] = []
@@ -249,6 +279,12 @@ class AlpacaSim:
         """Freeze the simulated clock where it is (tests comparing venue and database at one instant)."""
         with self.lock:
             self._t0_ms, self._mono0, self._offset_ms, self.speed = self.now_ms(), time.monotonic(), 0, 0.0
+
+    def resume(self, speed: float) -> None:
+        """Let the simulated clock run again from where it is, ``speed`` simulated seconds per local second
+        (tests: a clock paused while the live process is dead does not move on without it)."""
+        with self.lock:
+            self._t0_ms, self._mono0, self._offset_ms, self.speed = self.now_ms(), time.monotonic(), 0, float(speed)
 
     def set_now(self, ms: int) -> None:
         """Set the simulated clock to ``ms`` (UTC ms; never backwards)."""
@@ -306,7 +342,7 @@ class AlpacaSim:
         s = self._spot(symbol, at_ms)
         if s is None or not OCC_RE.match(symbol):
             return s
-        return option_price(symbol, s)
+        return option_price(symbol, s, at_ms)
 
     @staticmethod
     def _mult(symbol: str) -> float:
@@ -362,7 +398,7 @@ class AlpacaSim:
                 break
             lo, hi = b.rows[j][2], b.rows[j][1]
             if OCC_RE.match(o.symbol):
-                lo = hi = option_price(o.symbol, b.rows[j][3])
+                lo = hi = option_price(o.symbol, b.rows[j][3], b.t[j] + b.tf_ms)
             if (buy and lo <= lim) or (not buy and hi >= lim):
                 return lim
         return None
@@ -450,6 +486,8 @@ class AlpacaSim:
                 sym = lg["symbol"]
                 if not OCC_RE.match(sym) or self._underlying(sym) not in self.bars:
                     raise ValueError(f"unknown option symbol {sym}")
+                if expiry_ms(sym) <= now:
+                    raise ValueError(f"option contract {sym} has expired")
                 legs.append(SimOrder(str(uuid.uuid4()), str(uuid.uuid4()), sym, qty * float(lg["ratio_qty"]),
                                      lg["side"], typ, body["time_in_force"], "mleg", now,
                                      ratio_qty=float(lg["ratio_qty"]), position_intent=lg.get("position_intent")))
@@ -457,6 +495,8 @@ class AlpacaSim:
         sym = body["symbol"]
         if self._underlying(sym) not in self.bars:
             raise ValueError(f"asset {sym} not found")
+        if OCC_RE.match(sym) and expiry_ms(sym) <= now:
+            raise ValueError(f"option contract {sym} has expired")
         if body.get("legs"):
             raise ValueError("legs given without order_class mleg")
         return SimOrder(oid, cid, sym, qty, body["side"], typ, body["time_in_force"], cls, now, lim)
@@ -539,6 +579,110 @@ class AlpacaSim:
             "daytrade_count": 0, "options_buying_power": _num(round(self.cash, 2)), "options_approved_level": 3,
             "options_trading_level": 3,
         }
+
+    # ---------------------------------------------------------------- options market data
+    def _expirations(self, underlying: str, now: int) -> list[str]:
+        """Monthly expirations (third Friday; the market day before it when the data has no bar that Friday) of
+        the next ``option_months`` months that have not expired at ``now``, ``YYYY-MM-DD``."""
+        from datetime import date, timedelta
+
+        b = self.bars[underlying]
+        days = {datetime.fromtimestamp(t / 1000, tz=timezone.utc).date() for t in b.t}
+        last = datetime.fromtimestamp(b.t[-1] / 1000, tz=timezone.utc).date()
+        d0 = datetime.fromtimestamp(now / 1000, tz=timezone.utc).date()
+        out = []
+        for k in range(self.option_months + 1):
+            y, m = d0.year + (d0.month - 1 + k) // 12, (d0.month - 1 + k) % 12 + 1
+            first = date(y, m, 1)
+            fri = first + timedelta(days=(4 - first.weekday()) % 7 + 14)
+            while fri <= last and fri not in days and fri.day > 1:
+                fri -= timedelta(days=1)
+            iso = fri.isoformat()
+            if expiry_ms(occ_symbol(underlying, iso, "C", 1.0)) > now:
+                out.append(iso)
+        return out[: self.option_months]
+
+    def option_contracts(self, now: int) -> list[dict]:
+        """Every listed contract at ``now`` (Alpaca ``OptionContract`` objects), by underlying, expiry, type,
+        strike. Strikes: multiples of ``strike_step`` within 30 % of the underlying's price at ``now``."""
+        out = []
+        for und in sorted(self.bars):
+            spot = self._spot(und, now)
+            if spot is None:
+                continue
+            st = self.strike_step
+            ks = [round(st * j, 4) for j in range(math.ceil(spot * 0.7 / st), math.floor(spot * 1.3 / st) + 1)]
+            for exp in self._expirations(und, now):
+                d = datetime.strptime(exp, "%Y-%m-%d")
+                for kind in ("call", "put"):
+                    for k in ks:
+                        sym = occ_symbol(und, exp, kind[0], k)
+                        out.append({
+                            "id": str(uuid.uuid5(_NS, sym)), "symbol": sym,
+                            "name": f"{und} {d:%b} {d.day} {d.year} {_num(k)} {kind.title()}",
+                            "status": "active", "tradable": True, "expiration_date": exp, "root_symbol": und,
+                            "underlying_symbol": und, "underlying_asset_id": str(uuid.uuid5(_NS, und)),
+                            "type": kind, "style": "american", "strike_price": _num(k), "multiplier": "100",
+                            "size": "100", "open_interest": None, "open_interest_date": None,
+                            "close_price": None, "close_price_date": None})
+        return out
+
+    def option_contracts_json(self, q: dict) -> tuple[int, dict]:
+        """``GET /v2/options/contracts``: ``{"option_contracts": [...], "next_page_token": ...}`` filtered by
+        underlying_symbols, status, expiration_date(_gte/_lte) (no expiration filter: up to the next weekend, as
+        Alpaca does), root_symbol, type, style, strike_price_gte/_lte; ``limit`` (default 100, max 10000)."""
+        from datetime import date, timedelta
+
+        now = self.now_ms()
+        rows = self.option_contracts(now)
+        unds = {x for x in (q.get("underlying_symbols") or "").split(",") if x}
+        if unds:
+            rows = [r for r in rows if r["underlying_symbol"] in unds]
+        if q.get("status") and q["status"] != "active":
+            rows = []
+        exp, lo, hi = q.get("expiration_date"), q.get("expiration_date_gte"), q.get("expiration_date_lte")
+        if not (exp or lo or hi):
+            today = datetime.fromtimestamp(now / 1000, tz=timezone.utc).date()
+            hi = (today + timedelta(days=(6 - today.weekday()) % 7 or 7)).isoformat()
+        for key, test in (("expiration_date", lambda r, v: r["expiration_date"] == v),
+                          ("root_symbol", lambda r, v: r["root_symbol"] == v),
+                          ("type", lambda r, v: r["type"] == v), ("style", lambda r, v: r["style"] == v)):
+            if q.get(key):
+                rows = [r for r in rows if test(r, q[key])]
+        if lo:
+            rows = [r for r in rows if r["expiration_date"] >= date.fromisoformat(lo).isoformat()]
+        if hi:
+            rows = [r for r in rows if r["expiration_date"] <= date.fromisoformat(hi).isoformat()]
+        if q.get("strike_price_gte"):
+            rows = [r for r in rows if float(r["strike_price"]) >= float(q["strike_price_gte"])]
+        if q.get("strike_price_lte"):
+            rows = [r for r in rows if float(r["strike_price"]) <= float(q["strike_price_lte"])]
+        limit = min(int(q.get("limit") or 100), 10_000)
+        skip = int(q.get("page_token") or 0)
+        page = rows[skip: skip + limit]
+        more = skip + limit < len(rows)
+        return 200, {"option_contracts": page, "next_page_token": str(skip + limit) if more else None}
+
+    def option_contract_json(self, symbol_or_id: str) -> tuple[int, dict]:
+        """``GET /v2/options/contracts/{symbol_or_id}``: one listed contract, or 404."""
+        for r in self.option_contracts(self.now_ms()):
+            if symbol_or_id in (r["symbol"], r["id"]):
+                return 200, r
+        return 404, {"code": 40410000, "message": "option contract not found"}
+
+    def option_quotes_json(self, symbols: list[str]) -> tuple[int, dict]:
+        """``GET /v1beta1/options/quotes/latest``: ``{"quotes": {SYM: {ap, as, ax, bp, bs, bx, c, t}}}`` at now;
+        unknown symbols are left out (as Alpaca does)."""
+        now = self.now_ms()
+        out = {}
+        for sym in symbols:
+            spot = self._spot(sym, now) if OCC_RE.match(sym) else None
+            if spot is None or expiry_ms(sym) <= now:
+                continue
+            bid, ask = option_quote(sym, spot, now)
+            out[sym] = {"ap": ask, "as": 10, "ax": "C", "bp": bid, "bs": 10, "bx": "C", "c": "A",
+                        "t": _iso(now)}
+        return 200, {"quotes": out}
 
     def clock_json(self) -> dict:
         now = self.now_ms()
@@ -687,6 +831,16 @@ class _Handler(BaseHTTPRequestHandler):
             if m.group(1) not in sim.positions:
                 return 404, {"code": 40410000, "message": "position does not exist"}, ""
             return 200, sim.position_json(m.group(1)), ""
+        if method == "GET" and path == "/v2/options/contracts":
+            status, body = sim.option_contracts_json(q)
+            return status, body, ""
+        m = re.match(r"^/v2/options/contracts/([^/]+)$", path)
+        if m and method == "GET":
+            status, body = sim.option_contract_json(m.group(1))
+            return status, body, ""
+        if method == "GET" and path == "/v1beta1/options/quotes/latest":
+            status, body = sim.option_quotes_json([s for s in q.get("symbols", "").split(",") if s])
+            return status, body, ""
         if method == "GET" and path == "/v2/stocks/bars":
             status, body = sim.bars_json([s for s in q.get("symbols", "").split(",") if s], q)
             return status, body, ""
