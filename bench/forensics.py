@@ -494,7 +494,8 @@ def run(rows: int, iterations: int, shape: str, *, admin_url: str | None = None,
             log(f"building {rows:,} signals / order_executions / fills ({shape}) ...")
             res["build_s"] = round((build_full_rows if shape == "full" else build_audit_rows)(url, rows), 1)
         res["table_rows"] = table_rows(url)
-        res["investigate_window_counts"] = investigate_window_counts(url)
+        if not only or "investigate" in only:
+            res["investigate_window_counts"] = investigate_window_counts(url)
         res["tools"] = bench_tools(url, shape, iterations, set(only), log)
     finally:
         if not reuse:
