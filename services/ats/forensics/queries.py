@@ -465,6 +465,21 @@ def _run(q: QueryLog, stmts: list[tuple]) -> dict[str, list[dict]]:
     return {k: r for (k, *_), r in zip(stmts, rows)}
 
 
+def _run_feed(q: QueryLog, stmts: list[tuple], feed: tuple | None) -> dict[str, list[dict]]:
+    """:func:`_run` of ``stmts`` plus the feed_anomalies statement ``feed`` (None: none). As before, a
+    feed_anomalies table that is missing or cannot be read gives no feed anomalies (and no appendix entry)
+    rather than an error: the aborted batch is rolled back and run again without it."""
+    if feed is None:
+        return _run(q, stmts)
+    try:
+        return _run(q, stmts + [feed])
+    except psycopg.Error:
+        q.conn.rollback()
+        out = _run(q, stmts)
+        out["feed_anomalies"] = []
+        return out
+
+
 @dataclass
 class _Gathered:
     """Everything an investigation reads from the database, fetched in at most five round trips."""
@@ -494,10 +509,13 @@ def _gather(sc: _Scope) -> _Gathered:
     q, p = sc.q, sc.p
     need_span = sc.since_dt is None or sc.until_dt is None
     l1 = _audit_stmts(sc) + [_pnl_stmt(sc)] + _snapshot_stmts(sc)
-    l1.append(("feed_table", "feed_table", "SELECT to_regclass(%(t)s) IS NOT NULL AS e", {"t": "feed_anomalies"},
-               False))
-    l1 += [_span_stmt(sc)] if need_span else _event_stmts(sc, None)
-    r1 = _run(q, l1)
+    feed = None
+    if need_span:  # the feed anomalies' bounds default to the signals' span: round trip 2
+        l1.append(_span_stmt(sc))
+    else:  # a closed window bounds the events and the feed anomalies itself: round trip 1
+        l1 += _event_stmts(sc, None)
+        feed = _feed_stmt(sc, [])
+    r1 = _run_feed(q, l1, feed)
     signals, positions, orders = r1["signals"], r1["positions"], r1["orders"]
     end = r1["snapshot_end"][0] if r1["snapshot_end"] else None
     start = None
@@ -535,14 +553,11 @@ def _gather(sc: _Scope) -> _Gathered:
                    True))
     if end is not None:
         l2 += _reconcile_stmts(sc, end, start)
-    feed = _feed_stmt(sc, signals) if r1["feed_table"][0]["e"] else None
-    try:
-        r2 = _run(q, l2 + ([feed] if feed else []))
-    except psycopg.Error:
-        if feed is None:
-            raise
-        q.conn.rollback()  # as before: an unreadable feed_anomalies table gives no feed anomalies
+    if "feed_anomalies" in r1:
         r2 = _run(q, l2)
+        r2["feed_anomalies"] = r1["feed_anomalies"]
+    else:
+        r2 = _run_feed(q, l2, _feed_stmt(sc, signals))
     events = r1.get("system_events", r2.get("system_events"))
     breaker_events = r1.get("breaker_events", r2.get("breaker_events"))
 

@@ -94,9 +94,10 @@ class QueryLog:
         if len(stmts) == 1 or not psycopg.Pipeline.is_supported():
             return [self.all(n, s, p, record=r) for n, s, p, r in stmts]
         conn = self.conn
-        with conn.pipeline():
+        with conn.pipeline() as pipe:
             curs = [conn.execute(s, p or {}) for _, s, p, _ in stmts]
-            out = [[dict(r) for r in c.fetchall()] for c in curs]
+            pipe.sync()  # send everything with one Sync: the results and ReadyForQuery come back together
+            out = [[r if type(r) is dict else dict(r) for r in c.fetchall()] for c in curs]
         for (n, s, p, r), rows in zip(stmts, out):
             if r:
                 self.entries.append({"name": n, "sql": render_sql(s, p), "rows": len(rows)})
