@@ -16,8 +16,8 @@ a database built earlier with the same ``--rows`` / ``--shape``):
   is the sum of the positions closed before it (so the reconciliation runs for real); a breaker trip and reset
   every 10 days; a cron event every hour.
 
-Measured (p50 / p95 / mean in ms over ``--iterations`` calls, after 3 warm-up calls), each tool beside its
-baseline, the raw SELECTs of the same rows run directly with psycopg (one statement per table, no
+Measured (p50 / p95 / mean in ms over ``--iterations`` calls, after 3 warm-up calls; the procedure's calls
+interleaved with its baseline's), each tool beside its baseline, the raw SELECTs of the same rows run directly with psycopg (one statement per table, no
 processing), with the ratio tool / raw:
 
 - ``investigate``: investigate_symbol(BTCUSDT, one-day windows) - the procedure on a psycopg connection, the MCP
@@ -79,6 +79,21 @@ def timed(fn, n: int, warmup: int = 3) -> dict:
         fn(i)
         out.append((time.perf_counter() - t0) * 1000)
     return summary(out)
+
+
+def timed_pair(fa, fb, n: int, warmup: int = 3) -> tuple[dict, dict]:
+    """``timed`` of two functions with their calls interleaved (a, b, a, b, ...), so that a change in the
+    machine's load during the run affects both sides of a ratio alike."""
+    for i in range(warmup):
+        fa(i)
+        fb(i)
+    xa, xb = [], []
+    for i in range(n):
+        for f, xs in ((fa, xa), (fb, xb)):
+            t0 = time.perf_counter()
+            f(i)
+            xs.append((time.perf_counter() - t0) * 1000)
+    return summary(xa), summary(xb)
 
 
 # ---- data --------------------------------------------------------------------------------------------------
@@ -386,8 +401,8 @@ def bench_tools(url: str, shape: str, iterations: int, only: set[str], log) -> d
             if only and name not in only:
                 continue
             log(f"{name}: procedure / raw SELECTs ...")
-            r = {"procedure_psycopg": timed(call(fn), iterations),
-                 "baseline_raw_selects_psycopg": timed(lambda i, raw=raw: raw(c, i), iterations)}
+            proc, base = timed_pair(call(fn), lambda i, raw=raw: raw(c, i), iterations)
+            r = {"procedure_psycopg": proc, "baseline_raw_selects_psycopg": base}
             res[name] = r
     if (not only or "investigate" in only) and "investigate" in res:
         from ats.db.connection import readonly_url

@@ -421,14 +421,15 @@ def _reconcile_stmts(sc: _Scope, end: dict, start: dict | None) -> list[tuple]:
             out.append(_last_known_stmt("last_known_start", run_id, symbol, start["ts"]))
         return out
     # Each snapshot's interval [prev_ts, ts) is a range on positions_run_closed (run_id, closed_at): only the
-    # snapshots of (s0, s1] are joined, and the first snapshot's open lower bound is -infinity (an OR with
-    # "prev_ts IS NULL" would scan every earlier close for every snapshot).
+    # snapshots of (s0, s1] are joined, and the first snapshot's open lower bound is -infinity (lag's default):
+    # an OR with "prev_ts IS NULL" would scan every earlier close for every snapshot, and a coalesce() in the
+    # join would not be an index bound under row-level security (not leakproof).
     s0_snaps = "AND ts >= %(s0)s " if start else ""
     s0_snap = "AND sn.ts > %(s0)s " if start else ""
     s0_where = "WHERE sn.ts > %(s0)s" if start else ""
     out.append(("deltas", "snapshot_symbol_pnl_by_deltas", f"""
         WITH snaps AS (
-            SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev_ts,
+            SELECT ts, lag(ts, 1, '-infinity'::timestamptz) OVER (ORDER BY ts) AS prev_ts,
                    realized_pnl_usd - coalesce(lag(realized_pnl_usd) OVER (ORDER BY ts), 0) AS delta
               FROM portfolio_hourly_snapshots WHERE run_id = %(run_id)s {s0_snaps}AND ts <= %(s1)s),
         closes AS (
@@ -436,8 +437,7 @@ def _reconcile_stmts(sc: _Scope, end: dict, start: dict | None) -> list[tuple]:
                    sum(p.realized_pnl_usd) FILTER (WHERE p.symbol = %(symbol)s) AS sym,
                    coalesce(sum(p.realized_pnl_usd) FILTER (WHERE p.symbol <> %(symbol)s), 0) AS other
               FROM snaps sn JOIN positions p
-                ON p.run_id = %(run_id)s AND p.status = 'closed' AND p.closed_at < sn.ts
-               AND p.closed_at >= coalesce(sn.prev_ts, '-infinity'::timestamptz)
+                ON p.run_id = %(run_id)s AND p.status = 'closed' AND p.closed_at < sn.ts AND p.closed_at >= sn.prev_ts
              {s0_where}
              GROUP BY sn.ts)
         SELECT coalesce(sum(sn.delta - c.other), 0) AS snapshot_pnl_usd, count(*) AS intervals
