@@ -10,9 +10,10 @@ Data (built with generate_series, in a throw-away database on an embedded pgserv
 - ``--chunks`` markdown chunks: synthetic kb/ articles (20 sections each) indexed with embeddings.
 
 Measured (p50 / p95 / mean in ms over ``--iterations`` calls, after warm-up):
-- investigate_symbol(symbol, one-day window): MCP over stdio (the server as .mcp.json launches it), MCP
-  in-process SDK client, the procedure called directly on a psycopg connection, and the baseline: the raw
-  signals / blocked_signals / orders / fills SELECTs of that window run directly with psycopg;
+- investigate_symbol(symbol, one-day window), measured by ``bench/forensics.py`` (its ``audit`` shape is this
+  data): MCP over stdio (the server as .mcp.json launches it), MCP in-process SDK client, the procedure called
+  directly on a psycopg connection, and the baseline: the raw signals / blocked_signals / orders / fills SELECTs
+  of that window run directly with psycopg, with each path's ratio to it;
 - search(query, k=8): MCP over stdio and in-process (hybrid), the core function (hybrid / bm25 / vector), and the
   baselines run directly with psycopg: the pgvector (or float8[]) nearest-neighbour SQL for a precomputed query
   vector, and PostgreSQL full-text search (GIN index on to_tsvector, ts_rank).
@@ -177,48 +178,16 @@ def inproc_bench(server, calls: list[tuple[str, dict]], n: int) -> dict:
 
 
 def bench_investigate(url: str, iterations: int, log) -> tuple[dict, dict]:
-    """investigate_symbol over one-day windows: MCP stdio / in-process, direct function, raw SELECT baseline.
-    Returns (timings, counts of the first window)."""
-    from ats.db.connection import readonly_url
-    from ats.forensics import queries as fx
-    from mcp_servers.postgres import build_server as pg_server
+    """investigate_symbol over one-day windows: direct function, MCP in-process / stdio, raw SELECT baseline --
+    measured by bench/forensics.py (which also covers the other forensic tools and a shape with positions).
+    Returns (timings with ``ratio_p50`` = path / raw, counts of the first window)."""
+    import importlib.util
 
-    days = [f"2021-{m:02d}-{d:02d}" for m in range(2, 12) for d in (3, 11, 19, 27)]
-    calls = [("investigate_symbol", {"symbol": "BTCUSDT", "since": f"{day}T00:00:00Z",
-                                     "until": f"{day}T23:59:59Z"}) for day in days]
-    with psycopg.connect(url, row_factory=dict_row) as c:
-        sample = fx.investigate_symbol(c, "BTCUSDT", since=calls[0][1]["since"], until=calls[0][1]["until"])
-        c.rollback()
-    inv: dict = {}
-    log("investigate_symbol: stdio ...")
-    inv["mcp_stdio"] = stdio_bench("ats-postgres", {"ATS_DATABASE_URL": url, "ATS_LOG_DIR": os.environ["ATS_LOG_DIR"],
-                                                    "ATS_MCP_TOOL_TIMEOUT_MS": "120000",
-                                                    "PATH": os.environ.get("PATH", "")}, calls, iterations)
-    server = pg_server(readonly_url=readonly_url(url))
-    log("investigate_symbol: in-process ...")
-    inv["mcp_inprocess"] = inproc_bench(server, calls, iterations)
-    server._ats_readonly.close()
-    with psycopg.connect(url, row_factory=dict_row) as c:
-        def direct(i):
-            a = calls[i % len(calls)][1]
-            fx.investigate_symbol(c, "BTCUSDT", since=a["since"], until=a["until"])
-            c.rollback()
-        log("investigate_symbol: direct function ...")
-        inv["direct_function_psycopg"] = timed(direct, iterations)
-
-        def raw(i):
-            a = calls[i % len(calls)][1]
-            p = {"s": "BTCUSDT", "a": a["since"], "b": a["until"]}
-            c.execute("SELECT * FROM signals WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
-            c.execute("SELECT * FROM blocked_signals WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts",
-                      p).fetchall()
-            c.execute("SELECT * FROM order_executions WHERE symbol = %(s)s AND submitted_at BETWEEN %(a)s AND %(b)s "
-                      "ORDER BY submitted_at", p).fetchall()
-            c.execute("SELECT * FROM fills WHERE symbol = %(s)s AND ts BETWEEN %(a)s AND %(b)s ORDER BY ts", p).fetchall()
-            c.rollback()
-        log("investigate_symbol: raw SELECTs ...")
-        inv["baseline_raw_selects_psycopg"] = timed(raw, iterations)
-    return inv, sample["counts"]
+    spec = importlib.util.spec_from_file_location("bench_forensics", Path(__file__).resolve().parent / "forensics.py")
+    fx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fx)
+    res = fx.bench_tools(url, "audit", iterations, {"investigate"}, log)["investigate"]
+    return res, fx.investigate_window_counts(url)
 
 
 def bench_search(url: str, tmp: Path, chunks: int, iterations: int, log) -> tuple[dict, dict]:
@@ -298,6 +267,9 @@ def report(res: dict, as_json: bool) -> None:
         print(f"\n{section}:")
         print(f"  {'path':<38} {'p50 ms':>9} {'p95 ms':>9} {'mean ms':>9}")
         for k, v in res[section].items():
+            if k == "ratio_p50":  # investigate_symbol: each path / the raw SELECTs (target <= 2x, issue #18)
+                print(f"  x raw SELECTs (p50; target <= 2.0): {v}")
+                continue
             print(f"  {k:<38} {v['p50_ms']:>9.2f} {v['p95_ms']:>9.2f} {v['mean_ms']:>9.2f}")
 
 

@@ -11,6 +11,14 @@ from uuid import UUID
 
 UTC = timezone.utc
 _EXACT_INT = 2**53  # larger integers lose precision as a JSON number read by a double
+_SAFE = frozenset({str, int, bool, type(None)})  # exact types jsonable returns unchanged
+_UTC_ZONES = {UTC}  # zones whose offset is always zero (datetime.isoformat gives '+00:00' for them)
+try:
+    from zoneinfo import ZoneInfo
+
+    _UTC_ZONES.update(ZoneInfo(k) for k in ("UTC", "Etc/UTC"))
+except Exception:  # noqa: BLE001 - no tz database: timezone.utc alone
+    pass
 
 
 def iso_utc(ts: datetime) -> str:
@@ -26,8 +34,11 @@ def iso_utc(ts: datetime) -> str:
     str
         ``YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00``.
     """
-    if ts.tzinfo is None:
+    tz = ts.tzinfo
+    if tz is None:
         ts = ts.replace(tzinfo=UTC)
+    elif tz in _UTC_ZONES:  # already UTC (psycopg's session zone): the same text without the conversion
+        return ts.isoformat()
     return ts.astimezone(UTC).isoformat()
 
 
@@ -52,6 +63,37 @@ def jsonable(value: Any, *, integral_decimals_as_int: bool = False) -> Any:
     Any
         None, bool, int, float, str, list or dict.
     """
+    conv = _conv_int if integral_decimals_as_int else _conv
+    return conv(value)
+
+
+def _make_conv(integral_decimals_as_int: bool):
+    """The converter behind :func:`jsonable` for one setting of ``integral_decimals_as_int``: exact-type fast
+    paths for what psycopg loads (str, int, None, dict, list, Decimal, datetime, float), then the general
+    rules (:func:`_general`) for everything else, subclasses included."""
+    def conv(value: Any) -> Any:
+        t = type(value)
+        if t is str or t is int or value is None or t is bool:
+            return value
+        if t is dict:  # values that are already JSON-safe are taken as they are, without a call
+            return {(k if type(k) is str else str(k)): (v if type(v) in _SAFE else conv(v)) for k, v in value.items()}
+        if t is list:
+            return [v if type(v) in _SAFE else conv(v) for v in value]
+        if t is Decimal:
+            if not value.is_finite():
+                return None
+            if integral_decimals_as_int and value == value.to_integral_value() and abs(value) < _EXACT_INT:
+                return int(value)
+            return float(value)
+        if t is datetime:
+            return iso_utc(value)
+        if t is float:
+            return value if math.isfinite(value) else None
+        return _general(value, integral_decimals_as_int)
+    return conv
+
+
+def _general(value: Any, integral_decimals_as_int: bool) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -82,3 +124,7 @@ def jsonable(value: Any, *, integral_decimals_as_int: bool = False) -> Any:
         except Exception:  # noqa: BLE001 - not a numpy scalar after all: fall through to str()
             pass
     return str(value)
+
+
+_conv = _make_conv(False)
+_conv_int = _make_conv(True)

@@ -60,3 +60,41 @@ class ConfigAsOf:
             self._cache[key] = cs.strategy_as_of(self._conn, strategy, at, account_id=self._account_id,
                                                  as_known_at=known)
         return self._cache[key]
+
+    def prefetch(self, pairs: list[tuple[str, datetime]]) -> None:
+        """Look up every ``(strategy, at)`` pair not cached yet in ONE statement (instead of one per pair).
+
+        Each answer is exactly what :meth:`__call__` would return for the pair: the latest
+        ``strategy_configurations_history`` row with ``valid_from <= at`` (and ``recorded_at`` as known then),
+        None when none or a DELETE row.
+
+        Parameters
+        ----------
+        pairs : list of (str, datetime)
+            ``(strategy_name, at)`` with ``at`` timezone-aware UTC (engine clock). Duplicates are looked up once.
+        """
+        todo = list(dict.fromkeys(k for k in pairs if k not in self._cache))
+        if not todo:
+            return
+        known = [None if self._started is None else cs.known_at_for(self._started, at) for _, at in todo]
+        rows = self._conn.execute(
+            """SELECT k.i, h.account_id, h.strategy_name, h.operation, h.watchlist_enabled, h.buy_enabled,
+                      h.sell_enabled, h.params, h.valid_from
+                 FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY AS k(s, at, known, i)
+                 LEFT JOIN LATERAL (
+                     SELECT account_id, strategy_name, operation, watchlist_enabled, buy_enabled, sell_enabled,
+                            params, valid_from
+                       FROM strategy_configurations_history
+                      WHERE account_id = %s AND strategy_name = k.s AND valid_from <= k.at
+                        AND (k.known IS NULL OR recorded_at <= k.known)
+                      ORDER BY valid_from DESC, history_id DESC LIMIT 1) h ON true
+                ORDER BY k.i""",
+            ([s for s, _ in todo], [at for _, at in todo], known, self._account_id)).fetchall()
+        for key, row in zip(todo, rows):
+            row = dict(row)
+            row.pop("i")
+            if row["operation"] is None or row["operation"] == "DELETE":
+                self._cache[key] = None
+                continue
+            row.pop("operation")
+            self._cache[key] = row

@@ -161,10 +161,13 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
     When no run touched the symbol the dict has ``run: None`` and empty lists. Raises AtsError for an unknown
     ``run_id`` or an unparsable time.
 
-    The steps, in the order their queries appear in the appendix: :func:`_audit_rows` (the symbol's rows of the
-    window), :func:`_events_and_breakers`, :func:`_referenced_rows` (signals, orders and fills outside the
-    window that the window's positions reference), :func:`_trades`, :func:`_pnl_summary`,
-    :func:`_blocked_summary`, then reconciliation, timeline, anomalies and open questions.
+    The reads (:func:`_gather`): the symbol's rows of the window, the events and breakers, the signals, orders
+    and fills outside the window that the window's positions reference, the P&L summary and the snapshots of
+    the reconciliation -- in dependency order, each level's statements sent together in one round trip (libpq
+    pipeline mode), so a call costs at most five round trips whatever the number of positions (the
+    configuration in force at every entry and exit is one statement too, :meth:`ConfigAsOf.prefetch`). Then,
+    in Python: trades, P&L summary check, blocked summary, reconciliation, timeline, anomalies, open questions.
+    The appendix lists each statement as executed, in the order of those steps.
     """
     _conn_ok(conn)
     symbol = symbol.strip().upper()
@@ -180,19 +183,19 @@ def investigate_symbol(conn: psycopg.Connection, symbol: str, since: Any = None,
     out["run"] = run
     out["account_id"] = run["account_id"]
     sc = _Scope(conn, q, run, symbol, since_dt, until_dt,
+                {"run_id": run["run_id"], "symbol": symbol, "since": since_dt, "until": until_dt},
                 {"run_id": run["run_id"], "symbol": symbol, "since": since_dt, "until": until_dt})
-    rows = _audit_rows(sc)
-    events, bwins = _events_and_breakers(sc)
-    _referenced_rows(sc, rows)
+    g = _gather(sc)
+    rows, events, bwins = g.rows, g.events, g.bwins
     trades = _trades(sc, rows, bwins)
-    pnl = _pnl_summary(sc, trades)
+    pnl = _pnl_summary(sc, trades, g.pnl_row)
     blocked = rows.blocked
     summary, by_gate, by_day = _blocked_summary(sc, blocked)
-    recon = _reconcile(q, run, symbol, since_dt, until_dt, trades)
+    recon = _reconcile(sc, g, trades)
     timeline = _timeline(rows.signals, blocked, rows.all_orders, rows.all_fills, rows.positions, rows.targets,
                          rows.evaluations, events)
-    anomalies = _anomalies(q, run, symbol, trades, rows.all_orders, rows.evaluations, bwins, rows.signals, recon,
-                           since_dt, until_dt)
+    anomalies = _anomalies(g.feed, trades, rows.all_orders, rows.evaluations, recon)
+    q.entries.sort(key=lambda e: _APPENDIX_ORDER.get(e["name"], len(_APPENDIX_ORDER)))
     questions = _open_questions(symbol, trades, blocked, by_gate, by_day, recon, anomalies, rows.positions)
     positions = rows.positions
     out.update(
@@ -218,6 +221,13 @@ _ORDER_COLS = """order_id, client_order_id, signal_id, position_id, strategy_nam
                broker, submitted_at, updated_at, context"""
 _FILL_COLS = "fill_id, order_id, client_order_id, fill_seq, side, qty, price, fee_usd, liquidity, slippage_bps, ts"
 
+# The appendix lists the queries in the order of the steps that use them, however they were batched.
+_APPENDIX_ORDER = {n: i for i, n in enumerate((
+    "signals", "blocked_signals", "orders", "fills", "positions", "position_evaluations", "position_targets",
+    "system_events", "breaker_events", "referenced_signals", "position_orders", "position_fills", "pnl_summary",
+    "blocked_by_day_gate", "snapshot_end", "snapshot_start", "trades_in_snapshot_interval",
+    "snapshot_symbol_realized_last_known", "snapshot_symbol_pnl_by_deltas", "feed_anomalies"))}
+
 
 @dataclass
 class _Scope:
@@ -230,6 +240,7 @@ class _Scope:
     since_dt: datetime | None
     until_dt: datetime | None
     p: dict  # the bound parameters shared by every query (grows as steps add ids)
+    rp: dict  # the reconciliation's parameters (run_id, symbol, since, until; s0 / s1 once known)
 
     def win(self, col: str) -> str:
         """`` AND col >= since AND col <= until`` for the bounds that are set ('' for the whole run)."""
@@ -279,60 +290,57 @@ def _no_run(out: dict, symbol: str) -> dict:
     return out
 
 
-def _audit_rows(sc: _Scope) -> _Rows:
-    q, p, win = sc.q, sc.p, sc.win
-    signals = q.all("signals", f"""
+def _audit_stmts(sc: _Scope) -> list[tuple]:
+    """The window's rows of the symbol: signals, blocked signals, orders, fills, positions (round trip 1)."""
+    p, win = sc.p, sc.win
+    return [
+        ("signals", "signals", f"""
         SELECT {_SIGNAL_COLS}
           FROM signals WHERE run_id = %(run_id)s AND symbol = %(symbol)s{win('ts')}
-         ORDER BY ts, signal_id""", p)
-    blocked = q.all("blocked_signals", f"""
+         ORDER BY ts, signal_id""", p, True),
+        ("blocked_signals", "blocked_signals", f"""
         SELECT blocked_id, signal_id, strategy_name, ts, gate, reason, context
           FROM blocked_signals WHERE run_id = %(run_id)s AND symbol = %(symbol)s{win('ts')}
-         ORDER BY ts, blocked_id""", p)
-    orders = q.all("orders", f"""
+         ORDER BY ts, blocked_id""", p, True),
+        ("orders", "orders", f"""
         SELECT {_ORDER_COLS}
           FROM order_executions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{win('submitted_at')}
-         ORDER BY submitted_at, order_id""", p)
-    fills = q.all("fills", f"""
+         ORDER BY submitted_at, order_id""", p, True),
+        ("fills", "fills", f"""
         SELECT {_FILL_COLS}
           FROM fills WHERE run_id = %(run_id)s AND symbol = %(symbol)s{win('ts')}
-         ORDER BY ts, fill_id""", p)
-    positions = q.all("positions", f"""
+         ORDER BY ts, fill_id""", p, True),
+        ("positions", "positions", f"""
         SELECT position_id, strategy_name, side, status, qty, entry_qty, avg_entry_price, avg_exit_price,
                realized_pnl_usd, fees_usd, opened_at, closed_at, close_reason, entry_signal_id, context
           FROM positions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{sc.pos_win()}
-         ORDER BY opened_at, position_id""", p)
-    pids = [r["position_id"] for r in positions]
-    p["position_ids"] = pids
-    evaluations = q.all("position_evaluations", """
-        SELECT evaluation_id, position_id, ts, price, pnl_pct, tp_price, sl_price, trailing_stop, hold_minutes,
-               decision, reason, context
-          FROM position_evaluations WHERE position_id = ANY(%(position_ids)s)
-         ORDER BY ts, evaluation_id""", p) if pids else []
-    targets = q.all("position_targets", """
-        SELECT target_id, position_id, ts, tp_price, sl_price, trailing_stop, reason
-          FROM position_targets WHERE position_id = ANY(%(position_ids)s)
-         ORDER BY ts, target_id""", p) if pids else []
-    return _Rows(signals, blocked, orders, fills, positions, evaluations, targets)
+         ORDER BY opened_at, position_id""", p, True),
+    ]
 
 
-def _events_and_breakers(sc: _Scope) -> tuple[list[dict], list[dict]]:
-    """The symbol's events plus market-wide breaker / engine events (scope '*'), restricted to this run when the
-    payload names one; the window defaults to the run's span on the engine clock. Breaker windows also count
-    trips that happened before the window."""
-    q, p, run = sc.q, sc.p, sc.run
-    span = q.one("run_span", """
+def _span_stmt(sc: _Scope) -> tuple:
+    """The run's time span on the engine clock (only needed when the window is open on one side)."""
+    return ("run_span", "run_span", """
         SELECT least(s.first_ts, b.first_ts, h.first_ts) AS first_ts,
                greatest(s.last_ts, b.last_ts, h.last_ts) AS last_ts
           FROM (SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM signals WHERE run_id = %(run_id)s) s,
                (SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM blocked_signals WHERE run_id = %(run_id)s) b,
                (SELECT min(ts) AS first_ts, max(ts) AS last_ts FROM portfolio_hourly_snapshots
-                 WHERE run_id = %(run_id)s) h""", p, record=False) or {}
+                 WHERE run_id = %(run_id)s) h""", sc.p, False)
+
+
+def _event_stmts(sc: _Scope, span: dict | None) -> list[tuple]:
+    """The symbol's events plus market-wide breaker / engine events (scope '*'), restricted to this run when the
+    payload names one; the window defaults to the run's span on the engine clock (``span``: the run_span row).
+    Breaker events are read up to the window's end: a trip before the window still counts."""
+    p, run = sc.p, sc.run
+    span = span or {}
     p["ev_since"] = sc.since_dt or span.get("first_ts") or run.get("started_at")
     p["ev_until"] = sc.until_dt or span.get("last_ts") or run.get("last_bar_time") or utcnow()
     if p["ev_until"] and run.get("last_bar_time") and sc.until_dt is None:
         p["ev_until"] = max(p["ev_until"], run["last_bar_time"])
-    events = q.all("system_events", """
+    return [
+        ("system_events", "system_events", """
         SELECT event_id, ts, component, event_type, severity, symbol, payload
           FROM system_events
          WHERE ts >= %(ev_since)s AND ts <= %(ev_until)s
@@ -341,51 +349,246 @@ def _events_and_breakers(sc: _Scope) -> tuple[list[dict], list[dict]]:
                                         OR event_type LIKE 'breaker%%')))
            AND (payload->>'run_id' IS NULL OR payload->>'run_id' = %(run_id)s)
            AND (account_id IS NULL OR account_id = (SELECT account_id FROM engine_runs WHERE run_id = %(run_id)s))
-         ORDER BY ts, event_id""", p)
-    breaker_events = q.all("breaker_events", """
+         ORDER BY ts, event_id""", p, True),
+        ("breaker_events", "breaker_events", """
         SELECT event_id, ts, event_type, symbol, payload FROM system_events
          WHERE event_type IN ('breaker_tripped', 'breaker_reset') AND ts <= %(ev_until)s
            AND (payload->>'run_id' IS NULL OR payload->>'run_id' = %(run_id)s)
            AND (account_id IS NULL OR account_id = (SELECT account_id FROM engine_runs WHERE run_id = %(run_id)s))
-         ORDER BY ts, event_id""", p)
-    bwins = [w for w in breaker_windows(breaker_events)
-             if (w["scope"] in ("*", sc.symbol)) and (p["ev_since"] is None or w["reset_at"] is None
-                                                       or w["reset_at"] >= p["ev_since"])]
-    return events, bwins
+         ORDER BY ts, event_id""", p, True),
+    ]
 
 
-def _referenced_rows(sc: _Scope, rows: _Rows) -> None:
-    """Fill ``rows.sig_by_id``, ``all_orders`` and ``all_fills``: entry signals may predate the window, and exit
-    orders (with their fills) of the window's positions may fall outside it."""
+def _breaker_wins(sc: _Scope, breaker_events: list[dict]) -> list[dict]:
+    """The breaker windows of the symbol (scope '*' or the symbol) that overlap the event window."""
+    p = sc.p
+    return [w for w in breaker_windows(breaker_events)
+            if (w["scope"] in ("*", sc.symbol)) and (p["ev_since"] is None or w["reset_at"] is None
+                                                      or w["reset_at"] >= p["ev_since"])]
+
+
+def _pnl_stmt(sc: _Scope) -> tuple:
+    """P&L of the positions closed in the window, from one query (printed in the report appendix)."""
+    closed_win = sc.win("closed_at")
+    return ("pnl_summary", "pnl_summary", f"""
+        SELECT count(*) FILTER (WHERE status = 'closed'{closed_win}) AS closed_trades,
+               coalesce(sum(realized_pnl_usd) FILTER (WHERE status = 'closed'{closed_win}), 0) AS realized_pnl_usd,
+               coalesce(sum(fees_usd) FILTER (WHERE status = 'closed'{closed_win}), 0) AS fees_usd,
+               count(*) FILTER (WHERE status = 'closed'{closed_win} AND realized_pnl_usd > 0) AS wins,
+               count(*) FILTER (WHERE status = 'closed'{closed_win} AND realized_pnl_usd <= 0) AS losses,
+               count(*) FILTER (WHERE status = 'open') AS open_positions
+          FROM positions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{sc.pos_win()}""", sc.p, True)
+
+
+def _snapshot_stmts(sc: _Scope) -> list[tuple]:
+    """The snapshots bounding the reconciliation interval: the last at or before ``until`` (and ``since``).
+    The start snapshot is recorded only when an end snapshot exists (see :func:`_gather`)."""
+    rp = sc.rp
+    out = [("snapshot_end", "snapshot_end", """
+        SELECT ts, realized_pnl_usd, positions FROM portfolio_hourly_snapshots
+         WHERE run_id = %(run_id)s""" + (" AND ts <= %(until)s" if sc.until_dt else "") + """
+         ORDER BY ts DESC LIMIT 1""", rp, True)]
+    if sc.since_dt is not None:
+        out.append(("snapshot_start", "snapshot_start", """
+            SELECT ts, realized_pnl_usd, positions FROM portfolio_hourly_snapshots
+             WHERE run_id = %(run_id)s AND ts <= %(since)s ORDER BY ts DESC LIMIT 1""", rp, False))
+    return out
+
+
+def _last_known_stmt(key: str, run_id: str, symbol: str, at: datetime) -> tuple:
+    """The last snapshot at or before ``at`` whose positions JSON names ``symbol`` (a flat symbol drops out)."""
+    return (key, "snapshot_symbol_realized_last_known", """
+        SELECT ts, positions FROM portfolio_hourly_snapshots
+         WHERE run_id = %(run_id)s AND ts <= %(at)s AND positions::text LIKE %(pat)s
+         ORDER BY ts DESC LIMIT 1""", {"run_id": run_id, "at": at, "pat": f'%"{symbol}"%'}, True)
+
+
+def _reconcile_stmts(sc: _Scope, end: dict, start: dict | None) -> list[tuple]:
+    """Round trip 2 of the reconciliation: closed trades per symbol in the snapshot interval, and the symbol's
+    snapshot P&L (the positions JSON's last known values, or the snapshot deltas)."""
+    rp, symbol, run_id = sc.rp, sc.symbol, sc.run["run_id"]
+    rp["s0"] = start["ts"] if start else None
+    rp["s1"] = end["ts"]
+    s0_cond = "closed_at >= %(s0)s AND " if start else ""
+    out = [("trades_in_snapshot_interval", "trades_in_snapshot_interval", f"""
+        SELECT symbol, count(*) AS trades, sum(realized_pnl_usd) AS realized_pnl_usd
+          FROM positions WHERE run_id = %(run_id)s AND status = 'closed' AND {s0_cond}closed_at < %(s1)s
+         GROUP BY symbol ORDER BY symbol""", rp, True)]
+    if _has_json(end):
+        if _entry_realized(_snapshot_symbol_entry(end["positions"], symbol)) is None:
+            out.append(_last_known_stmt("last_known_end", run_id, symbol, end["ts"]))
+        if start is not None and _entry_realized(_snapshot_symbol_entry(start["positions"], symbol)) is None:
+            out.append(_last_known_stmt("last_known_start", run_id, symbol, start["ts"]))
+        return out
+    # Each snapshot's interval [prev_ts, ts) is a range on positions_run_closed (run_id, closed_at): only the
+    # snapshots of (s0, s1] are joined, and the first snapshot's open lower bound is -infinity (lag's default):
+    # an OR with "prev_ts IS NULL" would scan every earlier close for every snapshot, and a coalesce() in the
+    # join would not be an index bound under row-level security (not leakproof).
+    s0_snaps = "AND ts >= %(s0)s " if start else ""
+    s0_snap = "AND sn.ts > %(s0)s " if start else ""
+    s0_where = "WHERE sn.ts > %(s0)s" if start else ""
+    out.append(("deltas", "snapshot_symbol_pnl_by_deltas", f"""
+        WITH snaps AS (
+            SELECT ts, lag(ts, 1, '-infinity'::timestamptz) OVER (ORDER BY ts) AS prev_ts,
+                   realized_pnl_usd - coalesce(lag(realized_pnl_usd) OVER (ORDER BY ts), 0) AS delta
+              FROM portfolio_hourly_snapshots WHERE run_id = %(run_id)s {s0_snaps}AND ts <= %(s1)s),
+        closes AS (
+            SELECT sn.ts,
+                   sum(p.realized_pnl_usd) FILTER (WHERE p.symbol = %(symbol)s) AS sym,
+                   coalesce(sum(p.realized_pnl_usd) FILTER (WHERE p.symbol <> %(symbol)s), 0) AS other
+              FROM snaps sn JOIN positions p
+                ON p.run_id = %(run_id)s AND p.status = 'closed' AND p.closed_at < sn.ts AND p.closed_at >= sn.prev_ts
+             {s0_where}
+             GROUP BY sn.ts)
+        SELECT coalesce(sum(sn.delta - c.other), 0) AS snapshot_pnl_usd, count(*) AS intervals
+          FROM snaps sn JOIN closes c ON c.ts = sn.ts
+         WHERE c.sym IS NOT NULL {s0_snap}AND sn.ts <= %(s1)s""", rp, True))
+    return out
+
+
+def _feed_stmt(sc: _Scope, signals: list[dict]) -> tuple | None:
+    """Market-data anomalies for the symbol (feed_anomalies, migration 0002) in the window (the signals' span
+    when the window is open); None when there is no bound."""
+    lo = sc.since_dt or (min((s["ts"] for s in signals), default=None))
+    hi = sc.until_dt or (max((s["ts"] for s in signals), default=None))
+    if lo is None or hi is None:
+        return None
+    return ("feed_anomalies", "feed_anomalies", """
+                    SELECT * FROM feed_anomalies WHERE symbol = %(symbol)s AND open_time >= %(lo)s
+                       AND open_time <= %(hi)s ORDER BY open_time LIMIT 200""",
+            {"symbol": sc.symbol, "lo": lo, "hi": hi}, True)
+
+
+def _run(q: QueryLog, stmts: list[tuple]) -> dict[str, list[dict]]:
+    """``q.batch`` over ``[(key, name, sql, params, record)]``: one round trip; rows by key."""
+    rows = q.batch([(n, s, p, r) for _, n, s, p, r in stmts])
+    return {k: r for (k, *_), r in zip(stmts, rows)}
+
+
+def _run_feed(q: QueryLog, stmts: list[tuple], feed: tuple | None) -> dict[str, list[dict]]:
+    """:func:`_run` of ``stmts`` plus the feed_anomalies statement ``feed`` (None: none). As before, a
+    feed_anomalies table that is missing or cannot be read gives no feed anomalies (and no appendix entry)
+    rather than an error: the aborted batch is rolled back and run again without it."""
+    if feed is None:
+        return _run(q, stmts)
+    try:
+        return _run(q, stmts + [feed])
+    except psycopg.Error:
+        q.conn.rollback()
+        out = _run(q, stmts)
+        out["feed_anomalies"] = []
+        return out
+
+
+@dataclass
+class _Gathered:
+    """Everything an investigation reads from the database, fetched in at most five round trips."""
+
+    rows: _Rows
+    events: list[dict]
+    bwins: list[dict]
+    pnl_row: dict
+    snap_end: dict | None
+    snap_start: dict | None
+    recon: dict[str, list[dict]]
+    feed: list[dict]
+
+
+def _gather(sc: _Scope) -> _Gathered:
+    """Read the investigation's rows in dependency order, each level's statements in one round trip (pipeline):
+
+    1. the window's signals, blocked signals, orders, fills, positions; the P&L summary; the bounding snapshots;
+       the events and breaker events (when the window is closed; else the run's span first);
+    2. the positions' evaluations, targets and orders, the signals they reference, the reconciliation's
+       trades and snapshot P&L, the feed anomalies (and the events of an open window);
+    3. the fills of the positions' orders and the signals of orders outside the window;
+    4. (in :func:`_trades`) the configuration in force at every entry and exit, in one statement.
+
+    Each statement is the one printed in the appendix (the appendix keeps the steps' order, :data:`_APPENDIX_ORDER`).
+    """
     q, p = sc.q, sc.p
-    sig_by_id = {s["signal_id"]: s for s in rows.signals}
-    missing = [r["entry_signal_id"] for r in rows.positions
-               if r["entry_signal_id"] and r["entry_signal_id"] not in sig_by_id]
-    missing += [o["signal_id"] for o in rows.orders if o["signal_id"] and o["signal_id"] not in sig_by_id]
+    need_span = sc.since_dt is None or sc.until_dt is None
+    l1 = _audit_stmts(sc) + [_pnl_stmt(sc)] + _snapshot_stmts(sc)
+    feed = None
+    if need_span:  # the feed anomalies' bounds default to the signals' span: round trip 2
+        l1.append(_span_stmt(sc))
+    else:  # a closed window bounds the events and the feed anomalies itself: round trip 1
+        l1 += _event_stmts(sc, None)
+        feed = _feed_stmt(sc, [])
+    r1 = _run_feed(q, l1, feed)
+    signals, positions, orders = r1["signals"], r1["positions"], r1["orders"]
+    end = r1["snapshot_end"][0] if r1["snapshot_end"] else None
+    start = None
+    if end is not None and sc.since_dt is not None:
+        start = r1["snapshot_start"][0] if r1["snapshot_start"] else None
+        name, sql, params = l1[[k for k, *_ in l1].index("snapshot_start")][1:4]
+        q.record(name, sql, params, len(r1["snapshot_start"]))
+
+    pids = [r["position_id"] for r in positions]
+    p["position_ids"] = pids
+    sig_by_id = {s["signal_id"]: s for s in signals}
+    missing = [r["entry_signal_id"] for r in positions if r["entry_signal_id"] and r["entry_signal_id"] not in sig_by_id]
+    missing += [o["signal_id"] for o in orders if o["signal_id"] and o["signal_id"] not in sig_by_id]
+    l2: list[tuple] = []
+    if need_span:
+        l2 += _event_stmts(sc, r1["run_span"][0] if r1["run_span"] else None)
+    if pids:
+        l2 += [("position_evaluations", "position_evaluations", """
+        SELECT evaluation_id, position_id, ts, price, pnl_pct, tp_price, sl_price, trailing_stop, hold_minutes,
+               decision, reason, context
+          FROM position_evaluations WHERE position_id = ANY(%(position_ids)s)
+         ORDER BY ts, evaluation_id""", p, True),
+               ("position_targets", "position_targets", """
+        SELECT target_id, position_id, ts, tp_price, sl_price, trailing_stop, reason
+          FROM position_targets WHERE position_id = ANY(%(position_ids)s)
+         ORDER BY ts, target_id""", p, True)]
     if missing:
         p["extra_signal_ids"] = sorted(set(missing))
-        for s in q.all("referenced_signals", f"""
-                SELECT {_SIGNAL_COLS} FROM signals WHERE signal_id = ANY(%(extra_signal_ids)s)""", p):
-            sig_by_id[s["signal_id"]] = s
-    rows.sig_by_id = sig_by_id
-    if not p["position_ids"]:
-        rows.all_orders, rows.all_fills = rows.orders, rows.fills
-        return
-    known = {o["order_id"] for o in rows.orders}
-    pos_orders = q.all("position_orders", f"""
+        l2.append(("referenced_signals", "referenced_signals", f"""
+                SELECT {_SIGNAL_COLS} FROM signals WHERE signal_id = ANY(%(extra_signal_ids)s)""", p, True))
+    if pids:
+        l2.append(("position_orders", "position_orders", f"""
             SELECT {_ORDER_COLS}
-              FROM order_executions WHERE position_id = ANY(%(position_ids)s) ORDER BY submitted_at, order_id""", p)
-    rows.all_orders = rows.orders + [o for o in pos_orders if o["order_id"] not in known]
-    p["order_ids"] = [o["order_id"] for o in rows.all_orders]
-    rows.all_fills = q.all("position_fills", f"""
+              FROM order_executions WHERE position_id = ANY(%(position_ids)s) ORDER BY submitted_at, order_id""", p,
+                   True))
+    if end is not None:
+        l2 += _reconcile_stmts(sc, end, start)
+    if "feed_anomalies" in r1:
+        r2 = _run(q, l2)
+        r2["feed_anomalies"] = r1["feed_anomalies"]
+    else:
+        r2 = _run_feed(q, l2, _feed_stmt(sc, signals))
+    events = r1.get("system_events", r2.get("system_events"))
+    breaker_events = r1.get("breaker_events", r2.get("breaker_events"))
+
+    for s in r2.get("referenced_signals", []):
+        sig_by_id[s["signal_id"]] = s
+    rows = _Rows(signals, r1["blocked_signals"], orders, r1["fills"], positions, r2.get("position_evaluations", []),
+                 r2.get("position_targets", []), sig_by_id)
+    if not pids:
+        rows.all_orders, rows.all_fills = rows.orders, rows.fills
+    else:
+        pos_orders = r2["position_orders"]
+        known = {o["order_id"] for o in orders}
+        rows.all_orders = orders + [o for o in pos_orders if o["order_id"] not in known]
+        p["order_ids"] = [o["order_id"] for o in rows.all_orders]
+        outside = sorted({o["signal_id"] for o in pos_orders if o["signal_id"] and o["signal_id"] not in sig_by_id})
+        l3: list[tuple] = []
+        if p["order_ids"]:
+            l3.append(("position_fills", "position_fills", f"""
             SELECT {_FILL_COLS}
-              FROM fills WHERE order_id = ANY(%(order_ids)s) ORDER BY ts, fill_id""", p) if p["order_ids"] else []
-    for o in pos_orders:
-        if o["signal_id"] and o["signal_id"] not in sig_by_id:
-            s = sc.conn.execute(f"SELECT {_SIGNAL_COLS} FROM signals WHERE signal_id = %s",
-                                (o["signal_id"],)).fetchone()
-            if s:
-                sig_by_id[s["signal_id"]] = dict(s)
+              FROM fills WHERE order_id = ANY(%(order_ids)s) ORDER BY ts, fill_id""", p, True))
+        if outside:  # the signals of the positions' orders outside the window: one statement, not one per order
+            l3.append(("outside_signals", "outside_signals", f"SELECT {_SIGNAL_COLS} FROM signals "
+                       "WHERE signal_id = ANY(%(ids)s)", {"ids": outside}, False))
+        r3 = _run(q, l3)
+        rows.all_fills = r3.get("position_fills", [])
+        for s in r3.get("outside_signals", []):
+            sig_by_id[s["signal_id"]] = s
+    recon = {k: v for k, v in r2.items() if k in ("trades_in_snapshot_interval", "last_known_end",
+                                                 "last_known_start", "deltas")}
+    return _Gathered(rows, events, _breaker_wins(sc, breaker_events), r1["pnl_summary"][0], end, start, recon,
+                     r2.get("feed_anomalies", []))
 
 
 def _sig_brief(s: dict | None) -> dict | None:
@@ -413,20 +616,33 @@ def _trades(sc: _Scope, rows: _Rows, bwins: list[dict]) -> list[dict]:
     targets_by_pos = _group(rows.targets, "position_id")
     orders_by_pos = _group(rows.all_orders, "position_id")
     fills_by_order = _group(rows.all_fills, "order_id")
+    pairs = []  # every (strategy, time) _trade will ask for, looked up in one statement
+    for pos in rows.positions:
+        entry_sig = _entry_signal(pos, rows.sig_by_id, orders_by_pos.get(pos["position_id"], []))
+        pairs.append((pos["strategy_name"], entry_sig["ts"] if entry_sig else pos["opened_at"]))
+        if pos["closed_at"]:
+            pairs.append((pos["strategy_name"], pos["closed_at"]))
+    config_at.prefetch(pairs)
     return [_trade(pos, rows, config_at, orders_by_pos.get(pos["position_id"], []),
                    evals_by_pos.get(pos["position_id"], []), targets_by_pos.get(pos["position_id"], []),
                    fills_by_order, bwins)
             for pos in rows.positions]
 
 
-def _trade(pos: dict, rows: _Rows, config_at, pord: list[dict], pevals: list[dict], ptargets: list[dict],
-           fills_by_order: dict, bwins: list[dict]) -> dict:
-    sig_by_id = rows.sig_by_id
+def _entry_signal(pos: dict, sig_by_id: dict, pord: list[dict]) -> dict | None:
+    """The position's entry signal: its ``entry_signal_id``, else the signal of its first open order."""
     entry_sig = sig_by_id.get(pos["entry_signal_id"]) if pos["entry_signal_id"] else None
     if entry_sig is None:
         first_open = next((o for o in pord if o["intent"] == "open"), None)
         if first_open and first_open["signal_id"]:
             entry_sig = sig_by_id.get(first_open["signal_id"])
+    return entry_sig
+
+
+def _trade(pos: dict, rows: _Rows, config_at, pord: list[dict], pevals: list[dict], ptargets: list[dict],
+           fills_by_order: dict, bwins: list[dict]) -> dict:
+    sig_by_id = rows.sig_by_id
+    entry_sig = _entry_signal(pos, sig_by_id, pord)
     exit_sig = None
     for o in pord:
         if o["intent"] == "close" and o["signal_id"] and o["signal_id"] in sig_by_id:
@@ -475,19 +691,10 @@ def _closed_in_window(sc: _Scope, t: dict) -> bool:
     return True
 
 
-def _pnl_summary(sc: _Scope, trades: list[dict]) -> dict:
-    """P&L of the positions closed in the window, from one query (printed in the report appendix); the per-trade
-    rows must agree with it (AtsError otherwise: a bug)."""
+def _pnl_summary(sc: _Scope, trades: list[dict], srow: dict) -> dict:
+    """P&L of the positions closed in the window, from one query (``srow``, the pnl_summary row printed in the
+    report appendix); the per-trade rows must agree with it (AtsError otherwise: a bug)."""
     closed = [t for t in trades if _closed_in_window(sc, t)]
-    closed_win = sc.win("closed_at")
-    srow = sc.q.one("pnl_summary", f"""
-        SELECT count(*) FILTER (WHERE status = 'closed'{closed_win}) AS closed_trades,
-               coalesce(sum(realized_pnl_usd) FILTER (WHERE status = 'closed'{closed_win}), 0) AS realized_pnl_usd,
-               coalesce(sum(fees_usd) FILTER (WHERE status = 'closed'{closed_win}), 0) AS fees_usd,
-               count(*) FILTER (WHERE status = 'closed'{closed_win} AND realized_pnl_usd > 0) AS wins,
-               count(*) FILTER (WHERE status = 'closed'{closed_win} AND realized_pnl_usd <= 0) AS losses,
-               count(*) FILTER (WHERE status = 'open') AS open_positions
-          FROM positions WHERE run_id = %(run_id)s AND symbol = %(symbol)s{sc.pos_win()}""", sc.p)
     pnl = {k: (fnum(v) if k.endswith("_usd") else int(v)) for k, v in srow.items()}
     check = sum(fnum(t["realized_pnl_usd"]) for t in closed)
     if abs(check - pnl["realized_pnl_usd"]) > 1e-6 or len(closed) != pnl["closed_trades"]:  # pragma: no cover
@@ -529,7 +736,21 @@ def _cfg_brief(cfg: dict | None) -> dict | None:
             "sell_enabled": cfg.get("sell_enabled"), "params": cfg.get("params"), "valid_from": cfg.get("valid_from")}
 
 
-def _reconcile(q: QueryLog, run: dict, symbol: str, since_dt, until_dt, trades: list[dict]) -> dict:
+def _has_json(end: dict) -> bool:
+    """Whether a snapshot's positions JSON carries a per-symbol cumulative realized figure."""
+    return any(_entry_realized(e if isinstance(e, dict) else None) is not None
+               for e in (end["positions"] if isinstance(end["positions"], list)
+                         else list((end["positions"] or {}).values())))
+
+
+def _last_known_value(rows: list[dict] | None, symbol: str) -> float | None:
+    """The symbol's realized figure in the snapshot a snapshot_symbol_realized_last_known query returned."""
+    if not rows:
+        return None
+    return _entry_realized(_snapshot_symbol_entry(rows[0]["positions"], symbol))
+
+
+def _reconcile(sc: _Scope, g: _Gathered, trades: list[dict]) -> dict:
     """Per-trade realized P&L of ``symbol`` vs the snapshots' realized P&L over the same snapshot interval.
 
     The snapshot interval is (S0, S1]: S1 = last snapshot at or before ``until`` (latest when None), S0 = last
@@ -539,27 +760,15 @@ def _reconcile(q: QueryLog, run: dict, symbol: str, since_dt, until_dt, trades: 
     a per-symbol cumulative realized figure (method ``positions_json``); otherwise from the hourly deltas of
     ``realized_pnl_usd`` over the intervals in which the symbol closed trades, minus other symbols' closes in
     the same intervals (method ``snapshot_deltas``). The portfolio-wide total is reconciled too.
+
+    The statements ran in :func:`_gather` (:func:`_snapshot_stmts`, :func:`_reconcile_stmts`).
     """
-    p = {"run_id": run["run_id"], "symbol": symbol, "since": since_dt, "until": until_dt}
-    end = q.one("snapshot_end", """
-        SELECT ts, realized_pnl_usd, positions FROM portfolio_hourly_snapshots
-         WHERE run_id = %(run_id)s""" + (" AND ts <= %(until)s" if until_dt else "") + """
-         ORDER BY ts DESC LIMIT 1""", p)
+    symbol = sc.symbol
+    end, start = g.snap_end, g.snap_start
     if end is None:
         return {"method": "none", "reconciled": None, "trades_pnl_usd": None, "snapshot_pnl_usd": None,
                 "difference_usd": None, "note": "no portfolio_hourly_snapshots rows for this run/window"}
-    start = None
-    if since_dt is not None:
-        start = q.one("snapshot_start", """
-            SELECT ts, realized_pnl_usd, positions FROM portfolio_hourly_snapshots
-             WHERE run_id = %(run_id)s AND ts <= %(since)s ORDER BY ts DESC LIMIT 1""", p)
-    p["s0"] = start["ts"] if start else None
-    p["s1"] = end["ts"]
-    s0_cond = "closed_at >= %(s0)s AND " if start else ""
-    per_symbol = q.all("trades_in_snapshot_interval", f"""
-        SELECT symbol, count(*) AS trades, sum(realized_pnl_usd) AS realized_pnl_usd
-          FROM positions WHERE run_id = %(run_id)s AND status = 'closed' AND {s0_cond}closed_at < %(s1)s
-         GROUP BY symbol ORDER BY symbol""", p)
+    per_symbol = g.recon["trades_in_snapshot_interval"]
     sym_row = next((r for r in per_symbol if r["symbol"] == symbol), None)
     trades_pnl = fnum(sym_row["realized_pnl_usd"]) if sym_row else 0.0
     counted_ids = [t["position_id"] for t in trades if t["status"] == "closed" and t["closed_at"] is not None
@@ -572,38 +781,19 @@ def _reconcile(q: QueryLog, run: dict, symbol: str, since_dt, until_dt, trades: 
     method = "snapshot_deltas"
     snap_sym = None
     e_end = _entry_realized(_snapshot_symbol_entry(end["positions"], symbol))
-    has_json = any(_entry_realized(e if isinstance(e, dict) else None) is not None
-                   for e in (end["positions"] if isinstance(end["positions"], list)
-                             else list((end["positions"] or {}).values())))
-    if has_json:
+    if _has_json(end):
         method = "positions_json"
         # the symbol may have dropped out of the JSON when flat: carry its last known value forward
         if e_end is None:
-            e_end = _last_symbol_realized(q, run["run_id"], symbol, end["ts"])
+            e_end = _last_known_value(g.recon.get("last_known_end"), symbol)
         e_start = 0.0
         if start is not None:
             e_start = _entry_realized(_snapshot_symbol_entry(start["positions"], symbol))
             if e_start is None:
-                e_start = _last_symbol_realized(q, run["run_id"], symbol, start["ts"]) or 0.0
+                e_start = _last_known_value(g.recon.get("last_known_start"), symbol) or 0.0
         snap_sym = (e_end or 0.0) - e_start
     else:
-        s0_snap = "AND sn.ts > %(s0)s " if start else ""
-        row = q.one("snapshot_symbol_pnl_by_deltas", f"""
-            WITH snaps AS (
-                SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev_ts,
-                       realized_pnl_usd - coalesce(lag(realized_pnl_usd) OVER (ORDER BY ts), 0) AS delta
-                  FROM portfolio_hourly_snapshots WHERE run_id = %(run_id)s),
-            closes AS (
-                SELECT sn.ts,
-                       sum(p.realized_pnl_usd) FILTER (WHERE p.symbol = %(symbol)s) AS sym,
-                       coalesce(sum(p.realized_pnl_usd) FILTER (WHERE p.symbol <> %(symbol)s), 0) AS other
-                  FROM snaps sn JOIN positions p
-                    ON p.run_id = %(run_id)s AND p.status = 'closed' AND p.closed_at < sn.ts
-                   AND (sn.prev_ts IS NULL OR p.closed_at >= sn.prev_ts)
-                 GROUP BY sn.ts)
-            SELECT coalesce(sum(sn.delta - c.other), 0) AS snapshot_pnl_usd, count(*) AS intervals
-              FROM snaps sn JOIN closes c ON c.ts = sn.ts
-             WHERE c.sym IS NOT NULL {s0_snap}AND sn.ts <= %(s1)s""", p)
+        row = g.recon["deltas"][0] if g.recon.get("deltas") else None
         snap_sym = fnum(row["snapshot_pnl_usd"]) if row else 0.0
     diff = trades_pnl - snap_sym
     total_diff = all_pnl - snap_total
@@ -620,16 +810,6 @@ def _reconcile(q: QueryLog, run: dict, symbol: str, since_dt, until_dt, trades: 
         "total": {"snapshot_realized_usd": snap_total, "all_symbols_trades_usd": all_pnl,
                   "difference_usd": total_diff, "reconciled": abs(total_diff) <= RECONCILE_TOLERANCE_USD},
     }
-
-
-def _last_symbol_realized(q: QueryLog, run_id: str, symbol: str, at: datetime) -> float | None:
-    rows = q.all("snapshot_symbol_realized_last_known", """
-        SELECT ts, positions FROM portfolio_hourly_snapshots
-         WHERE run_id = %(run_id)s AND ts <= %(at)s AND positions::text LIKE %(pat)s
-         ORDER BY ts DESC LIMIT 1""", {"run_id": run_id, "at": at, "pat": f'%"{symbol}"%'})
-    if not rows:
-        return None
-    return _entry_realized(_snapshot_symbol_entry(rows[0]["positions"], symbol))
 
 
 def _timeline(signals, blocked, orders, fills, positions, targets, evaluations, events) -> list[dict]:
@@ -691,8 +871,9 @@ def _timeline(signals, blocked, orders, fills, positions, targets, evaluations, 
     return tl
 
 
-def _anomalies(q: QueryLog, run, symbol, trades, orders, evaluations, bwins, signals, recon, since_dt, until_dt) -> list[dict]:
-    """Checks a reviewer would otherwise do by hand; each anomaly names what and where."""
+def _anomalies(feed_rows: list[dict], trades, orders, evaluations, recon) -> list[dict]:
+    """Checks a reviewer would otherwise do by hand; each anomaly names what and where. ``feed_rows``: the
+    feed_anomalies rows of the window (read in :func:`_gather`)."""
     out: list[dict] = []
     tol = 1e-6
     for t in trades:
@@ -745,20 +926,9 @@ def _anomalies(q: QueryLog, run, symbol, trades, orders, evaluations, bwins, sig
     if recon.get("total", {}).get("reconciled") is False:
         out.append({"kind": "portfolio_pnl_not_reconciled", "ts": None, "detail": recon["total"]})
     # market-data anomalies for the symbol (feed_anomalies, migration 0002) in the window
-    if table_exists(q.conn, "feed_anomalies"):
-        lo = since_dt or (min((s["ts"] for s in signals), default=None))
-        hi = until_dt or (max((s["ts"] for s in signals), default=None))
-        if lo is not None and hi is not None:
-            try:
-                rows = q.all("feed_anomalies", """
-                    SELECT * FROM feed_anomalies WHERE symbol = %(symbol)s AND open_time >= %(lo)s
-                       AND open_time <= %(hi)s ORDER BY open_time LIMIT 200""", {"symbol": symbol, "lo": lo, "hi": hi})
-            except psycopg.Error:
-                q.conn.rollback()
-                rows = []
-            for r in rows:
-                out.append({"kind": f"feed_{r.get('kind', 'anomaly')}", "ts": r.get("open_time"),
-                            "detail": {k: v for k, v in r.items() if k not in ("symbol",)}})
+    for r in feed_rows:
+        out.append({"kind": f"feed_{r.get('kind', 'anomaly')}", "ts": r.get("open_time"),
+                    "detail": {k: v for k, v in r.items() if k not in ("symbol",)}})
     out.sort(key=lambda a: (a["ts"] is None, a["ts"] or datetime.min.replace(tzinfo=UTC)))
     return out
 

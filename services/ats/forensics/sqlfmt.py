@@ -57,7 +57,9 @@ def render_sql(sql: str, params: dict | None) -> str:
         return text.replace("%%", "%")
     out = text
     for k, v in params.items():
-        out = out.replace(f"%({k})s", _literal(v))
+        ph = f"%({k})s"
+        if ph in out:  # a literal is rendered only for a placeholder the statement uses (arrays can be long)
+            out = out.replace(ph, _literal(v))
     return out.replace("%%", "%")
 
 
@@ -74,6 +76,32 @@ class QueryLog:
         if record:
             self.entries.append({"name": name, "sql": render_sql(sql, params), "rows": len(rows)})
         return [dict(r) for r in rows]
+
+    def record(self, name: str, sql: str, params: dict | None, rows: int) -> None:
+        """Add an appendix entry for a statement that already ran (``rows``: how many rows it returned)."""
+        self.entries.append({"name": name, "sql": render_sql(sql, params), "rows": rows})
+
+    def batch(self, stmts: list[tuple[str, str, dict | None, bool]]) -> list[list[dict]]:
+        """Run several independent statements in ONE round trip (libpq pipeline mode) and return their rows.
+
+        ``stmts``: ``[(name, sql, params, record)]``; each is recorded like :meth:`all` (in the order given) when
+        its ``record`` is True. Returns one list of row dicts per statement, in order. The statements run in
+        the connection's current transaction exactly as :meth:`all` would run them one by one; a database
+        error aborts the batch (and the transaction) and is raised, as it would be for the failing statement.
+        """
+        if not stmts:
+            return []
+        if len(stmts) == 1 or not psycopg.Pipeline.is_supported():
+            return [self.all(n, s, p, record=r) for n, s, p, r in stmts]
+        conn = self.conn
+        with conn.pipeline() as pipe:
+            curs = [conn.execute(s, p or {}) for _, s, p, _ in stmts]
+            pipe.sync()  # send everything with one Sync: the results and ReadyForQuery come back together
+            out = [[r if type(r) is dict else dict(r) for r in c.fetchall()] for c in curs]
+        for (n, s, p, r), rows in zip(stmts, out):
+            if r:
+                self.entries.append({"name": n, "sql": render_sql(s, p), "rows": len(rows)})
+        return out
 
     def one(self, name: str, sql: str, params: dict | None = None, *, record: bool = True) -> dict | None:
         """Execute and return the first row or None."""
