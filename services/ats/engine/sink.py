@@ -303,14 +303,24 @@ class PgSink:
     computes the next bars (the database work overlaps the Python work); batches still commit strictly in order,
     each with its checkpoint, and a writer error is raised in the engine thread at the next flush or at
     ``close()``. Without it, ``flush`` writes and commits on ``conn`` before returning.
+
+    ``durable=False`` (replays and backtests; ``run_replay``) commits each batch with ``SET LOCAL
+    synchronous_commit = off``: the COMMIT returns before its WAL is flushed to disk. A crash of PostgreSQL itself
+    (never of the engine process) can then lose the last batches - always whole batches with their checkpoint,
+    never a part of one, so the run resumes from an earlier checkpoint and re-creates exactly the same rows (a
+    replay is deterministic; the run's final ``finish_run`` commit is synchronous and flushes everything before
+    it). Waiting for the WAL flush of every batch stalled the writer: bench/replay.py 3.2 s -> 1.75 s on the same
+    loaded machine. Live sessions keep the default (every batch durable before the next).
     """
 
     persistent = True
 
     def __init__(self, conn: psycopg.Connection, run_id: str, account_id: str, *, broker: str = "paper",
-                 write_regime_singleton: bool = True, writer_url: str | None = None, max_queued: int = 4):
+                 write_regime_singleton: bool = True, writer_url: str | None = None, max_queued: int = 4,
+                 durable: bool = True):
         self.conn, self.run_id, self.account_id, self.broker = conn, run_id, account_id, broker
         self.write_regime_singleton = write_regime_singleton
+        self.durable = durable
         self.buf: dict[str, list[str]] = {t: [] for t in TABLES}
         self._id_pool: dict[str, list[int]] = {t: [] for t in _SEQ}
         self._dirty_pos: dict[int, Position] = {}
@@ -401,7 +411,7 @@ class PgSink:
         new_ord = [o for oid, o in self._dirty_ord.items() if oid not in self._persisted_ord]
         upd_ord = [o for oid, o in self._dirty_ord.items() if oid in self._persisted_ord]
         batch = {
-            "run_id": rid, "account_id": acc,
+            "run_id": rid, "account_id": acc, "durable": self.durable,
             "append": {t: v for t, v in self.buf.items() if v},
             "new_positions": [_FMT["positions"](position_row(rid, acc, p)) for p in new_pos],
             "new_orders": [(o.client_order_id, _FMT["order_executions"](order_row(rid, acc, o, self.broker)))
@@ -469,7 +479,7 @@ def write_batch(conn: psycopg.Connection, batch: dict) -> None:
     conn : psycopg.Connection
         Connection to write on (one transaction).
     batch : dict
-        What ``PgSink._take_batch`` snapshotted.
+        What ``PgSink._take_batch`` snapshotted (``durable`` False: committed without waiting for the WAL flush).
 
     Raises
     ------
@@ -478,6 +488,8 @@ def write_batch(conn: psycopg.Connection, batch: dict) -> None:
     """
     try:
         with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            if not batch.get("durable", True):
+                cur.execute("SET LOCAL synchronous_commit = off")  # this transaction only (see PgSink)
             app = batch["append"]
             if app.get("signals"):
                 _copy(cur, "signals", app["signals"])
