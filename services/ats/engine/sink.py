@@ -14,12 +14,13 @@ each other before they are written.
 
 from __future__ import annotations
 
-import weakref
-
+import itertools
 import json
 import math
+import weakref
 from datetime import datetime, timezone
 
+import numpy as np
 import psycopg
 
 from ..errors import AtsError
@@ -138,7 +139,69 @@ def _b_text(v) -> str:
     return "\\N" if v is None else ("t" if v else "f")
 
 
+class FloatJson:
+    """A JSON column given as a float array: row m's document is ``template % repr(values[m])`` (e.g.
+    ``'{"best_price":%s}'``), exactly the ``RawJson`` the one-row path writes, without a Python string per row
+    until the sink formats it. ``template`` must not contain a tab, newline, carriage return or backslash."""
+
+    __slots__ = ("template", "values")
+
+    def __init__(self, template: str, values: np.ndarray):
+        if any(ch in template for ch in "\t\n\r\\"):
+            raise ValueError(f"FloatJson template {template!r}: no tab, newline, CR or backslash allowed")
+        self.template, self.values = template, values
+
+    def raw(self) -> list:
+        """The documents as ``RawJson`` (one per value)."""
+        t = self.template
+        return [RawJson(t % float.__repr__(x)) for x in self.values.tolist()]
+
+
+def _expand(n: int, col):
+    """Column ``col`` of a block as an iterable of n Python values (what the one-row path puts in its tuples)."""
+    if isinstance(col, np.ndarray):
+        return col.tolist()
+    if isinstance(col, FloatJson):
+        return col.raw()
+    if isinstance(col, list):
+        return col
+    return itertools.repeat(col, n)
+
+
+def _ts_texts(a: np.ndarray) -> list:
+    """Unix s (int array) -> ISO-8601 UTC texts, vectorised (``'2021-01-01T00:00:00Z'``; the same instants as
+    ``ts_text``)."""
+    return np.datetime_as_string(a.astype("datetime64[s]"), timezone="UTC").tolist()
+
+
+def _col_texts(kind: str, n: int, col):
+    """Column ``col`` of a block as an iterable of n COPY text values (kind letter as in TABLES)."""
+    if isinstance(col, np.ndarray):
+        if kind == "t":
+            return _ts_texts(col)
+        vals = col.tolist()
+        if kind == "n" and col.dtype.kind == "f":
+            return list(map(float.__repr__, vals)) if not np.isnan(col).any() else [_n_text(v) for v in vals]
+        return [_CONV_FN[kind](v) for v in vals]
+    if isinstance(col, FloatJson):
+        return list(map(col.template.__mod__, map(float.__repr__, col.values.tolist())))
+    if isinstance(col, list):
+        return [_CONV_FN[kind](v) for v in col]
+    return itertools.repeat(_CONV_FN[kind](col), n)
+
+
+def _interleave(parts: list) -> list:
+    """Lists of equal length n -> one list, row-major: parts[0][0], parts[1][0], ..., parts[0][1], ..."""
+    if len(parts) == 1:
+        return parts[0]
+    out = [None] * (len(parts) * len(parts[0]))
+    for p, part in enumerate(parts):
+        out[p::len(parts)] = part
+    return out
+
+
 _CONV = {"n": "_n_text", "s": "_s_text", "t": "_t_text", "j": "_j_text", "b": "_b_text"}
+_CONV_FN = {"n": _n_text, "s": _s_text, "t": _t_text, "j": _j_text, "b": _b_text}
 _FORMATTERS: dict[tuple, object] = {}
 
 
@@ -270,6 +333,11 @@ class MemorySink:
         """``add`` for each row of ``rows``, in order."""
         self.rows[table].extend(rows)
 
+    def add_columns(self, table: str, blocks: list) -> None:
+        """Rows given column-wise (``PgSink.add_columns``), kept as the tuples ``add`` would have been given."""
+        if blocks:
+            self.rows[table].extend(_interleave([list(zip(*(_expand(n, c) for c in cols))) for n, cols in blocks]))
+
     def position_changed(self, p: Position) -> None:
         """Remember the latest state of position ``p`` (by id)."""
         self.positions[p.position_id] = p
@@ -363,6 +431,26 @@ class PgSink:
     def add_many(self, table: str, rows) -> None:
         """``add`` for each row of ``rows``, in order."""
         self.buf[table].extend(map(_FMT[table], rows))
+
+    def add_columns(self, table: str, blocks: list) -> None:
+        """Buffer rows given column-wise, formatted a column at a time (no tuple, no call per value).
+
+        Parameters
+        ----------
+        table : str
+            The table (``TABLES``).
+        blocks : list of (int, tuple)
+            (n, columns) with the same n in every block; each column, in the table's COPY order, is a scalar
+            (repeated n times), a numpy array of shape (n,) (Unix s int64 for timestamps), a list of n values or a
+            ``FloatJson``. Rows are buffered row-major across blocks: block 0 row 0, block 1 row 0, ..., block 0
+            row 1, ... - the order of one ``add`` per block per row. The same lines as ``add`` would buffer.
+        """
+        if not blocks:
+            return
+        kinds = _SPEC[table][1]
+        parts = [list(map("\t".join, zip(*(_col_texts(k, n, c) for k, c in zip(kinds, cols)))))
+                 for n, cols in blocks]
+        self.buf[table].extend(_interleave(parts))
 
     def position_changed(self, p: Position) -> None:
         """Mark position ``p`` for insert (new) or update at the next flush."""
