@@ -25,7 +25,7 @@ def _blocks():
     pnl1 = np.array([0.5, float("nan"), -0.0, 3.0])
     b1 = (4, (7, "run\t1", C, c1, pnl1, None, 2.5, None, (C - T0 + 60) / 60.0, "hold", None,
               FloatJson('{"best_price":%s}', np.maximum.accumulate(c1))))
-    b2 = (4, (8, "run\t1", C, c2, c2 * 2, 3.0, None, None, (C - T0) / 60.0, "hold", "why\nnot",
+    b2 = (4, (8, "run\t1", C, c2, c2 * 2, 3.0, None, None, (C - T0) / 60.0, "hold", "why\nnot 5%",
               FloatJson('{"best_price":%s}', np.minimum.accumulate(c2))))
     return [b1, b2]
 
@@ -79,8 +79,9 @@ def test_pg_sink_column_lines_equal_one_add_per_row(engine_db):
         assert _ts(fx.pop(ts_col)) == _ts(fy.pop(ts_col))
         assert fx == fy
     assert la[2].split("\t")[4] == "\\N" and la[0].split("\t")[1] == "run\\t1" and "why\\nnot" in la[1]
-    with pytest.raises(ValueError, match="FloatJson template"):
-        FloatJson('{"a":"\\\\%s"}', np.zeros(1))
+    for bad in ('{"a":"\\\\%s"}', '{"a":%s,"b":%s}', '{"a":%d}'):
+        with pytest.raises(ValueError, match="FloatJson template"):
+            FloatJson(bad, np.zeros(1))
 
 
 def test_column_rows_land_in_postgres_identical_to_row_rows(engine_db):

@@ -142,13 +142,15 @@ def _b_text(v) -> str:
 class FloatJson:
     """A JSON column given as a float array: row m's document is ``template % repr(values[m])`` (e.g.
     ``'{"best_price":%s}'``), exactly the ``RawJson`` the one-row path writes, without a Python string per row
-    until the sink formats it. ``template`` must not contain a tab, newline, carriage return or backslash."""
+    until the sink formats it. ``template`` has exactly one ``%s`` and no other ``%``, and no tab, newline, carriage
+    return or backslash (ValueError)."""
 
     __slots__ = ("template", "values")
 
     def __init__(self, template: str, values: np.ndarray):
-        if any(ch in template for ch in "\t\n\r\\"):
-            raise ValueError(f"FloatJson template {template!r}: no tab, newline, CR or backslash allowed")
+        if any(ch in template for ch in "\t\n\r\\") or template.count("%") != 1 or "%s" not in template:
+            raise ValueError(f"FloatJson template {template!r}: exactly one %s and no other %, no tab, newline, CR "
+                             "or backslash")
         self.template, self.values = template, values
 
     def raw(self) -> list:
@@ -174,20 +176,39 @@ def _ts_texts(a: np.ndarray) -> list:
     return np.datetime_as_string(a.astype("datetime64[s]"), timezone="UTC").tolist()
 
 
-def _col_texts(kind: str, n: int, col):
-    """Column ``col`` of a block as an iterable of n COPY text values (kind letter as in TABLES)."""
-    if isinstance(col, np.ndarray):
-        if kind == "t":
-            return _ts_texts(col)
-        vals = col.tolist()
-        if kind == "n" and col.dtype.kind == "f":
-            return list(map(float.__repr__, vals)) if not np.isnan(col).any() else [_n_text(v) for v in vals]
-        return [_CONV_FN[kind](v) for v in vals]
-    if isinstance(col, FloatJson):
-        return list(map(col.template.__mod__, map(float.__repr__, col.values.tolist())))
-    if isinstance(col, list):
-        return [_CONV_FN[kind](v) for v in col]
-    return itertools.repeat(_CONV_FN[kind](col), n)
+def _block_lines(kinds, n: int, cols) -> list:
+    """The n COPY text lines of one block (``PgSink.add_columns``): the constant columns are folded into one row
+    template and each line is ONE ``template % values`` (``%r`` = ``float.__repr__`` for floats, ``%d`` for ints,
+    pre-formatted text for timestamps and anything else), so no call per value."""
+    tpl, args = [], []
+    for kind, col in zip(kinds, cols):
+        if isinstance(col, np.ndarray):
+            if kind == "t":
+                tpl.append("%s")
+                args.append(_ts_texts(col))
+            elif kind == "n" and col.dtype.kind == "f" and not np.isnan(col).any():
+                tpl.append("%r")
+                args.append(col.tolist())
+            elif kind == "n" and col.dtype.kind in "iu":
+                tpl.append("%d")
+                args.append(col.tolist())
+            else:
+                tpl.append("%s")
+                args.append([_CONV_FN[kind](v) for v in col.tolist()])
+        elif isinstance(col, FloatJson):
+            tpl.append(col.template.replace("%s", "%r"))
+            args.append(col.values.tolist())
+        elif isinstance(col, list):
+            tpl.append("%s")
+            args.append([_CONV_FN[kind](v) for v in col])
+        else:
+            tpl.append(_CONV_FN[kind](col).replace("%", "%%"))
+    t = "\t".join(tpl)
+    if not args:
+        return [t % ()] * n
+    if len(args) == 1:
+        return [t % (v,) for v in args[0]]
+    return list(map(t.__mod__, zip(*args)))
 
 
 def _interleave(parts: list) -> list:
@@ -448,9 +469,7 @@ class PgSink:
         if not blocks:
             return
         kinds = _SPEC[table][1]
-        parts = [list(map("\t".join, zip(*(_col_texts(k, n, c) for k, c in zip(kinds, cols)))))
-                 for n, cols in blocks]
-        self.buf[table].extend(_interleave(parts))
+        self.buf[table].extend(_interleave([_block_lines(kinds, n, cols) for n, cols in blocks]))
 
     def position_changed(self, p: Position) -> None:
         """Mark position ``p`` for insert (new) or update at the next flush."""
