@@ -41,7 +41,7 @@ def _one_by_one():
                 if isinstance(col, np.ndarray):
                     row.append(col.tolist()[m])
                 elif isinstance(col, FloatJson):
-                    row.append(RawJson(col.template % float.__repr__(float(col.values[m]))))
+                    row.append(RawJson(col.template % float.__repr__(float(col.values[0][m]))))
                 else:
                     row.append(col)
             per.append(tuple(row))
@@ -79,7 +79,7 @@ def test_pg_sink_column_lines_equal_one_add_per_row(engine_db):
         assert _ts(fx.pop(ts_col)) == _ts(fy.pop(ts_col))
         assert fx == fy
     assert la[2].split("\t")[4] == "\\N" and la[0].split("\t")[1] == "run\\t1" and "why\\nnot" in la[1]
-    for bad in ('{"a":"\\\\%s"}', '{"a":%s,"b":%s}', '{"a":%d}'):
+    for bad in ('{"a":"\\\\%s"}', '{"a":%s,"b":%s}', '{"a":%d}', '{"a%":%s}'):
         with pytest.raises(ValueError, match="FloatJson template"):
             FloatJson(bad, np.zeros(1))
 
@@ -139,3 +139,44 @@ def test_replay_batches_are_not_durable_live_batches_are(engine_db):
                 conn.commit = real
         after = conn.execute("SHOW synchronous_commit").fetchone()[0]
     assert seen == ["off", "on"] and after == "on"
+
+
+def test_fast_and_step_replays_persist_identical_rows(engine_db):
+    """The quiet-span path (column-wise evaluations and snapshots) and the one-step reference, each into a real
+    PgSink: identical rows in PostgreSQL, table by table, in id order (ids of positions compared by rank)."""
+    from _engine_helpers import connect, utc
+    from ats.db import config_store as cs
+    from ats.engine.core import Engine
+    from ats.engine.feed import ReplayFeed
+    from ats.engine.runs import begin_run, make_spec, resolve
+
+    with connect(engine_db) as conn:
+        cs.upsert_strategy(conn, "sma_cross", params={}, effective_from=utc("2000-01-01"), watchlist_enabled=True,
+                           buy_enabled=True, sell_enabled=True)
+        conn.commit()
+        runs = {}
+        for fast in (True, False):
+            spec = resolve(conn, make_spec("replay", strategies=["sma_cross"], symbols=["BTCUSDT", "AVAXUSDT"],
+                                           timeframe="5m", start="2021-05-12", end="2021-05-16", tag=f"fast={fast}"))
+            begin_run(conn, spec)
+            feed = ReplayFeed.load(conn, spec.symbols, "5m", spec.start, spec.end)
+            eng = Engine(conn, spec, sink=PgSink(conn, spec.run_id, spec.account_id, durable=False), feed=feed,
+                         commit_every=300, fast=fast)
+            eng.run()
+            runs[fast] = (spec.run_id, eng.bulk_steps)
+        q = {
+            "position_evaluations": """SELECT ts, price, pnl_pct, tp_price, sl_price, trailing_stop, hold_minutes,
+                                              decision, reason, context,
+                                              dense_rank() OVER (ORDER BY position_id) AS pos
+                                         FROM position_evaluations WHERE run_id = %s ORDER BY evaluation_id""",
+            "portfolio_hourly_snapshots": """SELECT ts, cash_usd, positions_value_usd, equity_usd, realized_pnl_usd,
+                                                    unrealized_pnl_usd, fees_usd, net_pnl_daily_usd, open_positions,
+                                                    (SELECT jsonb_agg(e - 'position_id') FROM jsonb_array_elements(positions) e)
+                                               FROM portfolio_hourly_snapshots WHERE run_id = %s ORDER BY snapshot_id""",
+        }
+        got = {t: {f: conn.execute(sql, (runs[f][0],)).fetchall() for f in runs} for t, sql in q.items()}
+    assert runs[True][1] > 500 and runs[False][1] == 0, runs
+    for t in q:
+        assert len(got[t][True]) > 50, t
+        assert got[t][True] == got[t][False], t
+    assert any(r["open_positions"] == 2 for r in got["portfolio_hourly_snapshots"][True])

@@ -19,7 +19,7 @@ from ..risk.breakers import SpanInputs
 from ..strategies import get_strategy
 from .exits import first_exit_step
 from .sink import FloatJson
-from .snapshots import write_snapshot
+from .snapshots import write_snapshots
 
 
 @dataclass
@@ -221,10 +221,10 @@ def apply_span(eng, k: int, L: int) -> None:
     first = (-(C_l[0] % 3600)) % 3600 // tf if 3600 % tf == 0 else None
     snap_steps = (range(first, L, 3600 // tf) if first is not None
                   else [m for m, C in enumerate(C_l) if C % 3600 == 0])
-    if snap_steps:
-        ref_l = ref.tolist()
-        for m in snap_steps:
-            write_snapshot(eng, C_l[m], positions, {sym: float(c[m]) for sym, c in closes.items()}, ref_l[m])
+    if len(snap_steps):
+        sel = np.asarray(snap_steps, dtype=np.int64)
+        write_snapshots(eng, np.asarray(C_l, dtype=np.int64)[sel], positions,
+                        {sym: c[sel] for sym, c in closes.items()}, ref[sel])
     if eng.regime is not None:
         _regime_refresh(eng, k, L, C_l)
     _finish_span(eng, k, L, int(day[-1]), float(ref[-1]))

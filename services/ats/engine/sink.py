@@ -140,23 +140,27 @@ def _b_text(v) -> str:
 
 
 class FloatJson:
-    """A JSON column given as a float array: row m's document is ``template % repr(values[m])`` (e.g.
+    """A JSON column given as float arrays: row m's document is ``template % (repr(a[m]) for a in values)`` (e.g.
     ``'{"best_price":%s}'``), exactly the ``RawJson`` the one-row path writes, without a Python string per row
-    until the sink formats it. ``template`` has exactly one ``%s`` and no other ``%``, and no tab, newline, carriage
-    return or backslash (ValueError)."""
+    until the sink formats it. ``template`` has one ``%s`` per array, any other ``%`` doubled (``%%``), and no tab,
+    newline, carriage return or backslash (ValueError). ``decode=True``: the one-row path writes the parsed object (a dict
+    or list, e.g. a snapshot's positions), so a MemorySink keeps ``json.loads`` of each document."""
 
-    __slots__ = ("template", "values")
+    __slots__ = ("template", "values", "decode")
 
-    def __init__(self, template: str, values: np.ndarray):
-        if any(ch in template for ch in "\t\n\r\\") or template.count("%") != 1 or "%s" not in template:
-            raise ValueError(f"FloatJson template {template!r}: exactly one %s and no other %, no tab, newline, CR "
-                             "or backslash")
-        self.template, self.values = template, values
+    def __init__(self, template: str, *values: np.ndarray, decode: bool = False):
+        bare = template.replace("%%", "")
+        if any(ch in template for ch in "\t\n\r\\") or bare.count("%") != len(values) or bare.count("%s") != len(values):
+            raise ValueError(f"FloatJson template {template!r}: one %s per array ({len(values)}), any other % doubled, "
+                             "no tab, newline, CR or backslash")
+        self.template, self.values, self.decode = template, values, decode
 
-    def raw(self) -> list:
-        """The documents as ``RawJson`` (one per value)."""
-        t = self.template
-        return [RawJson(t % float.__repr__(x)) for x in self.values.tolist()]
+    def raw(self, n: int) -> list:
+        """The n documents as ``RawJson``, or parsed (``decode``); without arrays the template n times."""
+        t = self.template.replace("%s", "%r")
+        cols = [v.tolist() for v in self.values]
+        docs = [t % tuple(x) for x in zip(*cols)] if cols else [t] * n
+        return [json.loads(d) for d in docs] if self.decode else [RawJson(d) for d in docs]
 
 
 def _expand(n: int, col):
@@ -164,7 +168,7 @@ def _expand(n: int, col):
     if isinstance(col, np.ndarray):
         return col.tolist()
     if isinstance(col, FloatJson):
-        return col.raw()
+        return col.raw(n)
     if isinstance(col, list):
         return col
     return itertools.repeat(col, n)
@@ -197,7 +201,7 @@ def _block_lines(kinds, n: int, cols) -> list:
                 args.append([_CONV_FN[kind](v) for v in col.tolist()])
         elif isinstance(col, FloatJson):
             tpl.append(col.template.replace("%s", "%r"))
-            args.append(col.values.tolist())
+            args.extend(v.tolist() for v in col.values)
         elif isinstance(col, list):
             tpl.append("%s")
             args.append([_CONV_FN[kind](v) for v in col])
