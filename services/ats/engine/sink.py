@@ -159,7 +159,9 @@ class FloatJson:
         """The n documents as ``RawJson``, or parsed (``decode``); without arrays the template n times."""
         t = self.template.replace("%s", "%r")
         cols = [v.tolist() for v in self.values]
-        docs = [t % tuple(x) for x in zip(*cols)] if cols else [t] * n
+        if len(cols) == 1 and not self.decode:
+            return [RawJson(t % v) for v in cols[0]]
+        docs = [t % tuple(x) for x in zip(*cols)] if cols else [t % ()] * n
         return [json.loads(d) for d in docs] if self.decode else [RawJson(d) for d in docs]
 
 

@@ -67,6 +67,11 @@ def write_snapshots(eng, C: np.ndarray, positions, closes: dict, day_ref: np.nda
     day_ref : numpy.ndarray, shape (S,)
         Equity at 00:00 UTC per step (USD).
     """
+    if not getattr(eng.sink, "persistent", False):  # a MemorySink keeps objects: the one-row path builds them anyway
+        for j in range(len(C)):
+            write_snapshot(eng, int(C[j]), positions, {p.symbol: float(closes[p.symbol][j]) for p in positions},
+                           float(day_ref[j]))
+        return
     pf = eng.pf
     S = len(C)
     pv = np.zeros(S)
