@@ -23,6 +23,8 @@ Breakers and risk limits run on every bar, but their thresholds are set permissi
 (velocity 100 %, market volatility 10,000 %, no consecutive-loss limit, daily drawdown 100 %, max 100 % of equity
 per position) so both engines take the same crosses; trade counts are printed side by side.
 
+* CPU seconds of the persisted replay: this process (engine + writer thread, ``time.process_time``) and the
+  embedded PostgreSQL (postmaster + exited backends, /proc): comparable across runs when the machine is loaded.
 * memory: peak RSS of the bench process (``resource.getrusage``; the backtesting.py run, both ATS replays and
   their candles included; PostgreSQL's own processes are not counted). ``--symbols 10`` also replays 10 symbols
   of 5m bars (about 657,000 bars) with the audit trail persisted in a child process and prints that child's peak
@@ -139,21 +141,44 @@ ROW_COUNTS = """SELECT (SELECT count(*) FROM signals WHERE run_id = %(r)s) AS si
                         (SELECT count(*) FROM portfolio_hourly_snapshots WHERE run_id = %(r)s) AS snapshots,
                         (SELECT count(*) FROM system_events) AS events_all_runs"""
 
+PG_DATA: Path | None = None  # data directory of the embedded server (its CPU time is read from /proc)
+
+
+def server_cpu_s() -> float | None:
+    """CPU seconds (user + system) of the embedded PostgreSQL so far: the postmaster plus every backend that has
+    exited (Linux /proc; None with --admin-url or elsewhere). A backend's time counts once it has exited."""
+    if PG_DATA is None:
+        return None
+    try:
+        pid = int((PG_DATA / "postmaster.pid").read_text().split()[0])
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_persisted(url: str, window: tuple[str, str], commit_every: int, symbols=("BTCUSDT",), tag: str = "") -> dict:
-    """One ``run_replay`` of sma_cross with the audit trail persisted, timed from the call to its return."""
+    """One ``run_replay`` of sma_cross with the audit trail persisted, timed from the call to its return; also the
+    CPU seconds of this process (engine + writer thread) and of PostgreSQL during it - load-independent figures."""
     from ats.engine.replay import run_replay
     from ats.engine.runs import make_spec, resolve
 
     spec = make_spec("replay", strategies=["sma_cross"], symbols=list(symbols), timeframe="5m", start=window[0],
                      end=window[1], tag=tag)
+    s0 = server_cpu_s()
+    c0 = time.process_time()
     t = time.perf_counter()
     res = run_replay(spec, url=url, commit_every=commit_every)
     secs = time.perf_counter() - t
+    cpu = time.process_time() - c0
+    time.sleep(0.3)  # let the postmaster reap the run's backends (their CPU is added when they exit)
+    s1 = server_cpu_s()
     with psycopg.connect(url, row_factory=dict_row) as conn:
         spec = resolve(conn, spec)  # the run id includes the account's starting cash, as run_replay resolves it
         rows = conn.execute(ROW_COUNTS, {"r": spec.run_id}).fetchone()
     return {"bars": res["bars_processed"], "seconds": secs, "trades": res["trades"], "return_pct": res["return_pct"],
-            "rows": rows, "run_id": spec.run_id}
+            "rows": rows, "run_id": spec.run_id, "engine_cpu_s": cpu,
+            "server_cpu_s": None if s0 is None or s1 is None else s1 - s0}
 
 
 def run_memory(url: str, window: tuple[str, str], tag: str) -> tuple[dict, dict]:
@@ -364,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     if not admin:
         import pgserver
 
+        global PG_DATA
         tmp = tempfile.mkdtemp(prefix="ats-bench-pg-")
+        PG_DATA = Path(tmp)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             srv = pgserver.get_server(tmp, cleanup_mode="delete")
@@ -402,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     pbps = persisted["bars"] / persisted["seconds"]
     print(f"target: persisted >= {TARGET_X:.1f}x backtesting.py ({TARGET_X * bt_bps:,.0f} bars/s); today "
           f"{pbps / bt_bps:.2f}x ({pbps:,.0f} bars/s)" + (f", best of {args.repeat}" if args.repeat > 1 else ""))
+    if persisted.get("server_cpu_s") is not None:
+        print(f"persisted replay, CPU seconds (independent of the machine's load): engine process "
+              f"{persisted['engine_cpu_s']:.2f} s + PostgreSQL {persisted['server_cpu_s']:.2f} s; backtesting.py's run "
+              f"is CPU-bound: {base['seconds']:.2f} s wall")
     print("rows persisted by ats: " + ", ".join(f"{k} {v:,}" for k, v in persisted["rows"].items()))
     print(f"peak RSS of this process: {peak_mb:,.0f} MB (backtesting.py + every replay above; PostgreSQL not counted)")
     if multi is not None:
