@@ -20,8 +20,8 @@ from ..regime.rules import NAME as REGIME_NAME
 from ..risk.breakers import SpanInputs
 from ..strategies import get_strategy
 from .exits import first_exit_step
-from .sink import RawJson
-from .snapshots import write_snapshot
+from .sink import FloatJson
+from .snapshots import write_snapshots
 
 
 @dataclass
@@ -223,20 +223,22 @@ def apply_span(eng, k: int, L: int) -> None:
     first = (-(C_l[0] % 3600)) % 3600 // tf if 3600 % tf == 0 else None
     snap_steps = (range(first, L, 3600 // tf) if first is not None
                   else [m for m, C in enumerate(C_l) if C % 3600 == 0])
-    if snap_steps:
-        ref_l = ref.tolist()
-        for m in snap_steps:
-            write_snapshot(eng, C_l[m], positions, {sym: float(c[m]) for sym, c in closes.items()}, ref_l[m])
+    if len(snap_steps):
+        sel = np.asarray(snap_steps, dtype=np.int64)
+        write_snapshots(eng, np.asarray(C_l, dtype=np.int64)[sel], positions,
+                        {sym: c[sel] for sym, c in closes.items()}, ref[sel])
     if eng.regime is not None:
         _regime_refresh(eng, k, L, C_l)
     _finish_span(eng, k, L, int(day[-1]), float(ref[-1]))
 
 
 def _hold_evaluations(eng, positions, k: int, L: int, C_l: list) -> dict:
-    """Write the span's 'hold' evaluations (step-major order, as the step path); returns symbol -> closes."""
+    """Write the span's 'hold' evaluations (step-major order, as the step path) column-wise
+    (``sink.add_columns``: one block of arrays per position, no Python object per row); returns symbol -> closes."""
     idx, rid = eng._span_env.idx, eng.run_id
-    cols = []
+    blocks = []
     closes = {}
+    C = np.asarray(C_l, dtype=np.int64)
     for pos in positions:
         i0 = idx[pos.symbol][k]
         c = eng.bars[pos.symbol].close[i0:i0 + L]
@@ -244,16 +246,13 @@ def _hold_evaluations(eng, positions, k: int, L: int, C_l: list) -> dict:
         long = pos.side == "long"
         best = (np.maximum if long else np.minimum).accumulate(np.concatenate(([pos.best_price], c)))[1:]
         pnl = pos.sign * (c / pos.avg_entry - 1.0) * 100.0 if pos.avg_entry else np.zeros(L)
-        hold = (np.asarray(C_l, dtype=np.int64) - pos.opened_at) / 60.0
-        pid, tp, sl = pos.position_id, pos.tp_price, pos.sl_price
-        cols.append([(pid, rid, C, cc, pp, tp, sl, None, hh, "hold", None,
-                      RawJson('{"best_price":%s}' % float.__repr__(bb)))
-                     for C, cc, pp, hh, bb in zip(C_l, c.tolist(), pnl.tolist(), hold.tolist(), best.tolist())])
+        hold = (C - pos.opened_at) / 60.0
+        blocks.append((L, (pos.position_id, rid, C, c, pnl, pos.tp_price, pos.sl_price, None, hold, "hold", None,
+                           FloatJson('{"best_price":%s}', best))))
         pos.best_price = float(best[-1])
-    if cols:
-        rows = cols[0] if len(cols) == 1 else [r for step in zip(*cols) for r in step]
-        eng.sink.add_many("position_evaluations", rows)
-        eng.stats["evaluations"] += len(rows)
+    if blocks:
+        eng.sink.add_columns("position_evaluations", blocks)
+        eng.stats["evaluations"] += L * len(blocks)
     return closes
 
 

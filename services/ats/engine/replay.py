@@ -45,7 +45,9 @@ def run_replay(spec: RunSpec, *, url: str | None = None, progress: bool = False,
         Progress bar label.
     background_writes : bool
         Commit batches from a writer thread on a second connection while the engine computes
-        (ats.engine.sink.PgSink), in order, each with its checkpoint.
+        (ats.engine.sink.PgSink), in order, each with its checkpoint. Either way a replay's batches commit without
+        waiting for the WAL flush (``PgSink(durable=False)``: a PostgreSQL crash may lose whole trailing batches,
+        which the resume re-creates; never part of one).
     consensus : {'off', 'replay', 'live'}
         The consensus gate's mode (``ats.engine.advice``): 'off' skips it, 'replay' decides from recorded votes,
         'live' asks the configured models. Callers give a gated run its own ``spec.tag`` (the CLI appends
@@ -94,7 +96,7 @@ def _run(conn: psycopg.Connection, spec: RunSpec, *, progress, commit_every, max
     feed = ReplayFeed.load(conn, spec.symbols, spec.timeframe, spec.start, spec.end)
     conn.commit()
     sink = PgSink(conn, rid, spec.account_id, write_regime_singleton=spec.mode != "backtest",
-                  writer_url=url if background_writes else None)
+                  writer_url=url if background_writes else None, durable=spec.mode == "live")
     checkpoint = row["checkpoint"] if state == "resume" else None
     eng = Engine(conn, spec, sink=sink, feed=feed, checkpoint=checkpoint, progress=progress,
                  commit_every=commit_every, progress_desc=progress_desc, consensus=consensus)

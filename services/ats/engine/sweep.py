@@ -33,6 +33,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 import time
 import tomllib
 from dataclasses import dataclass
@@ -221,6 +222,15 @@ def run_sweep(grid: Grid, *, url: str | None = None, workers: int | None = None,
             "executor": executor, "best": dict(best) if best else None}
 
 
+#: How the local process pool starts its workers. 'fork' on Linux: a worker starts as a copy of this process, the
+#: engine already imported (a spawned worker re-imports numpy, pandas, psycopg and the engine first: 0.4 s idle,
+#: 1.5 s on a loaded 2-core machine, which ate the whole gain of a second worker - bench/sweep.py measured 0.92x
+#: with 'spawn' against 1.5-2.0x with 'fork' at load 7). The pool is created before any engine thread exists and
+#: the workers never touch the parent's connections (they open their own per cell and leave via os._exit, so
+#: the inherited sockets are neither used nor closed). 'spawn' elsewhere (macOS: fork is unsafe there).
+POOL_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+
+
 def _execute(payloads, url, account_id, fields, workers, ray_address, progress, on_result) -> list[dict]:
     from tqdm import tqdm
 
@@ -239,7 +249,7 @@ def _execute(payloads, url, account_id, fields, workers, ray_address, progress, 
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(POOL_START_METHOD)) as ex:
                 futs = [ex.submit(run_cell, url, account_id, fields, p) for p in payloads]
                 for f in as_completed(futs):
                     r = f.result()
