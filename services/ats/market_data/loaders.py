@@ -53,6 +53,7 @@ import psycopg
 from ..db.events import record_event
 from ..errors import AtsError
 from ..timeutil import TIMEFRAME_SECONDS, UTC
+from . import fastparse
 from .store import candle_upsert_sql
 
 #: directory names recognised as a candle source (exchange or vendor) for ``candles.source``
@@ -258,15 +259,24 @@ def parse_file(path: str | Path, *, symbol: str | None = None, timeframe: str | 
                source: str | None = None) -> CandleBatch:
     """Read and parse one candle file (format detected from content) into a CandleBatch (not yet validated).
 
-    Raises AtsError naming the file (and row) when the file cannot be read or parsed, or when symbol/timeframe
-    are neither given nor derivable from the file name.
+    The general parser (any shape the module docstring allows; Python objects per row). ``prepare_file`` is
+    the fast entry point for loading. Raises AtsError naming the file (and row) when the file cannot be read
+    or parsed, or when symbol/timeframe are neither given nor derivable from the file name.
     """
     p = Path(path)
-    where = str(p)
+    return _parse_bytes(_read_bytes(p), p, symbol=symbol, timeframe=timeframe, source=source)
+
+
+def _read_bytes(p: Path) -> bytes:
     try:
-        raw = p.read_bytes()
+        return p.read_bytes()
     except OSError as exc:
-        raise _fail(where, None, f"cannot read file: {exc.strerror or exc}") from None
+        raise _fail(str(p), None, f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _parse_bytes(raw: bytes, p: Path, *, symbol: str | None, timeframe: str | None,
+                 source: str | None) -> CandleBatch:
+    where = str(p)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -347,8 +357,7 @@ def validate(batch: CandleBatch) -> tuple[list[list], int]:
         raise _fail(where, None, f"unknown timeframe {tf!r}; expected one of {', '.join(TIMEFRAME_SECONDS)}")
     if not batch.rows:
         raise _fail(where, None, "no candles (empty data)")
-    tf_ms = TIMEFRAME_SECONDS[tf] * 1000
-    offset = _WEEK_OFFSET_MS if tf == "1w" else 0
+    tf_ms, offset = _grid(tf)
     rows: list[list] = []
     fullmatch = _ROW_RE.fullmatch
     for row, label in zip(batch.rows, batch.labels):
@@ -373,17 +382,15 @@ def validate(batch: CandleBatch) -> tuple[list[list], int]:
             rows.append([t, *(_num_text(x, where, label, col) for x, col in zip(vals, _COLS))])
     rows_in = len(rows)
     arr = np.array([r[1:] for r in rows], dtype=np.float64).reshape(-1, 5)
-    o, h, lo, c, v = arr.T
-    checks = [
-        (~np.isfinite(arr).all(axis=1), lambda i: "value out of range (not finite)"),
-        ((arr[:, :4] <= 0).any(axis=1), lambda i: f"non-positive price (open {rows[i][1]}, high {rows[i][2]}, "
-                                                  f"low {rows[i][3]}, close {rows[i][4]})"),
-        (v < 0, lambda i: f"negative volume {rows[i][5]}"),
-        (h < lo, lambda i: f"high {rows[i][2]} < low {rows[i][3]}"),
-        ((o > h) | (o < lo), lambda i: f"open {rows[i][1]} outside [low {rows[i][3]}, high {rows[i][2]}]"),
-        ((c > h) | (c < lo), lambda i: f"close {rows[i][4]} outside [low {rows[i][3]}, high {rows[i][2]}]"),
+    messages = [
+        lambda i: "value out of range (not finite)",
+        lambda i: f"non-positive price (open {rows[i][1]}, high {rows[i][2]}, low {rows[i][3]}, close {rows[i][4]})",
+        lambda i: f"negative volume {rows[i][5]}",
+        lambda i: f"high {rows[i][2]} < low {rows[i][3]}",
+        lambda i: f"open {rows[i][1]} outside [low {rows[i][3]}, high {rows[i][2]}]",
+        lambda i: f"close {rows[i][4]} outside [low {rows[i][3]}, high {rows[i][2]}]",
     ]
-    for mask, msg in checks:
+    for mask, msg in zip(_value_checks(arr), messages):
         bad = np.flatnonzero(mask)
         if bad.size:
             i = int(bad[0])
@@ -410,8 +417,118 @@ def validate(batch: CandleBatch) -> tuple[list[list], int]:
     return out, rows_in
 
 
+def _grid(tf: str) -> tuple[int, int]:
+    """(step, offset) in ms of a known timeframe's UTC grid: open_time - offset is a multiple of step."""
+    return TIMEFRAME_SECONDS[tf] * 1000, (_WEEK_OFFSET_MS if tf == "1w" else 0)
+
+
+def _value_checks(arr: np.ndarray) -> list[np.ndarray]:
+    """The value rules, in the order validate() reports them, as boolean masks (True = row breaks the rule)
+    over ``arr`` (n, 5) float64 open, high, low, close, volume: not finite, a price <= 0, volume < 0,
+    high < low, open outside [low, high], close outside [low, high]."""
+    o, h, lo, c, v = arr.T
+    return [~np.isfinite(arr).all(axis=1), (arr[:, :4] <= 0).any(axis=1), v < 0, h < lo,
+            (o > h) | (o < lo), (c > h) | (c < lo)]
+
+
+def _tokens_pass(open_ms: np.ndarray, values: np.ndarray, tf: str) -> bool:
+    """True when tokenized candles pass every rule of validate() and are strictly ascending (so validate()
+    would return them unchanged); False means "let validate() decide and word the error"."""
+    if tf not in TIMEFRAME_SECONDS or not len(open_ms):
+        return False
+    if len(open_ms) > 1 and not (np.diff(open_ms) > 0).all():
+        return False
+    step, offset = _grid(tf)
+    if open_ms[0] < _MIN_MS or open_ms[-1] >= _MAX_MS or ((open_ms - offset) % step).any():
+        return False
+    return not any(mask.any() for mask in _value_checks(values))
+
+
 def _iso(ms: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).isoformat().replace("+00:00", "Z")
+
+
+# ----------------------------------------------------------------------------------------------- blocks
+
+@dataclass
+class CandleBlock:
+    """Validated candles of one symbol/timeframe/source, ready to write with one COPY.
+
+    rows_in: candle rows read (before identical duplicates collapsed); open_ms: int64 array (n,), Unix ms
+    UTC (strictly ascending when it comes from prepare_file); stage_text: the n rows in PostgreSQL COPY text format for the staging table,
+    ``open_ms\topen\thigh\tlow\tclose\tvolume\tcomplete\n`` (values the exact published decimal text,
+    complete ``t``/``f``).
+    """
+
+    where: str
+    symbol: str
+    timeframe: str
+    source: str
+    rows_in: int
+    open_ms: np.ndarray
+    stage_text: bytes
+
+    def rows(self) -> list[list]:
+        """The rows as validate() returns them: ``[open_time_ms:int, open, high, low, close, volume]``
+        (decimal strings), ascending."""
+        out = []
+        for line in self.stage_text.decode("utf-8").splitlines():
+            t, o, h, lo, c, v, _ = line.split("\t")
+            out.append([int(t), o, h, lo, c, v])
+        return out
+
+
+def block_from_rows(where: str, symbol: str, timeframe: str, source: str, rows: Sequence[Sequence], rows_in: int,
+                    complete: Sequence[bool] | None = None) -> CandleBlock:
+    """A CandleBlock from rows ``[open_time_ms, open, high, low, close, volume]`` (validated by the caller;
+    values decimal strings or numbers, written with ``str``). ``complete``: per-row flags (default all true)."""
+    if complete is None:
+        text = "".join([f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\tt\n" for r in rows])
+    else:
+        text = "".join([f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{'t' if ok else 'f'}\n"
+                        for r, ok in zip(rows, complete)])
+    open_ms = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+    return CandleBlock(where, symbol, timeframe, source, rows_in, open_ms, text.encode("utf-8"))
+
+
+def prepare_file(path: str | Path, *, symbol: str | None = None, timeframe: str | None = None,
+                 source: str | None = None) -> CandleBlock:
+    """Read, parse and validate one candle file into a CandleBlock (nothing is written).
+
+    Plain freqtrade JSON and CSV files (the bulk of any history) go through the vectorised tokenizers of
+    ``ats.market_data.fastparse`` and the same rules as validate(), checked on whole arrays; any other file,
+    and any file one of those rules would refuse, goes through parse_file() + validate(), so results and
+    errors are those of the general path. Symbol, timeframe and source are resolved as in parse_file().
+    Raises AtsError ``"<file> <row>: <problem>"``.
+    """
+    p = Path(path)
+    raw = _read_bytes(p)
+    block = _prepare_plain(raw, p, symbol=symbol, timeframe=timeframe, source=source)
+    if block is not None:
+        return block
+    batch = _parse_bytes(raw, p, symbol=symbol, timeframe=timeframe, source=source)
+    rows, rows_in = validate(batch)
+    return block_from_rows(batch.where, batch.symbol, batch.timeframe, batch.source, rows, rows_in)
+
+
+def _prepare_plain(raw: bytes, p: Path, *, symbol: str | None, timeframe: str | None,
+                   source: str | None) -> CandleBlock | None:
+    """The fast path of prepare_file: a CandleBlock, or None to take the general path."""
+    head = raw[3:].lstrip()[:1] if raw.startswith(b"\xef\xbb\xbf") else raw.lstrip()[:1]
+    if head == b"[":
+        tokens, fallback_source = fastparse.tokenize_freqtrade(raw), "freqtrade"
+    elif head and head not in b"[{":
+        tokens, fallback_source = fastparse.tokenize_csv(raw), "csv"
+    else:
+        return None
+    if tokens is None:
+        return None
+    name_sym, name_tf = names_from_filename(p)
+    sym, tf = symbol or name_sym, timeframe or name_tf
+    if not sym or not tf or not _tokens_pass(tokens.open_ms, tokens.values, tf):
+        return None
+    src = source or _source_from_dir(p) or fallback_source
+    return CandleBlock(str(p), sym.upper(), tf, src, len(tokens.open_ms), tokens.open_ms, tokens.stage_text)
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -419,6 +536,8 @@ def _iso(ms: int) -> str:
 _STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS ats_candles_stage (
     open_ms bigint NOT NULL, open numeric NOT NULL, high numeric NOT NULL, low numeric NOT NULL,
     close numeric NOT NULL, volume numeric NOT NULL, complete boolean NOT NULL DEFAULT true)"""
+
+_STAGE_COPY = "COPY ats_candles_stage (open_ms, open, high, low, close, volume, complete) FROM STDIN"
 
 _STAGE_SELECT = """SELECT %(symbol)s, %(timeframe)s, timestamptz 'epoch' + open_ms * interval '1 millisecond',
            open, high, low, close, volume, %(source)s, complete
@@ -430,31 +549,73 @@ WITH ins AS (
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated FROM ins
 """
 
+#: no stored candle of the series in the block's time span: the block's keys cannot conflict
+_SPAN_IS_EMPTY = """SELECT NOT EXISTS (
+    SELECT 1 FROM candles
+     WHERE symbol = %(symbol)s AND timeframe = %(timeframe)s AND source = %(source)s
+       AND open_time BETWEEN timestamptz 'epoch' + %(first_ms)s * interval '1 millisecond'
+                         AND timestamptz 'epoch' + %(last_ms)s * interval '1 millisecond')"""
+
+_INSERT_NEW = f"""INSERT INTO candles (symbol, timeframe, open_time, open, high, low, close, volume, source, complete)
+    {_STAGE_SELECT}"""
+
+
+def write_block(conn: psycopg.Connection, block: CandleBlock) -> tuple[int, int]:
+    """Write a CandleBlock; returns (inserted, updated). Runs inside the caller's transaction.
+
+    One text COPY of ``block.stage_text`` into the session's temporary staging table, then either
+
+    * a plain ``INSERT ... SELECT`` when no candle of the series exists in the block's time span (a first
+      load: nothing can conflict, and this skips ON CONFLICT's per-row speculative insertion, ~3x slower);
+      run in a savepoint, and should a concurrent writer have stored candles of the series since the check
+      (unique violation), rolled back to it and replaced by the upsert; or
+    * the upsert ``candle_upsert_sql`` (``ON CONFLICT ... DO UPDATE`` only where values differ).
+
+    Both give the same rows and counts. Text COPY, not binary: NUMERIC's binary form would have to be built
+    from the decimal text row by row in Python (see bench/ingest.py for the measured figures).
+    """
+    if not len(block.open_ms):
+        return 0, 0
+    params = {"symbol": block.symbol, "timeframe": block.timeframe, "source": block.source,
+              "first_ms": int(block.open_ms.min()), "last_ms": int(block.open_ms.max())}
+    with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+        cur.execute(_STAGE_DDL)
+        cur.execute("TRUNCATE ats_candles_stage")
+        with cur.copy(_STAGE_COPY) as cp:
+            cp.write(block.stage_text)
+        if cur.execute(_SPAN_IS_EMPTY, params).fetchone()[0]:
+            try:
+                with conn.transaction():
+                    cur.execute(_INSERT_NEW, params)
+                return cur.rowcount, 0
+            except psycopg.errors.UniqueViolation:
+                pass  # a concurrent load stored candles of this series meanwhile: the upsert sorts it out
+        ins, upd = cur.execute(_UPSERT, params).fetchone()
+    return int(ins), int(upd)
+
 
 def write_candles(conn: psycopg.Connection, symbol: str, timeframe: str, source: str, rows: Sequence[Sequence],
                   *, complete: Sequence[bool] | None = None) -> tuple[int, int]:
     """Upsert validated rows ``[open_time_ms, open, high, low, close, volume]`` (decimal strings or numbers).
 
-    COPY into the session's temporary staging table, then one INSERT ... ON CONFLICT DO UPDATE that only
-    touches candles whose values differ. Runs inside the caller's transaction (call it within
-    ``conn.transaction()``). ``complete``: per-row flags (default all true). Returns (inserted, updated).
+    Same as write_block (COPY into the staging table, then insert or upsert; candles whose values did not
+    change are not touched). Runs inside the caller's transaction (call it within ``conn.transaction()``).
+    ``complete``: per-row flags (default all true). Returns (inserted, updated).
     """
-    conn.execute(_STAGE_DDL)
-    conn.execute("TRUNCATE ats_candles_stage")
-    buf = io.StringIO()
-    if complete is None:
-        for r in rows:
-            buf.write(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\tt\n")
-    else:
-        for r, ok in zip(rows, complete):
-            buf.write(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{'t' if ok else 'f'}\n")
-    with conn.cursor() as cur:
-        with cur.copy("COPY ats_candles_stage (open_ms, open, high, low, close, volume, complete) FROM STDIN") as cp:
-            cp.write(buf.getvalue())
-        res = cur.execute(_UPSERT, {"symbol": symbol, "timeframe": timeframe, "source": source}).fetchone()
-    if isinstance(res, dict):
-        return int(res["inserted"]), int(res["updated"])
-    return int(res[0]), int(res[1])
+    block = block_from_rows(f"{source}:{symbol}:{timeframe}", symbol, timeframe, source, rows, len(rows), complete)
+    return write_block(conn, block)
+
+
+def store_block(conn: psycopg.Connection, block: CandleBlock) -> LoadResult:
+    """Write a validated CandleBlock in one transaction (a savepoint when the caller's transaction is open),
+    recording a ``candles_revised`` event when existing candles changed. Returns the LoadResult."""
+    with conn.transaction():
+        ins, upd = write_block(conn, block)
+        if upd:
+            record_event(conn, "market_data", "candles_revised", severity="warning", symbol=block.symbol,
+                         payload={"path": block.where, "timeframe": block.timeframe, "source": block.source,
+                                  "rows_updated": upd})
+    return LoadResult(block.where, block.symbol, block.timeframe, block.source, block.rows_in, ins, upd)
 
 
 def store_batch(conn: psycopg.Connection, batch: CandleBatch) -> LoadResult:
@@ -465,13 +626,8 @@ def store_batch(conn: psycopg.Connection, batch: CandleBatch) -> LoadResult:
     rows, rows_in = validate(batch)
     if not batch.source:
         raise _fail(batch.where, None, "no source given")
-    with conn.transaction():
-        ins, upd = write_candles(conn, batch.symbol, batch.timeframe, batch.source, rows)
-        if upd:
-            record_event(conn, "market_data", "candles_revised", severity="warning", symbol=batch.symbol,
-                         payload={"path": batch.where, "timeframe": batch.timeframe, "source": batch.source,
-                                  "rows_updated": upd})
-    return LoadResult(batch.where, batch.symbol, batch.timeframe, batch.source, rows_in, ins, upd)
+    return store_block(conn, block_from_rows(batch.where, batch.symbol, batch.timeframe, batch.source, rows,
+                                             rows_in))
 
 
 # ----------------------------------------------------------------------------------------------- public API
@@ -484,8 +640,7 @@ def load_file(conn: psycopg.Connection, path: str | Path, *, symbol: str | None 
     The transaction commits on return when ``conn`` had no transaction open (otherwise it is a savepoint in
     the caller's transaction). Raises AtsError ``"<file> <row>: <problem>"``; nothing from the file is written.
     """
-    batch = parse_file(path, symbol=symbol, timeframe=timeframe, source=source)
-    return store_batch(conn, batch)
+    return store_block(conn, prepare_file(path, symbol=symbol, timeframe=timeframe, source=source))
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
