@@ -41,6 +41,7 @@ import io
 import json
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -664,16 +665,31 @@ def load_paths(url_or_conn: str | psycopg.Connection, paths: Iterable[str | Path
     """Load several files (directories expand to their .json/.csv files), each in its own transaction.
 
     ``url_or_conn``: a DSN (a connection is opened and closed here) or an open connection. ``kw``: symbol,
-    timeframe, source as for load_file. Raises AtsError on the first bad file after rolling that file back;
-    files loaded before it stay committed.
+    timeframe, source as for load_file. While one file is written, the next one is read and validated in a
+    worker thread (the database and the parser overlap; at most two files are held in memory). Raises
+    AtsError on the first bad file after rolling that file back; files loaded before it stay committed.
     """
     files = expand_paths(paths)
     if isinstance(url_or_conn, psycopg.Connection):
-        return [load_file(url_or_conn, f, **kw) for f in files]
+        return _load_overlapped(url_or_conn, files, kw)
     from ..db import connect
 
     with connect(url_or_conn) as conn:
-        return [load_file(conn, f, **kw) for f in files]
+        return _load_overlapped(conn, files, kw)
+
+
+def _load_overlapped(conn: psycopg.Connection, files: list[Path], kw: dict) -> list[LoadResult]:
+    results: list[LoadResult] = []
+    if not files:
+        return results
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ats-prepare") as pool:
+        pending = pool.submit(prepare_file, files[0], **kw)
+        for i in range(len(files)):
+            block = pending.result()  # a bad file raises here: the files before it are committed
+            if i + 1 < len(files):
+                pending = pool.submit(prepare_file, files[i + 1], **kw)
+            results.append(store_block(conn, block))
+    return results
 
 
 def load_bybit_kline(conn: psycopg.Connection, payload: dict, *, timeframe: str, symbol: str | None = None,
