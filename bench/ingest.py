@@ -9,8 +9,9 @@ prints, with the targets of issue #18 beside today's figures:
   the fallback for any other shape); target >= 1,000,000 rows/s
 * copy        - ``load_file`` per file: prepare_file, text COPY into the temp staging table, plain INSERT (a
                 first load) or upsert, one transaction per file (the production path for one file)
-* copy-paths  - ``load_paths`` over all files: the same, with the next file prepared in a worker thread while
-                the current one is written
+* copy-paths  - ``load_paths(url, files)`` over all files: the same per file, files prepared in order in a
+                worker thread while earlier ones are written on two connections (the production path for a
+                directory: ``ats demo``, the test fixtures)
 * insert      - the same prepare_file, then one ``INSERT ... ON CONFLICT DO NOTHING`` statement per row (one
                 round trip each), one transaction per file: the baseline of the speed-up (target >= 20x)
 * executemany - for reference: psycopg 3 ``executemany`` of the same INSERT (pipelined), one transaction per file
@@ -78,10 +79,9 @@ def run_copy(url: str, files: list[Path]) -> tuple[int, float]:
 
 
 def run_copy_paths(url: str, files: list[Path]) -> tuple[int, float]:
-    with psycopg.connect(url) as conn:
-        t = time.perf_counter()
-        rows = sum(r.rows_inserted for r in load_paths(conn, files))
-        return rows, time.perf_counter() - t
+    t = time.perf_counter()
+    rows = sum(r.rows_inserted for r in load_paths(url, files))  # opens its 2 writer connections
+    return rows, time.perf_counter() - t
 
 
 def run_insert(url: str, files: list[Path], *, many: bool) -> tuple[int, float]:

@@ -41,7 +41,7 @@ import io
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -50,6 +50,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from ..db.events import record_event
 from ..errors import AtsError
@@ -550,47 +551,53 @@ WITH ins AS (
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated FROM ins
 """
 
-#: no stored candle of the series in the block's time span: the block's keys cannot conflict
-_SPAN_IS_EMPTY = """SELECT NOT EXISTS (
-    SELECT 1 FROM candles
-     WHERE symbol = %(symbol)s AND timeframe = %(timeframe)s AND source = %(source)s
-       AND open_time BETWEEN timestamptz 'epoch' + %(first_ms)s * interval '1 millisecond'
-                         AND timestamptz 'epoch' + %(last_ms)s * interval '1 millisecond')"""
+#: lock the series for this transaction (serialises concurrent writers of one series), then (re)create and
+#: empty the staging table: one round trip (simple query; the literals are quoted by psycopg.sql)
+_PREPARE_STAGE = """SELECT pg_advisory_xact_lock(hashtextextended({key}, 0));
+{ddl};
+TRUNCATE ats_candles_stage"""
 
+#: a first load of the series' time span: plain INSERT (no candle of the series in the span, so nothing can
+#: conflict); inserts nothing when the span holds candles (the one-time filter is false)
 _INSERT_NEW = f"""INSERT INTO candles (symbol, timeframe, open_time, open, high, low, close, volume, source, complete)
-    {_STAGE_SELECT}"""
+    {_STAGE_SELECT}
+     WHERE NOT EXISTS (
+        SELECT 1 FROM candles
+         WHERE symbol = %(symbol)s AND timeframe = %(timeframe)s AND source = %(source)s
+           AND open_time BETWEEN timestamptz 'epoch' + %(first_ms)s * interval '1 millisecond'
+                             AND timestamptz 'epoch' + %(last_ms)s * interval '1 millisecond')"""
 
 
 def write_block(conn: psycopg.Connection, block: CandleBlock) -> tuple[int, int]:
     """Write a CandleBlock; returns (inserted, updated). Runs inside the caller's transaction.
 
-    One text COPY of ``block.stage_text`` into the session's temporary staging table, then either
+    Takes a transaction-scoped advisory lock on (symbol, timeframe, source), COPYs ``block.stage_text`` (text
+    format) into the session's temporary staging table, then
 
     * a plain ``INSERT ... SELECT`` when no candle of the series exists in the block's time span (a first
-      load: nothing can conflict, and this skips ON CONFLICT's per-row speculative insertion, ~3x slower);
-      run in a savepoint, and should a concurrent writer have stored candles of the series since the check
-      (unique violation), rolled back to it and replaced by the upsert; or
+      load: nothing can conflict, and this skips ON CONFLICT's per-row speculative insertion, measured ~3x
+      slower on the shared files), else
     * the upsert ``candle_upsert_sql`` (``ON CONFLICT ... DO UPDATE`` only where values differ).
 
-    Both give the same rows and counts. Text COPY, not binary: NUMERIC's binary form would have to be built
-    from the decimal text row by row in Python (see bench/ingest.py for the measured figures).
+    Both give the same rows and counts. Every loader writes through here, so the lock makes the span check
+    and the insert atomic with respect to each other. Text COPY, not binary: NUMERIC's binary form would have
+    to be built per value from the decimal text (bench/ingest.py measures both).
     """
-    if not len(block.open_ms):
+    n = len(block.open_ms)
+    if not n:
         return 0, 0
     params = {"symbol": block.symbol, "timeframe": block.timeframe, "source": block.source,
               "first_ms": int(block.open_ms.min()), "last_ms": int(block.open_ms.max())}
+    key = sql.Literal(f"candles|{block.symbol}|{block.timeframe}|{block.source}")
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-        cur.execute(_STAGE_DDL)
-        cur.execute("TRUNCATE ats_candles_stage")
+        cur.execute(sql.SQL(_PREPARE_STAGE).format(key=key, ddl=sql.SQL(_STAGE_DDL)))
         with cur.copy(_STAGE_COPY) as cp:
             cp.write(block.stage_text)
-        if cur.execute(_SPAN_IS_EMPTY, params).fetchone()[0]:
-            try:
-                with conn.transaction():
-                    cur.execute(_INSERT_NEW, params)
-                return cur.rowcount, 0
-            except psycopg.errors.UniqueViolation:
-                pass  # a concurrent load stored candles of this series meanwhile: the upsert sorts it out
+        cur.execute(_INSERT_NEW, params)
+        if cur.rowcount == n:
+            return n, 0
+        if cur.rowcount:  # cannot happen: the filter is all or nothing
+            raise AtsError(f"{block.where}: partial first load ({cur.rowcount} of {n} rows); rolled back")
         ins, upd = cur.execute(_UPSERT, params).fetchone()
     return int(ins), int(upd)
 
@@ -661,35 +668,73 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_paths(url_or_conn: str | psycopg.Connection, paths: Iterable[str | Path], **kw) -> list[LoadResult]:
+def load_paths(url_or_conn: str | psycopg.Connection, paths: Iterable[str | Path], *, writers: int = 2,
+               **kw) -> list[LoadResult]:
     """Load several files (directories expand to their .json/.csv files), each in its own transaction.
 
-    ``url_or_conn``: a DSN (a connection is opened and closed here) or an open connection. ``kw``: symbol,
-    timeframe, source as for load_file. While one file is written, the next one is read and validated in a
-    worker thread (the database and the parser overlap; at most two files are held in memory). Raises
-    AtsError on the first bad file after rolling that file back; files loaded before it stay committed.
+    ``url_or_conn``: a DSN (``writers`` connections, default 2, are opened here and closed at the end) or an
+    open connection (the only writer). ``kw``: symbol, timeframe, source as for load_file. Files are read
+    and validated in order in a worker thread while earlier files are written, at most one file per writer
+    connection at a time (database and parser overlap; the two cores of the target machine both work).
+    Returns the LoadResults in file order. Raises AtsError on the first bad file, after the files before it
+    have been written and committed and nothing of it or of later files was; a database error in one file
+    is raised after the writes in flight end (with two writers the file after it may then be committed).
     """
     files = expand_paths(paths)
     if isinstance(url_or_conn, psycopg.Connection):
-        return _load_overlapped(url_or_conn, files, kw)
+        return _load_overlapped([url_or_conn], files, kw)
     from ..db import connect
 
-    with connect(url_or_conn) as conn:
-        return _load_overlapped(conn, files, kw)
+    conns = [connect(url_or_conn) for _ in range(max(1, min(writers, len(files))))]
+    try:
+        return _load_overlapped(conns, files, kw)
+    finally:
+        for c in conns:
+            c.close()
 
 
-def _load_overlapped(conn: psycopg.Connection, files: list[Path], kw: dict) -> list[LoadResult]:
-    results: list[LoadResult] = []
+def _load_overlapped(conns: list[psycopg.Connection], files: list[Path], kw: dict) -> list[LoadResult]:
+    """prepare_file of each file in order on one thread; store_block on a free connection of ``conns``."""
+    results: list[LoadResult | None] = [None] * len(files)
     if not files:
-        return results
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ats-prepare") as pool:
-        pending = pool.submit(prepare_file, files[0], **kw)
+        return []
+    free = list(conns)
+    busy: dict = {}  # future -> (file index, connection)
+    errors: list[tuple[int, BaseException]] = []
+
+    def reap(block_until_one: bool) -> None:
+        done, _ = wait(list(busy), return_when=FIRST_COMPLETED if block_until_one else ALL_COMPLETED)
+        for fut in done:
+            i, conn = busy.pop(fut)
+            free.append(conn)
+            exc = fut.exception()
+            if exc is not None:
+                errors.append((i, exc))
+            else:
+                results[i] = fut.result()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ats-prepare") as prep, \
+            ThreadPoolExecutor(max_workers=len(conns), thread_name_prefix="ats-write") as write:
+        pending = prep.submit(prepare_file, files[0], **kw)
         for i in range(len(files)):
-            block = pending.result()  # a bad file raises here: the files before it are committed
+            try:
+                block = pending.result()
+            except BaseException as exc:
+                errors.append((i, exc))  # a bad file: write nothing more
+                break
             if i + 1 < len(files):
-                pending = pool.submit(prepare_file, files[i + 1], **kw)
-            results.append(store_block(conn, block))
-    return results
+                pending = prep.submit(prepare_file, files[i + 1], **kw)
+            if not free:
+                reap(block_until_one=True)
+            if errors:
+                break
+            conn = free.pop()
+            busy[write.submit(store_block, conn, block)] = (i, conn)
+        if busy:
+            reap(block_until_one=False)
+    if errors:
+        raise min(errors, key=lambda e: e[0])[1]
+    return [r for r in results if r is not None]
 
 
 def load_bybit_kline(conn: psycopg.Connection, payload: dict, *, timeframe: str, symbol: str | None = None,
