@@ -42,8 +42,8 @@ import psycopg
 
 from ats.db.connection import with_dbname
 from ats.db.migrate import migrate
-from ats.market_data.loaders import (_STAGE_COPY, _STAGE_DDL, expand_paths, load_file, load_paths, parse_file,
-                                     prepare_file, validate)
+from ats.market_data.loaders import (_STAGE_COPY, _STAGE_COPY_FLAGS, _STAGE_DDL, expand_paths, load_file, load_paths,
+                                     parse_file, prepare_file, validate)
 from ats.paths import market_data_dir
 
 INSERT_SQL = """INSERT INTO candles (symbol, timeframe, open_time, open, high, low, close, volume, source)
@@ -110,12 +110,12 @@ def stage_copy(url: str, files: list[Path], *, binary: bool) -> float:
         cur.execute(_STAGE_DDL)
         t = time.perf_counter()
         for b in blocks:
-            cur.execute("TRUNCATE ats_candles_stage")
+            cur.execute("TRUNCATE ats_candle_rows_stage")
             if binary:
-                with cur.copy(_STAGE_COPY.replace("FROM STDIN", "FROM STDIN (FORMAT binary)")) as cp:
-                    cp.set_types(["int8", "numeric", "numeric", "numeric", "numeric", "numeric", "bool"])
+                with cur.copy(_STAGE_COPY_FLAGS.replace("FROM STDIN", "FROM STDIN (FORMAT binary)")) as cp:
+                    cp.set_types(["text", "int8", "numeric", "numeric", "numeric", "numeric", "numeric", "bool"])
                     for r in b.rows():
-                        cp.write_row((r[0], Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]),
+                        cp.write_row(("", r[0], Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]),
                                       Decimal(r[5]), True))
             else:
                 with cur.copy(_STAGE_COPY) as cp:

@@ -41,6 +41,8 @@ _DOT, _COMMA, _LBR, _RBR, _NL, _ZERO, _DASH = 46, 44, 91, 93, 10, 48, 45
 _DAY_MS = 86_400_000
 _EXACT_INT = 2.0 ** 53  # float64 holds every integer below this exactly
 _COMMA_TO_TAB = bytes.maketrans(b",", b"\t")
+_JSON_TO_COPY = bytes.maketrans(b"],", b"\n\t")
+_POW10 = 10.0 ** np.arange(16)
 
 
 @dataclass
@@ -48,9 +50,9 @@ class Tokens:
     """Candles tokenized from one file, in file order (not yet checked against the candle rules).
 
     open_ms: int64 array (n,), candle open times in Unix ms (UTC); values: float64 array (n, 5) of open, high,
-    low, close, volume (for the checks); stage_text: the rows in PostgreSQL COPY text format,
-    ``open_ms\topen\thigh\tlow\tclose\tvolume\tt\n`` each, the five values exactly as published
-    (``b"1606780800000\t19695.87\t19720.0\t19479.8\t19565.47\t4570.361518\tt\n..."``).
+    low, close, volume (for the checks); stage_text: the rows in PostgreSQL COPY text format for the loader's
+    staging table, ``\topen_ms\topen\thigh\tlow\tclose\tvolume\n`` each (an empty leading field, then the
+    values exactly as published: ``b"\t1606780800000\t19695.87\t19720.0\t19479.8\t19565.47\t4570.361518\n"``).
     """
 
     open_ms: np.ndarray
@@ -62,9 +64,10 @@ def tokenize_freqtrade(raw: bytes) -> Tokens | None:
     """Tokens of a freqtrade JSON array ``[[open_time_ms, open, high, low, close, volume], ...]``, or None
     when the bytes are not in the plain shape of the module docstring (``[]`` included)."""
     data = raw[3:] if raw.startswith(_BOM) else raw
-    if data.translate(None, _JSON_CHARS + _WS):
+    other = data.translate(None, _JSON_CHARS)
+    if other and other.translate(None, _WS):
         return None  # a character outside the plain shape (quote, letter, sign, ...)
-    if data.translate(None, _JSON_CHARS):
+    if other:
         data = _drop_json_whitespace(data)
         if data is None:
             return None
@@ -88,15 +91,16 @@ def tokenize_freqtrade(raw: bytes) -> Tokens | None:
         return None
     if ((first == _ZERO) & (lens > 1) & (a[np.minimum(starts + 1, len(a) - 1)] != _DOT)).any():
         return None  # leading zero (not JSON)
-    if not _dots_ok(a, is_sep, after_ts=_LBR):
-        return None
-    lines = data[2:-2].replace(b"],[", b"\n")
-    vals = _loadtxt(lines, cols=6)
-    if vals is None or (vals[:, 0] >= _EXACT_INT).any():
-        return None
-    # the open_time token has no leading zero, so it is the text of the integer: the row is already COPY text
-    stage = lines.replace(b"\n", b"\tt\n").translate(_COMMA_TO_TAB) + b"\tt\n"
-    return Tokens(vals[:, 0].astype(np.int64), vals[:, 1:], stage)
+    # the separators are right, so one translate turns the file into COPY rows: '[' dropped, ']' ends a row,
+    # ',' separates fields; the ',' between two rows becomes the empty leading field of the next row
+    stage = b"\t" + data[1:-1].translate(_JSON_TO_COPY, b"[")
+    vals = _loadtxt(stage, delimiter="\t", usecols=(1, 2, 3, 4, 5, 6))
+    if vals is None:
+        return None  # a token that is not a number ("1.2.3"); numbers now have at most one '.'
+    ts = vals[:, 0]
+    if (ts >= _EXACT_INT).any() or (ts != np.floor(ts)).any() or (lens[:, 0] != _int_digits(ts)).any():
+        return None  # open_time not an integer token (a '.' makes the token longer than its integer value)
+    return Tokens(ts.astype(np.int64), vals[:, 1:], stage)
 
 
 def tokenize_csv(raw: bytes) -> Tokens | None:
@@ -124,17 +128,15 @@ def tokenize_csv(raw: bytes) -> Tokens | None:
     lens = ends - starts
     if (lens < 1).any() or ((lens[:, 1:] == 1) & (a[starts[:, 1:]] == _DOT)).any():
         return None  # an empty field, or a value "." without a digit
-    if a[0] == _DOT or not _dots_ok(a, is_sep, after_ts=_NL):
-        return None
     open_ms = _csv_open_ms(a, starts[:, 0], ends[:, 0])
     if open_ms is None:
         return None
-    vals = _loadtxt(body, cols=5, usecols=(1, 2, 3, 4, 5))
+    vals = _loadtxt(body, delimiter=",", usecols=(1, 2, 3, 4, 5))
     if vals is None:
-        return None
+        return None  # not a number ("1.2.3"); digits with at most one '.' and a digit are what float() takes
     lines = body.translate(_COMMA_TO_TAB).split(b"\n")
     cut = (ends[:, 0] - starts[:, 0]).tolist()
-    stage = b"".join([b"%d%s\tt\n" % (t, line[k:]) for t, line, k in zip(open_ms.tolist(), lines, cut)])
+    stage = b"".join([b"\t%d%s\n" % (t, line[k:]) for t, line, k in zip(open_ms.tolist(), lines, cut)])
     return Tokens(open_ms, vals, stage)
 
 
@@ -154,27 +156,19 @@ def _drop_json_whitespace(data: bytes) -> bytes | None:
     return k.tobytes()
 
 
-def _dots_ok(a: np.ndarray, is_sep: np.ndarray, *, after_ts: int) -> bool:
-    """At most one '.' per token and none in a row's first (timestamp) token, which follows ``after_ts``.
-
-    Separators and dots in position order: two dots in a row share a token; a dot right after ``after_ts`` is
-    in a timestamp."""
-    is_dot = a == _DOT
-    if not is_dot.any():
-        return True
-    marks = a[np.flatnonzero(is_sep | is_dot)]
-    dot = marks == _DOT
-    return not ((dot[1:] & dot[:-1]).any() or (dot[1:] & (marks[:-1] == after_ts)).any())
+def _int_digits(v: np.ndarray) -> np.ndarray:
+    """Number of decimal digits of non-negative integer-valued floats below 2**53 (0 has one)."""
+    return np.maximum(np.searchsorted(_POW10, v, side="right"), 1)
 
 
-def _loadtxt(text: bytes, *, cols: int, usecols: tuple | None = None) -> np.ndarray | None:
-    """(n, cols) float64 of comma-separated lines, or None when numpy cannot read them all."""
+def _loadtxt(text: bytes, *, delimiter: str, usecols: tuple) -> np.ndarray | None:
+    """(n, len(usecols)) float64 of delimited lines, or None when numpy cannot read every used field."""
     try:
-        vals = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.float64, usecols=usecols, ndmin=2,
-                          encoding="latin1")
+        vals = np.loadtxt(io.BytesIO(text), delimiter=delimiter, dtype=np.float64, usecols=usecols, ndmin=2,
+                          encoding="latin1", comments=None)
     except ValueError:
         return None
-    return vals if vals.shape[1] == cols else None
+    return vals if vals.shape[1] == len(usecols) else None
 
 
 def _csv_open_ms(a: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
@@ -203,7 +197,7 @@ def _csv_open_ms(a: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
             return None  # 2021-02-30 and the like
         out[is_date] = (first + day - 1) * _DAY_MS
     rest = ~is_date
-    if rest.any():  # Unix ms; dashes were ruled out above and dots by _dots_ok
+    if rest.any():  # Unix ms
         s, e = starts[rest], ends[rest]
         width = int((e - s).max())
         if width > 15:
@@ -211,6 +205,8 @@ def _csv_open_ms(a: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
         idx = s[:, None] + np.arange(width)
         inside = idx < e[:, None]
         digs = np.where(inside, a[np.minimum(idx, len(a) - 1)].astype(np.int64) - _ZERO, 0)
+        if ((digs < 0) | (digs > 9)).any():
+            return None  # a '.' (dashes were ruled out above)
         power = np.maximum((e - s)[:, None] - 1 - np.arange(width), 0)
         out[rest] = (digs * np.where(inside, 10 ** power, 0)).sum(axis=1)
     return out

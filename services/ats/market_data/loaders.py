@@ -457,9 +457,10 @@ class CandleBlock:
     """Validated candles of one symbol/timeframe/source, ready to write with one COPY.
 
     rows_in: candle rows read (before identical duplicates collapsed); open_ms: int64 array (n,), Unix ms
-    UTC (strictly ascending when it comes from prepare_file); stage_text: the n rows in PostgreSQL COPY text format for the staging table,
-    ``open_ms\topen\thigh\tlow\tclose\tvolume\tcomplete\n`` (values the exact published decimal text,
-    complete ``t``/``f``).
+    UTC (strictly ascending when it comes from prepare_file); stage_text: the n rows in PostgreSQL COPY text
+    format for the staging table, ``\topen_ms\topen\thigh\tlow\tclose\tvolume\n`` (an empty leading field,
+    the values the exact published decimal text) or, when ``flags``, ``...\tvolume\tcomplete\n`` with
+    complete ``t``/``f`` (without flags every candle is complete).
     """
 
     where: str
@@ -469,14 +470,15 @@ class CandleBlock:
     rows_in: int
     open_ms: np.ndarray
     stage_text: bytes
+    flags: bool = False
 
     def rows(self) -> list[list]:
         """The rows as validate() returns them: ``[open_time_ms:int, open, high, low, close, volume]``
-        (decimal strings), ascending."""
+        (decimal strings), in block order."""
         out = []
         for line in self.stage_text.decode("utf-8").splitlines():
-            t, o, h, lo, c, v, _ = line.split("\t")
-            out.append([int(t), o, h, lo, c, v])
+            f = line.split("\t")
+            out.append([int(f[1]), f[2], f[3], f[4], f[5], f[6]])
         return out
 
 
@@ -485,12 +487,13 @@ def block_from_rows(where: str, symbol: str, timeframe: str, source: str, rows: 
     """A CandleBlock from rows ``[open_time_ms, open, high, low, close, volume]`` (validated by the caller;
     values decimal strings or numbers, written with ``str``). ``complete``: per-row flags (default all true)."""
     if complete is None:
-        text = "".join([f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\tt\n" for r in rows])
+        text = "".join([f"\t{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\n" for r in rows])
     else:
-        text = "".join([f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{'t' if ok else 'f'}\n"
+        text = "".join([f"\t{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{'t' if ok else 'f'}\n"
                         for r, ok in zip(rows, complete)])
     open_ms = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
-    return CandleBlock(where, symbol, timeframe, source, rows_in, open_ms, text.encode("utf-8"))
+    return CandleBlock(where, symbol, timeframe, source, rows_in, open_ms, text.encode("utf-8"),
+                       flags=complete is not None)
 
 
 def prepare_file(path: str | Path, *, symbol: str | None = None, timeframe: str | None = None,
@@ -535,15 +538,17 @@ def _prepare_plain(raw: bytes, p: Path, *, symbol: str | None, timeframe: str | 
 
 # ----------------------------------------------------------------------------------------------- writing
 
-_STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS ats_candles_stage (
-    open_ms bigint NOT NULL, open numeric NOT NULL, high numeric NOT NULL, low numeric NOT NULL,
+#: ``lead``: the empty first field of every staged row (lets a freqtrade file become COPY rows in one translate)
+_STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS ats_candle_rows_stage (
+    lead text, open_ms bigint NOT NULL, open numeric NOT NULL, high numeric NOT NULL, low numeric NOT NULL,
     close numeric NOT NULL, volume numeric NOT NULL, complete boolean NOT NULL DEFAULT true)"""
 
-_STAGE_COPY = "COPY ats_candles_stage (open_ms, open, high, low, close, volume, complete) FROM STDIN"
+_STAGE_COPY = "COPY ats_candle_rows_stage (lead, open_ms, open, high, low, close, volume) FROM STDIN"
+_STAGE_COPY_FLAGS = "COPY ats_candle_rows_stage (lead, open_ms, open, high, low, close, volume, complete) FROM STDIN"
 
 _STAGE_SELECT = """SELECT %(symbol)s, %(timeframe)s, timestamptz 'epoch' + open_ms * interval '1 millisecond',
            open, high, low, close, volume, %(source)s, complete
-      FROM ats_candles_stage"""
+      FROM ats_candle_rows_stage"""
 
 _UPSERT = f"""
 WITH ins AS (
@@ -555,7 +560,7 @@ SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT 
 #: empty the staging table: one round trip (simple query; the literals are quoted by psycopg.sql)
 _PREPARE_STAGE = """SELECT pg_advisory_xact_lock(hashtextextended({key}, 0));
 {ddl};
-TRUNCATE ats_candles_stage"""
+TRUNCATE ats_candle_rows_stage"""
 
 #: a first load of the series' time span: plain INSERT (no candle of the series in the span, so nothing can
 #: conflict); inserts nothing when the span holds candles (the one-time filter is false)
@@ -591,7 +596,7 @@ def write_block(conn: psycopg.Connection, block: CandleBlock) -> tuple[int, int]
     key = sql.Literal(f"candles|{block.symbol}|{block.timeframe}|{block.source}")
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
         cur.execute(sql.SQL(_PREPARE_STAGE).format(key=key, ddl=sql.SQL(_STAGE_DDL)))
-        with cur.copy(_STAGE_COPY) as cp:
+        with cur.copy(_STAGE_COPY_FLAGS if block.flags else _STAGE_COPY) as cp:
             cp.write(block.stage_text)
         cur.execute(_INSERT_NEW, params)
         if cur.rowcount == n:
