@@ -19,9 +19,10 @@ Accepted shapes (everything else -> None):
   pattern allows.
 
 Floats: ``numpy.loadtxt`` (numpy's C reader, which converts each token with Python's correctly rounded
-``PyOS_string_to_double``), i.e. the same float64 as ``float(text)`` in the general path. Measured on the 18
-shared files (338,693 rows): loadtxt 0.12 s, ``numpy.fromstring`` 0.33 s, pyarrow 26 ``csv.read_csv``
-0.21-0.25 s, pandas ``round_trip`` 0.90 s (the faster pandas modes are not correctly rounded).
+``PyOS_string_to_double``), i.e. the same float64 as ``float(text)`` in the general path (the tests compare
+them). Picked by measurement on the 18 shared files (338,693 rows, 2 shared cores, one run each): loadtxt
+0.11-0.12 s, ``numpy.fromstring`` 0.16-0.33 s, pyarrow 26 ``csv.read_csv`` 0.21-0.25 s (so no new dependency),
+pandas ``round_trip`` 0.90 s (pandas' faster modes are not correctly rounded: they differ from ``float``).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class Tokens:
 
     open_ms: int64 array (n,), candle open times in Unix ms (UTC); values: float64 array (n, 5) of open, high,
     low, close, volume (for the checks); stage_text: the rows in PostgreSQL COPY text format for the loader's
-    staging table, ``\topen_ms\topen\thigh\tlow\tclose\tvolume\n`` each (an empty leading field, then the
-    values exactly as published: ``b"\t1606780800000\t19695.87\t19720.0\t19479.8\t19565.47\t4570.361518\n"``).
+    staging table, ``\\topen_ms\\topen\\thigh\\tlow\\tclose\\tvolume\\n`` each (an empty leading field, then the
+    values exactly as published: ``b"\\t1606780800000\\t19695.87\\t19720.0\\t19479.8\\t19565.47\\t4570.361518\\n"``).
     """
 
     open_ms: np.ndarray

@@ -27,11 +27,19 @@ unknown timeframe are refused with ``AtsError`` naming the file and the row, e.g
 ``.../BTC_USDT-1h.json row 17: high 99.5 < low 100.1``. JSON rows are numbered from 1 in array order; CSV rows by
 file line (the header is line 1).
 
-Writes: one transaction per file. Rows are COPYed into a temporary staging table, then
+Parsing: ``prepare_file`` reads a plain freqtrade JSON or CSV file with the vectorised tokenizers of
+``ats.market_data.fastparse`` and checks the rules above on whole numpy arrays; every other shape, and every
+file a rule refuses, goes through the general parser (``parse_file`` + ``validate``), which words the error.
+Both give the same rows (tests/market_data/test_market_data_fastparse.py holds them to it).
+
+Writes: one transaction per file, under a transaction-scoped advisory lock on (symbol, timeframe, source).
+Rows are COPYed (text format, the values' exact decimal text) into a temporary staging table, then a plain
+``INSERT ... SELECT`` when the series has no candle in the file's time span (a first load), else
 ``INSERT ... SELECT ... ON CONFLICT (symbol, timeframe, open_time, source) DO UPDATE ... WHERE values differ``:
 loading the same file again changes nothing (no row is touched); a corrected value is updated in place and a
 ``system_events`` row (component ``market_data``, event ``candles_revised``) records it. Prices and volumes are
-written as the exact decimal text of the input into NUMERIC columns.
+written as the exact decimal text of the input into NUMERIC columns. ``load_paths`` prepares the next file
+while earlier ones are written, on two connections when it is given a DSN.
 """
 
 from __future__ import annotations
@@ -458,8 +466,8 @@ class CandleBlock:
 
     rows_in: candle rows read (before identical duplicates collapsed); open_ms: int64 array (n,), Unix ms
     UTC (strictly ascending when it comes from prepare_file); stage_text: the n rows in PostgreSQL COPY text
-    format for the staging table, ``\topen_ms\topen\thigh\tlow\tclose\tvolume\n`` (an empty leading field,
-    the values the exact published decimal text) or, when ``flags``, ``...\tvolume\tcomplete\n`` with
+    format for the staging table, ``\\topen_ms\\topen\\thigh\\tlow\\tclose\\tvolume\\n`` (an empty leading field,
+    the values the exact published decimal text) or, when ``flags``, ``...\\tvolume\\tcomplete\\n`` with
     complete ``t``/``f`` (without flags every candle is complete).
     """
 
@@ -519,7 +527,8 @@ def prepare_file(path: str | Path, *, symbol: str | None = None, timeframe: str 
 def _prepare_plain(raw: bytes, p: Path, *, symbol: str | None, timeframe: str | None,
                    source: str | None) -> CandleBlock | None:
     """The fast path of prepare_file: a CandleBlock, or None to take the general path."""
-    head = raw[3:].lstrip()[:1] if raw.startswith(b"\xef\xbb\xbf") else raw.lstrip()[:1]
+    lead = raw[3:259] if raw.startswith(b"\xef\xbb\xbf") else raw[:256]
+    head = lead.lstrip()[:1]  # all whitespace (or an empty file): the general path says what is wrong
     if head == b"[":
         tokens, fallback_source = fastparse.tokenize_freqtrade(raw), "freqtrade"
     elif head and head not in b"[{":
