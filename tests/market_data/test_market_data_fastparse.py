@@ -17,7 +17,7 @@ from ats.market_data import fastparse
 from ats.market_data.loaders import (block_from_rows, load_file, load_paths, parse_file, prepare_file, validate,
                                      write_block, write_candles)
 
-from _market_data_helpers import db_fingerprint, md_conn, md_url, ms  # noqa: F401
+from _market_data_helpers import md_conn, md_url, ms  # noqa: F401
 
 T0 = ms("2021-01-01T00:00")
 H = 3600_000
