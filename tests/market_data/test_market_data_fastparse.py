@@ -296,3 +296,17 @@ def test_block_rows_round_trip():
     rows = [[T0, "1.50", "2", "1", "1.5", "0"], [T0 + H, 2, 3.5, 1.25, 2, 10]]
     b = block_from_rows("x", "S", "1h", "csv", rows, 2)
     assert b.rows() == [[T0, "1.50", "2", "1", "1.5", "0"], [T0 + H, "2", "3.5", "1.25", "2", "10"]]
+
+
+def test_direct_copy_escapes_names_and_off_minute_rows_take_the_staged_path(md_conn):
+    odd = "ODD\\SYM\tX"
+    rows = [[T0, "1", "2", "0.5", "1.5", "3"], [T0 + H, "1.5", "2", "1", "2", "4"]]
+    with md_conn.transaction():
+        assert write_candles(md_conn, odd, "1h", "feed", rows) == (2, 0)  # first load: COPY into candles
+        # live-feed style rows off the minute grid cannot be written as direct COPY text: staged insert
+        assert write_candles(md_conn, "SECS", "1h", "feed", [[T0 + 1_500, "1", "2", "0.5", "1.5", "3"]]) == (1, 0)
+    got = md_conn.execute("SELECT symbol, open_time, close::text AS c FROM candles WHERE source = 'feed' "
+                          "ORDER BY symbol, open_time").fetchall()
+    assert [(g["symbol"], g["c"]) for g in got] == [(odd, "1.5"), (odd, "2"), ("SECS", "1.5")]
+    assert got[0]["open_time"].timestamp() * 1000 == T0 and got[2]["open_time"].timestamp() * 1000 == T0 + 1_500
+    md_conn.commit()

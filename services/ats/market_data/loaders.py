@@ -33,8 +33,8 @@ file a rule refuses, goes through the general parser (``parse_file`` + ``validat
 Both give the same rows (tests/market_data/test_market_data_fastparse.py holds them to it).
 
 Writes: one transaction per file, under a transaction-scoped advisory lock on (symbol, timeframe, source).
-Rows are COPYed (text format, the values' exact decimal text) into a temporary staging table, then a plain
-``INSERT ... SELECT`` when the series has no candle in the file's time span (a first load), else
+When the series has no candle in the file's time span (a first load) the rows are COPYed (text format, the
+values' exact decimal text) straight into ``candles``; otherwise into a temporary staging table, then
 ``INSERT ... SELECT ... ON CONFLICT (symbol, timeframe, open_time, source) DO UPDATE ... WHERE values differ``:
 loading the same file again changes nothing (no row is touched); a corrected value is updated in place and a
 ``system_events`` row (component ``market_data``, event ``candles_revised``) records it. Prices and volumes are
@@ -565,36 +565,63 @@ WITH ins AS (
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated FROM ins
 """
 
-#: lock the series for this transaction (serialises concurrent writers of one series), then (re)create and
-#: empty the staging table: one round trip (simple query; the literals are quoted by psycopg.sql)
-_PREPARE_STAGE = """SELECT pg_advisory_xact_lock(hashtextextended({key}, 0));
-{ddl};
-TRUNCATE ats_candle_rows_stage"""
+#: lock the series for this transaction (serialises concurrent writers of one series) and tell whether it has
+#: a candle in the block's span: one round trip (simple query; literals quoted by psycopg.sql)
+_LOCK_AND_PROBE = """SELECT pg_advisory_xact_lock(hashtextextended({key}, 0));
+SELECT EXISTS (SELECT 1 FROM candles
+                WHERE symbol = {symbol} AND timeframe = {timeframe} AND source = {source}
+                  AND open_time BETWEEN timestamptz 'epoch' + {first_ms} * interval '1 millisecond'
+                                    AND timestamptz 'epoch' + {last_ms} * interval '1 millisecond')"""
 
-#: a first load of the series' time span: plain INSERT (no candle of the series in the span, so nothing can
-#: conflict); inserts nothing when the span holds candles (the one-time filter is false)
-_INSERT_NEW = f"""INSERT INTO candles (symbol, timeframe, open_time, open, high, low, close, volume, source, complete)
-    {_STAGE_SELECT}
-     WHERE NOT EXISTS (
-        SELECT 1 FROM candles
-         WHERE symbol = %(symbol)s AND timeframe = %(timeframe)s AND source = %(source)s
-           AND open_time BETWEEN timestamptz 'epoch' + %(first_ms)s * interval '1 millisecond'
-                             AND timestamptz 'epoch' + %(last_ms)s * interval '1 millisecond')"""
+_INSERT_STAGED = f"""INSERT INTO candles (symbol, timeframe, open_time, open, high, low, close, volume, source, complete)
+    {_STAGE_SELECT}"""
+
+_COPY_DIRECT = "COPY candles (open_time, open, high, low, close, volume, symbol, timeframe, source) FROM STDIN"
+_COPY_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+_MINUTES = np.frombuffer("".join(f"{h:02d}:{m:02d}" for h in range(24) for m in range(60)).encode(),
+                         dtype=np.uint8).reshape(1440, 5)
+
+
+def _direct_rows(block: CandleBlock) -> bytes | None:
+    """The block as COPY text rows of ``candles`` (open_time, the five values, symbol, timeframe, source), or
+    None when it cannot be built this way (flags, or an open time off the minute)."""
+    ms = block.open_ms
+    if block.flags or ms.min() < _MIN_MS or ms.max() >= _MAX_MS or (ms % 60_000).any():
+        return None  # (1980..2100 keeps 'YYYY-MM-DD' and the digit count below simple)
+    day = ms // 86_400_000
+    first = int(day.min())
+    days = np.datetime_as_string(np.arange(first, int(day.max()) + 1).astype("datetime64[D]"), unit="D")
+    ts = np.empty((len(ms), 23), dtype=np.uint8)
+    ts[:, :10] = days.astype("S10").view(np.uint8).reshape(-1, 10)[day - first]
+    ts[:, 10] = 32
+    ts[:, 11:16] = _MINUTES[(ms - day * 86_400_000) // 60_000]
+    ts[:, 16:] = np.frombuffer(b":00+00\t", dtype=np.uint8)
+    tail = "\t".join(x.translate(_COPY_ESCAPES) for x in (block.symbol, block.timeframe, block.source))
+    tail_b = ("\t" + tail + "\n").encode("utf-8")
+    lines = block.stage_text.split(b"\n")
+    cuts = (_digit_count(ms) + 2).tolist()  # the leading tab, the open_ms digits and the tab after them
+    return b"".join([t + line[k:] + tail_b for t, line, k in zip(ts.view("S23").ravel().tolist(), lines, cuts)])
+
+
+def _digit_count(v: np.ndarray) -> np.ndarray:
+    """Decimal digits of positive int64 values."""
+    return np.searchsorted(_POW10_INT, v, side="right")
+
+
+_POW10_INT = 10 ** np.arange(19, dtype=np.int64)
 
 
 def write_block(conn: psycopg.Connection, block: CandleBlock) -> tuple[int, int]:
     """Write a CandleBlock; returns (inserted, updated). Runs inside the caller's transaction.
 
-    Takes a transaction-scoped advisory lock on (symbol, timeframe, source), COPYs ``block.stage_text`` (text
-    format) into the session's temporary staging table, then
-
-    * a plain ``INSERT ... SELECT`` when no candle of the series exists in the block's time span (a first
-      load: nothing can conflict, and this skips ON CONFLICT's per-row speculative insertion, measured ~3x
-      slower on the shared files), else
-    * the upsert ``candle_upsert_sql`` (``ON CONFLICT ... DO UPDATE`` only where values differ).
+    Takes a transaction-scoped advisory lock on (symbol, timeframe, source) and looks for a stored candle of
+    the series in the block's time span. None (a first load; nothing can conflict): one text COPY straight
+    into ``candles``. Else: text COPY of ``block.stage_text`` into the session's temporary staging table,
+    then the upsert ``candle_upsert_sql`` (``ON CONFLICT ... DO UPDATE`` only where values differ; per-row
+    speculative insertion, measured ~3x slower than a plain insert on the shared files).
 
     Both give the same rows and counts. Every loader writes through here, so the lock makes the span check
-    and the insert atomic with respect to each other. Text COPY, not binary: NUMERIC's binary form would have
+    and the write atomic with respect to each other. Text COPY, not binary: NUMERIC's binary form would have
     to be built per value from the decimal text (bench/ingest.py measures both).
     """
     n = len(block.open_ms)
@@ -602,16 +629,24 @@ def write_block(conn: psycopg.Connection, block: CandleBlock) -> tuple[int, int]
         return 0, 0
     params = {"symbol": block.symbol, "timeframe": block.timeframe, "source": block.source,
               "first_ms": int(block.open_ms.min()), "last_ms": int(block.open_ms.max())}
-    key = sql.Literal(f"candles|{block.symbol}|{block.timeframe}|{block.source}")
+    probe = sql.SQL(_LOCK_AND_PROBE).format(key=sql.Literal(f"candles|{block.symbol}|{block.timeframe}|"
+                                                           f"{block.source}"),
+                                            **{k: sql.Literal(v) for k, v in params.items()})
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-        cur.execute(sql.SQL(_PREPARE_STAGE).format(key=key, ddl=sql.SQL(_STAGE_DDL)))
+        cur.execute(probe)
+        cur.nextset()
+        occupied = cur.fetchone()[0]
+        direct = None if occupied else _direct_rows(block)
+        if direct is not None:
+            with cur.copy(_COPY_DIRECT) as cp:
+                cp.write(direct)
+            return n, 0
+        cur.execute(f"{_STAGE_DDL}; TRUNCATE ats_candle_rows_stage")
         with cur.copy(_STAGE_COPY_FLAGS if block.flags else _STAGE_COPY) as cp:
             cp.write(block.stage_text)
-        cur.execute(_INSERT_NEW, params)
-        if cur.rowcount == n:
-            return n, 0
-        if cur.rowcount:  # cannot happen: the filter is all or nothing
-            raise AtsError(f"{block.where}: partial first load ({cur.rowcount} of {n} rows); rolled back")
+        if not occupied:
+            cur.execute(_INSERT_STAGED, params)
+            return cur.rowcount, 0
         ins, upd = cur.execute(_UPSERT, params).fetchone()
     return int(ins), int(upd)
 
