@@ -598,9 +598,15 @@ def _direct_rows(block: CandleBlock) -> bytes | None:
     ts[:, 16:] = np.frombuffer(b":00+00\t", dtype=np.uint8)
     tail = "\t".join(x.translate(_COPY_ESCAPES) for x in (block.symbol, block.timeframe, block.source))
     tail_b = ("\t" + tail + "\n").encode("utf-8")
-    lines = block.stage_text.split(b"\n")
-    cuts = (_digit_count(ms) + 2).tolist()  # the leading tab, the open_ms digits and the tab after them
-    return b"".join([t + line[k:] + tail_b for t, line, k in zip(ts.view("S23").ravel().tolist(), lines, cuts)])
+    lines = block.stage_text.split(b"\n")[:-1]
+    stamps = ts.view("S23").ravel().tolist()
+    cuts = _digit_count(ms) + 2  # the leading tab, the open_ms digits and the tab after them
+    if (cuts == cuts[0]).all():
+        k = int(cuts[0])
+        body = [t + line[k:] for t, line in zip(stamps, lines)]
+    else:
+        body = [t + line[k:] for t, line, k in zip(stamps, lines, cuts.tolist())]
+    return tail_b.join(body) + tail_b
 
 
 def _digit_count(v: np.ndarray) -> np.ndarray:
