@@ -20,7 +20,8 @@ prints, with the targets of issue #18 beside today's figures:
                 what binary NUMERIC needs from decimal text (why the loader uses text COPY)
 
 Figures vary with the load of the machine (2 shared cores): compare the rows of one run, not runs. The fast
-paths run 3 times (median shown, each on a fresh database), the row-by-row baselines once.
+paths run 3 times, before, between and after the row-by-row baselines (median shown, each on a fresh
+database); the baselines run once.
 
 Usage:  .venv/bin/python bench/ingest.py [--data-dir DIR] [--admin-url DSN] [--skip-insert]
 Without --admin-url a temporary embedded PostgreSQL (pgserver) is started and deleted afterwards.
@@ -54,7 +55,7 @@ INSERT_SQL = """INSERT INTO candles (symbol, timeframe, open_time, open, high, l
 ISSUE_BEFORE = "9.0x (51k rows/s; parse + validate 117k rows/s)"
 TARGET_SPEEDUP = 20.0
 TARGET_PARSE = 1_000_000
-REPEAT = 3  # runs of the fast paths (median shown); the row-by-row baselines run once (30-60 s each)
+REPEAT = 3  # runs of the fast paths (median shown); the row-by-row baselines run once (20-60 s each)
 
 
 def fresh_db(admin_url: str) -> tuple[str, str]:
@@ -172,24 +173,25 @@ def main(argv: list[str] | None = None) -> int:
           f">= {TARGET_PARSE:,} rows/s")
     print(f"{'  parse_file + validate (general)':<34} {general[1]:>8.3f} {general[0] / general[1]:>11,.0f}   "
           f"(the path before; issue #18 measured 117k rows/s)")
-    paths = [("copy", REPEAT, lambda u: run_copy(u, files)),
-             ("copy-paths", REPEAT, lambda u: run_copy_paths(u, files))]
-    if not args.skip_insert:
-        paths += [("insert", 1, lambda u: run_insert(u, files, many=False)),
-                  ("executemany", 1, lambda u: run_insert(u, files, many=True))]
-    results = []
+    fast_paths = [("copy", lambda u: run_copy(u, files)), ("copy-paths", lambda u: run_copy_paths(u, files))]
+    slow_paths = [] if args.skip_insert else [("insert", lambda u: run_insert(u, files, many=False)),
+                                              ("executemany", lambda u: run_insert(u, files, many=True))]
+    # the fast paths run before, between and after the slow ones, so their median sees the same machine load
+    schedule = list(fast_paths)
+    for slow in slow_paths:
+        schedule += [slow] + fast_paths
+    while sum(label == "copy" for label, _ in schedule) < REPEAT:
+        schedule += fast_paths
+    runs: dict[str, list] = {}
     stage = {}
     try:
-        for label, repeat, fn in paths:
-            runs = []
-            for _ in range(repeat):
-                name, url = fresh_db(admin)
-                try:
-                    runs.append(fn(url))
-                finally:
-                    drop_db(admin, name)
-            rows, secs = _median(runs)
-            results.append((label, rows, secs))
+        for label, fn in schedule:
+            name, url = fresh_db(admin)
+            try:
+                runs.setdefault(label, []).append(fn(url))
+            finally:
+                drop_db(admin, name)
+        results = [(label, *_median(r)) for label, r in runs.items()]
         name, url = fresh_db(admin)
         try:
             for binary in (False, True):
