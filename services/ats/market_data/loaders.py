@@ -27,11 +27,19 @@ unknown timeframe are refused with ``AtsError`` naming the file and the row, e.g
 ``.../BTC_USDT-1h.json row 17: high 99.5 < low 100.1``. JSON rows are numbered from 1 in array order; CSV rows by
 file line (the header is line 1).
 
-Writes: one transaction per file. Rows are COPYed into a temporary staging table, then
+Parsing: ``prepare_file`` reads a plain freqtrade JSON or CSV file with the vectorised tokenizers of
+``ats.market_data.fastparse`` and checks the rules above on whole numpy arrays; every other shape, and every
+file a rule refuses, goes through the general parser (``parse_file`` + ``validate``), which words the error.
+Both give the same rows (tests/market_data/test_market_data_fastparse.py holds them to it).
+
+Writes: one transaction per file, under a transaction-scoped advisory lock on (symbol, timeframe, source).
+When the series has no candle in the file's time span (a first load) the rows are COPYed (text format, the
+values' exact decimal text) straight into ``candles``; otherwise into a temporary staging table, then
 ``INSERT ... SELECT ... ON CONFLICT (symbol, timeframe, open_time, source) DO UPDATE ... WHERE values differ``:
 loading the same file again changes nothing (no row is touched); a corrected value is updated in place and a
 ``system_events`` row (component ``market_data``, event ``candles_revised``) records it. Prices and volumes are
-written as the exact decimal text of the input into NUMERIC columns.
+written as the exact decimal text of the input into NUMERIC columns. ``load_paths`` prepares the next file
+while earlier ones are written, on two connections when it is given a DSN.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import io
 import json
 import math
 import re
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -49,10 +58,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from ..db.events import record_event
 from ..errors import AtsError
 from ..timeutil import TIMEFRAME_SECONDS, UTC
+from . import fastparse
 from .store import candle_upsert_sql
 
 #: directory names recognised as a candle source (exchange or vendor) for ``candles.source``
@@ -258,15 +269,24 @@ def parse_file(path: str | Path, *, symbol: str | None = None, timeframe: str | 
                source: str | None = None) -> CandleBatch:
     """Read and parse one candle file (format detected from content) into a CandleBatch (not yet validated).
 
-    Raises AtsError naming the file (and row) when the file cannot be read or parsed, or when symbol/timeframe
-    are neither given nor derivable from the file name.
+    The general parser (any shape the module docstring allows; Python objects per row). ``prepare_file`` is
+    the fast entry point for loading. Raises AtsError naming the file (and row) when the file cannot be read
+    or parsed, or when symbol/timeframe are neither given nor derivable from the file name.
     """
     p = Path(path)
-    where = str(p)
+    return _parse_bytes(_read_bytes(p), p, symbol=symbol, timeframe=timeframe, source=source)
+
+
+def _read_bytes(p: Path) -> bytes:
     try:
-        raw = p.read_bytes()
+        return p.read_bytes()
     except OSError as exc:
-        raise _fail(where, None, f"cannot read file: {exc.strerror or exc}") from None
+        raise _fail(str(p), None, f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _parse_bytes(raw: bytes, p: Path, *, symbol: str | None, timeframe: str | None,
+                 source: str | None) -> CandleBatch:
+    where = str(p)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -347,8 +367,7 @@ def validate(batch: CandleBatch) -> tuple[list[list], int]:
         raise _fail(where, None, f"unknown timeframe {tf!r}; expected one of {', '.join(TIMEFRAME_SECONDS)}")
     if not batch.rows:
         raise _fail(where, None, "no candles (empty data)")
-    tf_ms = TIMEFRAME_SECONDS[tf] * 1000
-    offset = _WEEK_OFFSET_MS if tf == "1w" else 0
+    tf_ms, offset = _grid(tf)
     rows: list[list] = []
     fullmatch = _ROW_RE.fullmatch
     for row, label in zip(batch.rows, batch.labels):
@@ -373,17 +392,15 @@ def validate(batch: CandleBatch) -> tuple[list[list], int]:
             rows.append([t, *(_num_text(x, where, label, col) for x, col in zip(vals, _COLS))])
     rows_in = len(rows)
     arr = np.array([r[1:] for r in rows], dtype=np.float64).reshape(-1, 5)
-    o, h, lo, c, v = arr.T
-    checks = [
-        (~np.isfinite(arr).all(axis=1), lambda i: "value out of range (not finite)"),
-        ((arr[:, :4] <= 0).any(axis=1), lambda i: f"non-positive price (open {rows[i][1]}, high {rows[i][2]}, "
-                                                  f"low {rows[i][3]}, close {rows[i][4]})"),
-        (v < 0, lambda i: f"negative volume {rows[i][5]}"),
-        (h < lo, lambda i: f"high {rows[i][2]} < low {rows[i][3]}"),
-        ((o > h) | (o < lo), lambda i: f"open {rows[i][1]} outside [low {rows[i][3]}, high {rows[i][2]}]"),
-        ((c > h) | (c < lo), lambda i: f"close {rows[i][4]} outside [low {rows[i][3]}, high {rows[i][2]}]"),
+    messages = [
+        lambda i: "value out of range (not finite)",
+        lambda i: f"non-positive price (open {rows[i][1]}, high {rows[i][2]}, low {rows[i][3]}, close {rows[i][4]})",
+        lambda i: f"negative volume {rows[i][5]}",
+        lambda i: f"high {rows[i][2]} < low {rows[i][3]}",
+        lambda i: f"open {rows[i][1]} outside [low {rows[i][3]}, high {rows[i][2]}]",
+        lambda i: f"close {rows[i][4]} outside [low {rows[i][3]}, high {rows[i][2]}]",
     ]
-    for mask, msg in checks:
+    for mask, msg in zip(_value_checks(arr), messages):
         bad = np.flatnonzero(mask)
         if bad.size:
             i = int(bad[0])
@@ -410,19 +427,137 @@ def validate(batch: CandleBatch) -> tuple[list[list], int]:
     return out, rows_in
 
 
+def _grid(tf: str) -> tuple[int, int]:
+    """(step, offset) in ms of a known timeframe's UTC grid: open_time - offset is a multiple of step."""
+    return TIMEFRAME_SECONDS[tf] * 1000, (_WEEK_OFFSET_MS if tf == "1w" else 0)
+
+
+def _value_checks(arr: np.ndarray) -> list[np.ndarray]:
+    """The value rules, in the order validate() reports them, as boolean masks (True = row breaks the rule)
+    over ``arr`` (n, 5) float64 open, high, low, close, volume: not finite, a price <= 0, volume < 0,
+    high < low, open outside [low, high], close outside [low, high]."""
+    o, h, lo, c, v = arr.T
+    return [~np.isfinite(arr).all(axis=1), (arr[:, :4] <= 0).any(axis=1), v < 0, h < lo,
+            (o > h) | (o < lo), (c > h) | (c < lo)]
+
+
+def _tokens_pass(open_ms: np.ndarray, values: np.ndarray, tf: str) -> bool:
+    """True when tokenized candles pass every rule of validate() and are strictly ascending (so validate()
+    would return them unchanged); False means "let validate() decide and word the error"."""
+    if tf not in TIMEFRAME_SECONDS or not len(open_ms):
+        return False
+    if len(open_ms) > 1 and not (np.diff(open_ms) > 0).all():
+        return False
+    step, offset = _grid(tf)
+    if open_ms[0] < _MIN_MS or open_ms[-1] >= _MAX_MS or ((open_ms - offset) % step).any():
+        return False
+    return not any(mask.any() for mask in _value_checks(values))
+
+
 def _iso(ms: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).isoformat().replace("+00:00", "Z")
 
 
+# ----------------------------------------------------------------------------------------------- blocks
+
+@dataclass
+class CandleBlock:
+    """Validated candles of one symbol/timeframe/source, ready to write with one COPY.
+
+    rows_in: candle rows read (before identical duplicates collapsed); open_ms: int64 array (n,), Unix ms
+    UTC (strictly ascending when it comes from prepare_file); stage_text: the n rows in PostgreSQL COPY text
+    format for the staging table, ``\\topen_ms\\topen\\thigh\\tlow\\tclose\\tvolume\\n`` (an empty leading field,
+    the values the exact published decimal text) or, when ``flags``, ``...\\tvolume\\tcomplete\\n`` with
+    complete ``t``/``f`` (without flags every candle is complete).
+    """
+
+    where: str
+    symbol: str
+    timeframe: str
+    source: str
+    rows_in: int
+    open_ms: np.ndarray
+    stage_text: bytes
+    flags: bool = False
+
+    def rows(self) -> list[list]:
+        """The rows as validate() returns them: ``[open_time_ms:int, open, high, low, close, volume]``
+        (decimal strings), in block order."""
+        out = []
+        for line in self.stage_text.decode("utf-8").splitlines():
+            f = line.split("\t")
+            out.append([int(f[1]), f[2], f[3], f[4], f[5], f[6]])
+        return out
+
+
+def block_from_rows(where: str, symbol: str, timeframe: str, source: str, rows: Sequence[Sequence], rows_in: int,
+                    complete: Sequence[bool] | None = None) -> CandleBlock:
+    """A CandleBlock from rows ``[open_time_ms, open, high, low, close, volume]`` (validated by the caller;
+    values decimal strings or numbers, written with ``str``). ``complete``: per-row flags (default all true)."""
+    if complete is None:
+        text = "".join([f"\t{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\n" for r in rows])
+    else:
+        text = "".join([f"\t{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{'t' if ok else 'f'}\n"
+                        for r, ok in zip(rows, complete)])
+    open_ms = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+    return CandleBlock(where, symbol, timeframe, source, rows_in, open_ms, text.encode("utf-8"),
+                       flags=complete is not None)
+
+
+def prepare_file(path: str | Path, *, symbol: str | None = None, timeframe: str | None = None,
+                 source: str | None = None) -> CandleBlock:
+    """Read, parse and validate one candle file into a CandleBlock (nothing is written).
+
+    Plain freqtrade JSON and CSV files (the bulk of any history) go through the vectorised tokenizers of
+    ``ats.market_data.fastparse`` and the same rules as validate(), checked on whole arrays; any other file,
+    and any file one of those rules would refuse, goes through parse_file() + validate(), so results and
+    errors are those of the general path. Symbol, timeframe and source are resolved as in parse_file().
+    Raises AtsError ``"<file> <row>: <problem>"``.
+    """
+    p = Path(path)
+    raw = _read_bytes(p)
+    block = _prepare_plain(raw, p, symbol=symbol, timeframe=timeframe, source=source)
+    if block is not None:
+        return block
+    batch = _parse_bytes(raw, p, symbol=symbol, timeframe=timeframe, source=source)
+    rows, rows_in = validate(batch)
+    return block_from_rows(batch.where, batch.symbol, batch.timeframe, batch.source, rows, rows_in)
+
+
+def _prepare_plain(raw: bytes, p: Path, *, symbol: str | None, timeframe: str | None,
+                   source: str | None) -> CandleBlock | None:
+    """The fast path of prepare_file: a CandleBlock, or None to take the general path."""
+    lead = raw[3:259] if raw.startswith(b"\xef\xbb\xbf") else raw[:256]
+    head = lead.lstrip()[:1]  # all whitespace (or an empty file): the general path says what is wrong
+    if head == b"[":
+        tokens, fallback_source = fastparse.tokenize_freqtrade(raw), "freqtrade"
+    elif head and head not in b"[{":
+        tokens, fallback_source = fastparse.tokenize_csv(raw), "csv"
+    else:
+        return None
+    if tokens is None:
+        return None
+    name_sym, name_tf = names_from_filename(p)
+    sym, tf = symbol or name_sym, timeframe or name_tf
+    if not sym or not tf or not _tokens_pass(tokens.open_ms, tokens.values, tf):
+        return None
+    src = source or _source_from_dir(p) or fallback_source
+    return CandleBlock(str(p), sym.upper(), tf, src, len(tokens.open_ms), tokens.open_ms, tokens.stage_text)
+
+
 # ----------------------------------------------------------------------------------------------- writing
 
-_STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS ats_candles_stage (
-    open_ms bigint NOT NULL, open numeric NOT NULL, high numeric NOT NULL, low numeric NOT NULL,
+#: ``lead``: the empty first field of every staged row (lets a freqtrade file become COPY rows in one translate)
+_STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS ats_candle_rows_stage (
+    lead text, open_ms bigint NOT NULL, open numeric NOT NULL, high numeric NOT NULL, low numeric NOT NULL,
     close numeric NOT NULL, volume numeric NOT NULL, complete boolean NOT NULL DEFAULT true)"""
+
+_STAGE_COPY = "COPY ats_candle_rows_stage (lead, open_ms, open, high, low, close, volume) FROM STDIN"
+_STAGE_COPY_FLAGS = "COPY ats_candle_rows_stage (lead, open_ms, open, high, low, close, volume, complete) FROM STDIN"
 
 _STAGE_SELECT = """SELECT %(symbol)s, %(timeframe)s, timestamptz 'epoch' + open_ms * interval '1 millisecond',
            open, high, low, close, volume, %(source)s, complete
-      FROM ats_candles_stage"""
+      FROM ats_candle_rows_stage"""
 
 _UPSERT = f"""
 WITH ins AS (
@@ -430,31 +565,120 @@ WITH ins AS (
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated FROM ins
 """
 
+#: lock the series for this transaction (serialises concurrent writers of one series) and tell whether it has
+#: a candle in the block's span: one round trip (simple query; literals quoted by psycopg.sql)
+_LOCK_AND_PROBE = """SELECT pg_advisory_xact_lock(hashtextextended({key}, 0));
+SELECT EXISTS (SELECT 1 FROM candles
+                WHERE symbol = {symbol} AND timeframe = {timeframe} AND source = {source}
+                  AND open_time BETWEEN timestamptz 'epoch' + {first_ms} * interval '1 millisecond'
+                                    AND timestamptz 'epoch' + {last_ms} * interval '1 millisecond')"""
+
+_INSERT_STAGED = f"""INSERT INTO candles (symbol, timeframe, open_time, open, high, low, close, volume, source, complete)
+    {_STAGE_SELECT}"""
+
+_COPY_DIRECT = "COPY candles (open_time, open, high, low, close, volume, symbol, timeframe, source) FROM STDIN"
+_COPY_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+_MINUTES = np.frombuffer("".join(f"{h:02d}:{m:02d}" for h in range(24) for m in range(60)).encode(),
+                         dtype=np.uint8).reshape(1440, 5)
+
+
+def _direct_rows(block: CandleBlock) -> bytes | None:
+    """The block as COPY text rows of ``candles`` (open_time, the five values, symbol, timeframe, source), or
+    None when it cannot be built this way (flags, or an open time off the minute)."""
+    ms = block.open_ms
+    if block.flags or ms.min() < _MIN_MS or ms.max() >= _MAX_MS or (ms % 60_000).any():
+        return None  # (1980..2100 keeps 'YYYY-MM-DD' and the digit count below simple)
+    day = ms // 86_400_000
+    first = int(day.min())
+    days = np.datetime_as_string(np.arange(first, int(day.max()) + 1).astype("datetime64[D]"), unit="D")
+    ts = np.empty((len(ms), 23), dtype=np.uint8)
+    ts[:, :10] = days.astype("S10").view(np.uint8).reshape(-1, 10)[day - first]
+    ts[:, 10] = 32
+    ts[:, 11:16] = _MINUTES[(ms - day * 86_400_000) // 60_000]
+    ts[:, 16:] = np.frombuffer(b":00+00\t", dtype=np.uint8)
+    tail = "\t".join(x.translate(_COPY_ESCAPES) for x in (block.symbol, block.timeframe, block.source))
+    tail_b = ("\t" + tail + "\n").encode("utf-8")
+    lines = block.stage_text.split(b"\n")[:-1]
+    stamps = ts.view("S23").ravel().tolist()
+    cuts = _digit_count(ms) + 2  # the leading tab, the open_ms digits and the tab after them
+    if (cuts == cuts[0]).all():
+        k = int(cuts[0])
+        body = [t + line[k:] for t, line in zip(stamps, lines)]
+    else:
+        body = [t + line[k:] for t, line, k in zip(stamps, lines, cuts.tolist())]
+    return tail_b.join(body) + tail_b
+
+
+def _digit_count(v: np.ndarray) -> np.ndarray:
+    """Decimal digits of positive int64 values."""
+    return np.searchsorted(_POW10_INT, v, side="right")
+
+
+_POW10_INT = 10 ** np.arange(19, dtype=np.int64)
+
+
+def write_block(conn: psycopg.Connection, block: CandleBlock) -> tuple[int, int]:
+    """Write a CandleBlock; returns (inserted, updated). Runs inside the caller's transaction.
+
+    Takes a transaction-scoped advisory lock on (symbol, timeframe, source) and looks for a stored candle of
+    the series in the block's time span. None (a first load; nothing can conflict): one text COPY straight
+    into ``candles``. Else: text COPY of ``block.stage_text`` into the session's temporary staging table,
+    then the upsert ``candle_upsert_sql`` (``ON CONFLICT ... DO UPDATE`` only where values differ; per-row
+    speculative insertion, measured ~3x slower than a plain insert on the shared files).
+
+    Both give the same rows and counts. Every loader writes through here, so the lock makes the span check
+    and the write atomic with respect to each other. Text COPY, not binary: NUMERIC's binary form would have
+    to be built per value from the decimal text (bench/ingest.py measures both).
+    """
+    n = len(block.open_ms)
+    if not n:
+        return 0, 0
+    params = {"symbol": block.symbol, "timeframe": block.timeframe, "source": block.source,
+              "first_ms": int(block.open_ms.min()), "last_ms": int(block.open_ms.max())}
+    probe = sql.SQL(_LOCK_AND_PROBE).format(key=sql.Literal(f"candles|{block.symbol}|{block.timeframe}|"
+                                                           f"{block.source}"),
+                                            **{k: sql.Literal(v) for k, v in params.items()})
+    with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+        cur.execute(probe)
+        cur.nextset()
+        occupied = cur.fetchone()[0]
+        direct = None if occupied else _direct_rows(block)
+        if direct is not None:
+            with cur.copy(_COPY_DIRECT) as cp:
+                cp.write(direct)
+            return n, 0
+        cur.execute(f"{_STAGE_DDL}; TRUNCATE ats_candle_rows_stage")
+        with cur.copy(_STAGE_COPY_FLAGS if block.flags else _STAGE_COPY) as cp:
+            cp.write(block.stage_text)
+        if not occupied:
+            cur.execute(_INSERT_STAGED, params)
+            return cur.rowcount, 0
+        ins, upd = cur.execute(_UPSERT, params).fetchone()
+    return int(ins), int(upd)
+
 
 def write_candles(conn: psycopg.Connection, symbol: str, timeframe: str, source: str, rows: Sequence[Sequence],
                   *, complete: Sequence[bool] | None = None) -> tuple[int, int]:
     """Upsert validated rows ``[open_time_ms, open, high, low, close, volume]`` (decimal strings or numbers).
 
-    COPY into the session's temporary staging table, then one INSERT ... ON CONFLICT DO UPDATE that only
-    touches candles whose values differ. Runs inside the caller's transaction (call it within
-    ``conn.transaction()``). ``complete``: per-row flags (default all true). Returns (inserted, updated).
+    Same as write_block (COPY into the staging table, then insert or upsert; candles whose values did not
+    change are not touched). Runs inside the caller's transaction (call it within ``conn.transaction()``).
+    ``complete``: per-row flags (default all true). Returns (inserted, updated).
     """
-    conn.execute(_STAGE_DDL)
-    conn.execute("TRUNCATE ats_candles_stage")
-    buf = io.StringIO()
-    if complete is None:
-        for r in rows:
-            buf.write(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\tt\n")
-    else:
-        for r, ok in zip(rows, complete):
-            buf.write(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{'t' if ok else 'f'}\n")
-    with conn.cursor() as cur:
-        with cur.copy("COPY ats_candles_stage (open_ms, open, high, low, close, volume, complete) FROM STDIN") as cp:
-            cp.write(buf.getvalue())
-        res = cur.execute(_UPSERT, {"symbol": symbol, "timeframe": timeframe, "source": source}).fetchone()
-    if isinstance(res, dict):
-        return int(res["inserted"]), int(res["updated"])
-    return int(res[0]), int(res[1])
+    block = block_from_rows(f"{source}:{symbol}:{timeframe}", symbol, timeframe, source, rows, len(rows), complete)
+    return write_block(conn, block)
+
+
+def store_block(conn: psycopg.Connection, block: CandleBlock) -> LoadResult:
+    """Write a validated CandleBlock in one transaction (a savepoint when the caller's transaction is open),
+    recording a ``candles_revised`` event when existing candles changed. Returns the LoadResult."""
+    with conn.transaction():
+        ins, upd = write_block(conn, block)
+        if upd:
+            record_event(conn, "market_data", "candles_revised", severity="warning", symbol=block.symbol,
+                         payload={"path": block.where, "timeframe": block.timeframe, "source": block.source,
+                                  "rows_updated": upd})
+    return LoadResult(block.where, block.symbol, block.timeframe, block.source, block.rows_in, ins, upd)
 
 
 def store_batch(conn: psycopg.Connection, batch: CandleBatch) -> LoadResult:
@@ -465,13 +689,8 @@ def store_batch(conn: psycopg.Connection, batch: CandleBatch) -> LoadResult:
     rows, rows_in = validate(batch)
     if not batch.source:
         raise _fail(batch.where, None, "no source given")
-    with conn.transaction():
-        ins, upd = write_candles(conn, batch.symbol, batch.timeframe, batch.source, rows)
-        if upd:
-            record_event(conn, "market_data", "candles_revised", severity="warning", symbol=batch.symbol,
-                         payload={"path": batch.where, "timeframe": batch.timeframe, "source": batch.source,
-                                  "rows_updated": upd})
-    return LoadResult(batch.where, batch.symbol, batch.timeframe, batch.source, rows_in, ins, upd)
+    return store_block(conn, block_from_rows(batch.where, batch.symbol, batch.timeframe, batch.source, rows,
+                                             rows_in))
 
 
 # ----------------------------------------------------------------------------------------------- public API
@@ -484,8 +703,7 @@ def load_file(conn: psycopg.Connection, path: str | Path, *, symbol: str | None 
     The transaction commits on return when ``conn`` had no transaction open (otherwise it is a savepoint in
     the caller's transaction). Raises AtsError ``"<file> <row>: <problem>"``; nothing from the file is written.
     """
-    batch = parse_file(path, symbol=symbol, timeframe=timeframe, source=source)
-    return store_batch(conn, batch)
+    return store_block(conn, prepare_file(path, symbol=symbol, timeframe=timeframe, source=source))
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -505,20 +723,73 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_paths(url_or_conn: str | psycopg.Connection, paths: Iterable[str | Path], **kw) -> list[LoadResult]:
+def load_paths(url_or_conn: str | psycopg.Connection, paths: Iterable[str | Path], *, writers: int = 2,
+               **kw) -> list[LoadResult]:
     """Load several files (directories expand to their .json/.csv files), each in its own transaction.
 
-    ``url_or_conn``: a DSN (a connection is opened and closed here) or an open connection. ``kw``: symbol,
-    timeframe, source as for load_file. Raises AtsError on the first bad file after rolling that file back;
-    files loaded before it stay committed.
+    ``url_or_conn``: a DSN (``writers`` connections, default 2, are opened here and closed at the end) or an
+    open connection (the only writer). ``kw``: symbol, timeframe, source as for load_file. Files are read
+    and validated in order in a worker thread while earlier files are written, at most one file per writer
+    connection at a time (database and parser overlap; the two cores of the target machine both work).
+    Returns the LoadResults in file order. Raises AtsError on the first bad file, after the files before it
+    have been written and committed and nothing of it or of later files was; a database error in one file
+    is raised after the writes in flight end (with two writers the file after it may then be committed).
     """
     files = expand_paths(paths)
     if isinstance(url_or_conn, psycopg.Connection):
-        return [load_file(url_or_conn, f, **kw) for f in files]
+        return _load_overlapped([url_or_conn], files, kw)
     from ..db import connect
 
-    with connect(url_or_conn) as conn:
-        return [load_file(conn, f, **kw) for f in files]
+    conns = [connect(url_or_conn) for _ in range(max(1, min(writers, len(files))))]
+    try:
+        return _load_overlapped(conns, files, kw)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def _load_overlapped(conns: list[psycopg.Connection], files: list[Path], kw: dict) -> list[LoadResult]:
+    """prepare_file of each file in order on one thread; store_block on a free connection of ``conns``."""
+    results: list[LoadResult | None] = [None] * len(files)
+    if not files:
+        return []
+    free = list(conns)
+    busy: dict = {}  # future -> (file index, connection)
+    errors: list[tuple[int, BaseException]] = []
+
+    def reap(block_until_one: bool) -> None:
+        done, _ = wait(list(busy), return_when=FIRST_COMPLETED if block_until_one else ALL_COMPLETED)
+        for fut in done:
+            i, conn = busy.pop(fut)
+            free.append(conn)
+            exc = fut.exception()
+            if exc is not None:
+                errors.append((i, exc))
+            else:
+                results[i] = fut.result()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ats-prepare") as prep, \
+            ThreadPoolExecutor(max_workers=len(conns), thread_name_prefix="ats-write") as write:
+        pending = prep.submit(prepare_file, files[0], **kw)
+        for i in range(len(files)):
+            try:
+                block = pending.result()
+            except BaseException as exc:
+                errors.append((i, exc))  # a bad file: write nothing more
+                break
+            if i + 1 < len(files):
+                pending = prep.submit(prepare_file, files[i + 1], **kw)
+            if not free:
+                reap(block_until_one=True)
+            if errors:
+                break
+            conn = free.pop()
+            busy[write.submit(store_block, conn, block)] = (i, conn)
+        if busy:
+            reap(block_until_one=False)
+    if errors:
+        raise min(errors, key=lambda e: e[0])[1]
+    return [r for r in results if r is not None]
 
 
 def load_bybit_kline(conn: psycopg.Connection, payload: dict, *, timeframe: str, symbol: str | None = None,
