@@ -155,3 +155,16 @@ def demo_db_url(pg_admin_url, template_db, shared_data):
     prepare_demo(url, data_dir=shared_data, progress=False)
     yield url
     drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(autouse=True)
+def _unbind_account():
+    """Undo an in-process CLI call's account binding after each test: ``ats.accounts.scope.bind`` sets
+    ``ATS_ACCOUNT`` for the rest of the process (one process, one account), which would otherwise reach the
+    subprocesses of later tests (seen: ``one process, one account: asked for aggr-b, default``)."""
+    before = os.environ.get("ATS_ACCOUNT")
+    yield
+    if before is None:
+        os.environ.pop("ATS_ACCOUNT", None)
+    else:
+        os.environ["ATS_ACCOUNT"] = before
