@@ -21,11 +21,13 @@ advisory lock (a concurrent one raises BusyError).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import time
 import uuid
+import weakref
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,6 +75,7 @@ _CATEGORY_PREFIXES = (
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def category_for(source_path: str) -> str:
     """The KB category of a source path (e.g. ``services/ats/risk/breakers.py`` -> ``RISK``); ``OTHER`` if none."""
     for prefix, cat in _CATEGORY_PREFIXES:
@@ -94,6 +97,7 @@ def module_name(source_path: str) -> str:
     return ".".join(part.lstrip(".") for part in p.split("/"))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def article_path_for(source_path: str) -> str:
     """``kb/<CATEGORY>/<module>.md`` relative to the project root."""
     name = module_name(source_path)
@@ -275,6 +279,7 @@ def restore_from_articles(conn: psycopg.Connection, root: Path, known: set[str],
 
 
 SCAN_METHODS = ("auto", "full")
+_SCHEMA_OK: "weakref.WeakKeyDictionary[psycopg.Connection, bool]" = weakref.WeakKeyDictionary()
 
 
 def scan(conn: psycopg.Connection, root: Path | None = None, *, method: str = "auto") -> dict:
@@ -297,42 +302,58 @@ def scan(conn: psycopg.Connection, root: Path | None = None, *, method: str = "a
     root = (root or paths.project_root()).resolve()
     t0 = time.perf_counter()
     t_ns = time.time_ns()
-    ensure_schema(conn)
-    with conn.transaction():
-        _lock(conn, "scan")
-        conn.execute("SET LOCAL synchronous_commit = off")
-        state, has_rows, has_state_table = kb_git.load_state(conn)
-        reason = None
-        repo = None
-        if not has_state_table:
-            reason = "table kb_scan_state is missing: run `ats db migrate` (migration 0170_kb_scan_state.sql)"
-        else:
-            try:
-                repo = kb_git.open_repo(root)
-            except kb_git.GitUnusable as exc:
-                reason = str(exc)
-        if reason is None:
-            if method == "full":
-                reason = "full scan requested"
-            elif not has_rows:
-                reason = "empty registry"
-            elif state is None:
-                reason = "no previous scan state"
-            elif state.root != str(root):
-                reason = f"the last scan was of another root ({state.root})"
-            elif state.head is None:
-                reason = f"the last scan left no git state ({state.fallback_reason})"
-        out = None
-        if reason is None:
-            try:
-                ch = kb_git.changes(repo, root, state, t_ns)
-            except kb_git.GitUnusable as exc:
-                reason = str(exc)
-            else:
-                out = _scan_git(conn, root, repo, state, ch, t_ns)
-        if out is None:
-            out = _scan_full(conn, root, repo, reason, t_ns, state, has_state_table)
-        counts = _counts(conn)
+    # git first: its stat of the index entries runs while the database round trips below do
+    repo = dq = None
+    git_reason = None
+    try:
+        repo = kb_git.open_repo(root)
+        dq = kb_git.DirtyQuery(repo)
+    except kb_git.GitUnusable as exc:
+        repo, git_reason = None, str(exc)
+    try:
+        with conn.transaction():  # a real transaction (committed at the end) unless the caller has one open
+            has_state_table = _SCHEMA_OK.get(conn)
+            if has_state_table is None:  # once per connection: tables are not dropped under a running process
+                row = conn.execute("SELECT to_regclass('kb_registry') IS NOT NULL AS r, "
+                                   "to_regclass('kb_scan_state') IS NOT NULL AS s").fetchone()
+                if not row["r"]:
+                    ensure_schema(conn)  # raises with the migration to run
+                has_state_table = bool(row["s"])
+                if has_state_table:
+                    _SCHEMA_OK[conn] = True
+            locked, state, has_rows = kb_git.begin_scan(conn, _LOCK_KEY, has_state_table)
+            if not locked:
+                raise BusyError("kb scan: another `ats kb scan/update` holds the knowledge-base lock; try again")
+            with conn.pipeline():  # statements without a result are sent together with the next fetch
+                reason = git_reason
+                if not has_state_table:
+                    reason = "table kb_scan_state is missing: run `ats db migrate` (migration 0170_kb_scan_state.sql)"
+                    repo = None
+                if reason is None:
+                    if method == "full":
+                        reason = "full scan requested"
+                    elif not has_rows:
+                        reason = "empty registry"
+                    elif state is None:
+                        reason = "no previous scan state"
+                    elif state.root != str(root):
+                        reason = f"the last scan was of another root ({state.root})"
+                    elif state.head is None:
+                        reason = f"the last scan left no git state ({state.fallback_reason})"
+                out = None
+                if reason is None:
+                    try:
+                        ch = kb_git.changes(repo, root, state, t_ns, dq)
+                    except kb_git.GitUnusable as exc:
+                        reason = str(exc)
+                    else:
+                        out = _scan_git(conn, root, repo, state, ch, t_ns)
+                if out is None:
+                    out = _scan_full(conn, root, repo, reason, t_ns, state, has_state_table, dq)
+                counts = _counts(conn)
+    finally:
+        if dq is not None:
+            dq.close()
     files = out.pop("files", None)
     if files is None:
         files = sum(counts.values()) - counts["orphaned"]
@@ -416,7 +437,7 @@ class _Changes:
 
 
 def _scan_full(conn: psycopg.Connection, root: Path, repo, reason: str | None, t_ns: int, old_state,
-               has_state_table: bool) -> dict:
+               has_state_table: bool, dirty_query=None) -> dict:
     """Walk every source root, hash what changed by size + mtime; in a git checkout also record the git state
     the next scan starts from (git queried before the walk, so a change during the walk shows up next time)."""
     from . import kb_git
@@ -424,7 +445,8 @@ def _scan_full(conn: psycopg.Connection, root: Path, repo, reason: str | None, t
     git_snap = None
     if repo is not None:
         try:
-            git_snap = (kb_git.head_sha(repo), kb_git.index_sig(repo), kb_git.git_dirty(repo),
+            git_snap = (kb_git.head_sha(repo), kb_git.index_sig(repo),
+                        dirty_query.result() if dirty_query is not None else kb_git.git_dirty(repo),
                         kb_git.git_staged(repo))
         except kb_git.GitUnusable as exc:
             reason = f"{reason}; git state not recorded: {exc}" if reason else str(exc)
@@ -483,11 +505,18 @@ def _scan_git(conn: psycopg.Connection, root: Path, repo, state, gc, t_ns: int) 
     like_src = [d + "/%" for d in sorted(gc.relisted | gc.vanished) if not (d == "kb" or d.startswith("kb/"))]
     like_art = [d + "/%" for d in sorted(gc.relisted | gc.vanished) if d == "kb" or d.startswith("kb/")]
     q_arts = arts | {article_path_for(p) for p in src}
-    fetched = conn.execute(
-        """SELECT source_path, md5, size, mtime, built_md5, article_path, status FROM kb_registry
-            WHERE source_path = ANY(%(src)s) OR article_path = ANY(%(arts)s)
-               OR source_path LIKE ANY(%(like_src)s) OR article_path LIKE ANY(%(like_art)s)""",
-        {"src": sorted(src), "arts": sorted(q_arts), "like_src": like_src, "like_art": like_art}).fetchall()
+    # one branch per condition, so each = ANY(...) is an index scan (an OR of them is a sequential scan that
+    # compares every row with every array element)
+    cols = "SELECT source_path, md5, size, mtime, built_md5, article_path, status FROM kb_registry"
+    parts, params = [f"{cols} WHERE source_path = ANY(%s)", f"{cols} WHERE article_path = ANY(%s)"], \
+        [sorted(src), sorted(q_arts)]
+    if like_src:
+        parts.append(f"{cols} WHERE source_path LIKE ANY(%s)")
+        params.append(like_src)
+    if like_art:
+        parts.append(f"{cols} WHERE article_path LIKE ANY(%s)")
+        params.append(like_art)
+    fetched = conn.execute(" UNION ".join(parts), params).fetchall()
     # rows under a re-listed directory (direct children) or a vanished one (any depth) are re-checked too
     relisted = {d for d in gc.relisted}
     vanished = tuple(d + "/" for d in gc.vanished)
@@ -500,11 +529,12 @@ def _scan_git(conn: psycopg.Connection, root: Path, repo, state, gc, t_ns: int) 
     q_arts = arts | {article_path_for(p) for p in src}
     rows = {r["source_path"]: r for r in fetched if r["source_path"] in src or r["article_path"] in q_arts}
     art_cache: dict[str, bool] = {}
+    cat_ok: dict[str, bool] = {}
 
     def art_exists(a: str) -> bool:
         v = art_cache.get(a)
         if v is None:
-            v = art_cache[a] = kb_git.is_article_path(a) and kb_git.article_present(root_s, a)
+            v = art_cache[a] = kb_git.is_article_path(a) and kb_git.article_present(root_s, a, cat_ok)
         return v
 
     registered_arts = {r["article_path"] for r in rows.values()}

@@ -71,22 +71,23 @@ class ScanState:
             sorted(getattr(self, k)) == sorted(getattr(other, k)) for k in ("staged", "dirty", "untracked"))
 
 
-def load_state(conn) -> tuple[ScanState | None, bool, bool]:
-    """(state or None, the registry has rows, kb_scan_state exists) in one round trip."""
-    row = conn.execute("SELECT to_regclass('kb_scan_state') IS NOT NULL AS t, "
-                       "EXISTS (SELECT 1 FROM kb_registry) AS has_rows").fetchone()
-    has_table, has_rows = _get(row, "t"), _get(row, "has_rows")
-    if not has_table:
-        return None, has_rows, False
-    r = conn.execute("SELECT root, method, head_commit, index_sig, staged, dirty, untracked, dirs, fallback_reason "
-                     "FROM kb_scan_state WHERE singleton").fetchone()
-    if r is None:
-        return None, has_rows, True
-    vals = [_get(r, k) for k in ("root", "method", "head_commit", "index_sig", "staged", "dirty", "untracked",
-                                 "dirs", "fallback_reason")]
-    dirs = vals[7] if isinstance(vals[7], dict) else json.loads(vals[7] or "{}")
-    return ScanState(vals[0], vals[1], vals[2], list(vals[3]) if vals[3] is not None else None, list(vals[4] or []),
-                     list(vals[5] or []), list(vals[6] or []), dirs, vals[8]), has_rows, True
+def begin_scan(conn, lock_key: int, has_table: bool) -> tuple[bool, ScanState | None, bool]:
+    """The scan's first statement in its transaction, one round trip: take the advisory lock ``lock_key``
+    (try, transaction-scoped), set ``synchronous_commit = off`` for the transaction, read whether kb_registry has
+    rows and (when ``has_table``) the kb_scan_state row. Returns (locked, state or None, registry has rows)."""
+    sql = ("SELECT pg_try_advisory_xact_lock(%s) AS ok, set_config('synchronous_commit', 'off', true) AS sc, "
+           "EXISTS (SELECT 1 FROM kb_registry) AS has_rows")
+    if has_table:
+        sql += ", (SELECT to_jsonb(s) FROM kb_scan_state s WHERE singleton) AS state"
+    row = conn.execute(sql, (lock_key,)).fetchone()
+    ok, has_rows = _get(row, "ok"), _get(row, "has_rows")
+    j = _get(row, "state") if has_table else None
+    if not ok or j is None:
+        return ok, None, has_rows
+    sig = j.get("index_sig")
+    return ok, ScanState(j["root"], j["method"], j.get("head_commit"), [int(x) for x in sig] if sig else None,
+                         list(j.get("staged") or []), list(j.get("dirty") or []), list(j.get("untracked") or []),
+                         dict(j.get("dirs") or {}), j.get("fallback_reason")), has_rows
 
 
 def save_state(conn, st: ScanState) -> None:
@@ -173,9 +174,50 @@ def _name_status(out: bytes) -> list[tuple[str, str]]:
     return [(os.fsdecode(parts[i])[:1], os.fsdecode(parts[i + 1])) for i in range(0, len(parts) - 1, 2)]
 
 
+_DIRTY_ARGS = ("diff-files", "--name-only", "-z", "--", *WATCH_ROOTS)
+
+
 def git_dirty(repo) -> list[str]:
     """Paths under WATCH_ROOTS whose work-tree file differs from the index by git's stat cache (deleted ones too)."""
-    return _names(_git(repo, "diff-files", "--name-only", "-z", "--", *WATCH_ROOTS))
+    return _names(_git(repo, *_DIRTY_ARGS))
+
+
+class DirtyQuery:
+    """``git diff-files`` started in the background (:func:`git_dirty`'s answer), so the scan's first database
+    round trips and the directory stats overlap with git's stat of the index entries; :meth:`result` waits."""
+
+    def __init__(self, repo):
+        import git
+
+        self._repo = repo
+        self._out: list[str] | None = None
+        try:
+            self._proc = repo.git.execute(["git", "--literal-pathspecs", *_DIRTY_ARGS], as_process=True)
+        except (git.GitCommandError, OSError) as exc:
+            raise GitUnusable(f"git diff-files could not start: {exc}") from None
+
+    def result(self) -> list[str]:
+        """The dirty paths; raises GitUnusable when git failed."""
+        import git
+
+        if self._out is None:
+            try:
+                out = self._proc.stdout.read()
+                self._proc.wait()
+            except git.GitCommandError as exc:
+                err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr or "")
+                first = (err.strip().splitlines() or [f"exit {exc.status}"])[0].removeprefix("stderr: ").strip("' ")
+                raise GitUnusable(f"git diff-files failed: {first[:200]}") from None
+            self._out = _names(out)
+        return self._out
+
+    def close(self) -> None:
+        """Reap the process when the scan did not need the answer."""
+        if self._out is None:
+            try:
+                self.result()
+            except GitUnusable:
+                pass
 
 
 def git_staged(repo) -> list[tuple[str, str]]:
@@ -223,15 +265,19 @@ def is_article_path(rel: str) -> bool:
     return len(parts) == 3 and parts[0] == "kb" and parts[2].endswith(".md") and bool(parts[1]) and bool(parts[2])
 
 
-def article_present(root_s: str, rel: str) -> bool:
-    """True when kb.existing_articles would list ``rel``: a real category directory, a file (symlinks followed)."""
-    cat = os.path.join(root_s, "kb", rel.split("/")[1])
-    try:
-        if not stat_mod.S_ISDIR(os.lstat(cat).st_mode):
-            return False
-    except OSError:
-        return False
-    return os.path.isfile(os.path.join(root_s, rel))
+def article_present(root_s: str, rel: str, cat_ok: dict[str, bool] | None = None) -> bool:
+    """True when kb.existing_articles would list ``rel``: a real category directory, a file (symlinks followed).
+    ``cat_ok``: a per-scan cache of the category directory checks."""
+    cat = rel.split("/")[1]
+    ok = cat_ok.get(cat) if cat_ok is not None else None
+    if ok is None:
+        try:
+            ok = stat_mod.S_ISDIR(os.lstat(f"{root_s}/kb/{cat}").st_mode)
+        except OSError:
+            ok = False
+        if cat_ok is not None:
+            cat_ok[cat] = ok
+    return ok and os.path.isfile(f"{root_s}/{rel}")
 
 
 def source_stat(root_s: str, rel: str, dir_ok: dict[str, bool]) -> os.stat_result | None:
@@ -340,12 +386,12 @@ class Changes:
     dirs: dict[str, int | None]
 
 
-def changes(repo, root: Path, last: ScanState, t_ns: int) -> Changes:
-    """The change set since ``last`` (see :class:`Changes`). Raises GitUnusable when a git command fails; runs
-    no database statement."""
+def changes(repo, root: Path, last: ScanState, t_ns: int, dirty_query: DirtyQuery | None = None) -> Changes:
+    """The change set since ``last`` (see :class:`Changes`); ``dirty_query``: a ``git diff-files`` already
+    started (before ``head``/index were read by the caller's clock, so nothing between is missed). Raises
+    GitUnusable when a git command fails; runs no database statement."""
     root_s = str(root)
     head = head_sha(repo)
-    dirty = git_dirty(repo)
     sig = index_sig(repo)
     deleted: set[str] = set()
     if head != last.head or sig is None or sig != last.index_sig:
@@ -360,7 +406,7 @@ def changes(repo, root: Path, last: ScanState, t_ns: int) -> Changes:
             raise GitUnusable("no git HEAD recorded by the last scan")
         committed = git_committed(repo, last.head, head)
         deleted.update(p for s, p in committed if s == "D")
-    reported = set(dirty) | set(staged) | {p for _, p in committed}
+    reported = set(staged) | {p for _, p in committed}
     cands = reported | set(last.dirty) | set(last.staged) | set(last.untracked)
     # directories: re-list the ones whose mtime moved (new or removed entries)
     dirs: dict[str, int | None] = {}
@@ -391,4 +437,7 @@ def changes(repo, root: Path, last: ScanState, t_ns: int) -> Changes:
         relisted.add(d)
         list_dir(root_s, d, known, dirs, listed, t_ns)
     cands |= listed
+    dirty = dirty_query.result() if dirty_query is not None else git_dirty(repo)
+    cands |= set(dirty)
+    reported |= set(dirty)
     return Changes(head, sig, dirty, staged, cands, listed, reported, deleted, relisted, vanished, dirs)
