@@ -2,9 +2,13 @@
 
 One article per source file, ``kb/<CATEGORY>/<module>.md``, tracked in ``kb_registry`` (migration 0005):
 
-- :func:`scan` walks the source roots (``SOURCE_ROOTS`` under :func:`ats.paths.project_root`), re-hashes a file
-  only when its size or mtime changed, marks an article ``stale`` when its source's MD5 drifted from the MD5 it
-  was built from, adds ``pending`` rows for new files and marks articles of deleted files ``orphaned``. On an
+- :func:`scan` asks git which files under the source roots (``SOURCE_ROOTS`` under
+  :func:`ats.paths.project_root`) and ``kb/`` may have changed since the last scan (:mod:`ats.knowledge.kb_git`,
+  state in ``kb_scan_state``, migration 0170) and re-checks only those; outside a git checkout, on the first
+  scan or with ``method="full"`` it walks every root instead. Either way a file is re-hashed only when its size
+  or mtime changed; an article is marked ``stale`` when its source's MD5 drifted from the MD5 it was built from,
+  new files get ``pending`` rows and articles of deleted files are marked ``orphaned`` (both ways leave the same
+  rows: tests/knowledge/test_kb_git.py). On an
   empty registry (a clean clone) it first restores the registry from the committed articles' YAML front
   matter (source_path, source_md5, version, builder, built_at), so only real drift shows up.
 - :func:`update` rebuilds stale, pending and failed articles with the deterministic builder
