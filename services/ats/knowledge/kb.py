@@ -564,6 +564,8 @@ def _scan_git(conn: psycopg.Connection, root: Path, repo, state, gc, t_ns: int) 
         mtime = st.st_mtime_ns / 1e9
         row = rows.get(rel)
         if row is not None and row["md5"] and row["size"] == st.st_size and row["mtime"] == mtime:
+            if row["status"] != "orphaned" and row["article_path"] not in arts:
+                continue  # same source, same article presence: the status the last scan gave it stands
             md5 = row["md5"]
         else:
             md5 = md5_file(root / rel)
@@ -575,7 +577,8 @@ def _scan_git(conn: psycopg.Connection, root: Path, repo, state, gc, t_ns: int) 
         if p in src or r["status"] == "orphaned":
             continue
         seen.add(p)
-        ch.present(r, p, r["md5"], r["size"], r["mtime"], art_exists(r["article_path"]))
+        if r["article_path"] in arts:
+            ch.present(r, p, r["md5"], r["size"], r["mtime"], art_exists(r["article_path"]))
     ch.apply(conn, rows, seen)
     # the next scan's state
     untracked = set(state.untracked) | gc.deleted_in_git
