@@ -247,6 +247,8 @@ def bench_search(url: str, tmp: Path, chunks: int, iterations: int, log) -> tupl
     srch: dict = {}
     env = {"ATS_DATABASE_URL": url, "ATS_LOG_DIR": os.environ["ATS_LOG_DIR"], "ATS_HOME": str(home),
            "ATS_DOCS_REFRESH_SECONDS": "3600", "PATH": os.environ.get("PATH", "")}
+    if os.environ.get("PYTHONPATH"):  # a checkout run with PYTHONPATH (a worktree over a shared venv): same code
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     log("search: stdio ...")
     srch["mcp_stdio_hybrid"] = stdio_bench("ats-docs", env, scalls, iterations)
     server = docs_server(url=url, root=home, preload_model=False, refresh_seconds=3600)
