@@ -88,6 +88,36 @@ def test_tokenize_keeps_identifiers_and_parts():
     assert "the" not in toks
 
 
+def test_bm25_inverted_index_scores_equal_rank_bm25_bit_for_bit():
+    """di.Bm25 replaces rank_bm25.BM25Okapi (same scores, same float operations): random corpora with words in
+    more than half of the documents (negative idf -> epsilon floor), repeated and unknown query tokens."""
+    import random
+
+    import numpy as np
+    from rank_bm25 import BM25Okapi
+
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(60)] + ["common"] * 30
+    for n_docs in (1, 2, 7, 300):
+        docs = [[rng.choice(words) for _ in range(rng.randint(0, 40))] for _ in range(n_docs)]
+        docs[0] = docs[0] or ["common"]
+        ref, ours = BM25Okapi(docs), di.Bm25(docs)
+        assert ours.idf == ref.idf and ours.avgdl == ref.avgdl
+        for _ in range(25):
+            q = [rng.choice(words + ["unknown"]) for _ in range(rng.randint(1, 6))]
+            a, b = ref.get_scores(q), ours.get_scores(q)
+            assert np.array_equal(a, b), (q, a, b)
+            assert np.array_equal(np.argsort(-a), np.argsort(-b))
+
+
+def test_query_vectors_are_cached(embedder):
+    q = "which breaker stops new entries after a bad day"
+    v = embedder.encode_query(q)
+    assert embedder.cached_query(q) is v and embedder.encode_query(q) is v and not v.flags.writeable
+    assert float(abs(v - embedder.encode([q])[0]).max()) < 1e-5
+    assert embedder.cached_query(q + "?") is None
+
+
 # ---- index and search -------------------------------------------------------------------------------------
 
 def test_index_covers_corpus_only(indexed, iconn, corpus_root):

@@ -34,13 +34,15 @@ def _kb_scan(args) -> int:
     from .kb import scan
 
     with command_connection("ats-kb-cli", require_table="kb_registry") as conn:
-        res = scan(conn)
+        res = scan(conn, method="full" if args.full else "auto")
         _kb_record(conn, "kb_scan", {k: (len(v) if isinstance(v, list) else v) for k, v in res.items()})
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     c = res["counts"]
-    print(f"kb scan: {res['files']} source files ({res['hashed']} hashed, {res['unchanged']} unchanged by size+mtime)"
+    how = (f"git: {res['candidates']} path(s) re-checked" if res["method"] == "git"
+           else "full walk" + (f": {res['fallback_reason']}" if res["fallback_reason"] else ""))
+    print(f"kb scan ({how}): {res['files']} source files ({res['hashed']} hashed, {res['unchanged']} unchanged)"
           f" in {res['duration_s']:.3f} s" + (f"; {res['restored']} rows restored from article front matter"
                                              if res["restored"] else ""))
     for label, key in (("new (pending)", "new"), ("newly stale", "stale"), ("orphaned", "orphaned")):
@@ -94,8 +96,13 @@ def _register_kb(sub: argparse._SubParsersAction) -> None:
                                    "source's MD5 drifts; the registry is the kb_registry table.")
     ks = p.add_subparsers(dest="kb_command", required=True, metavar="COMMAND")
     q = ks.add_parser("scan", help="hash sources (only when size/mtime changed); mark stale / pending / orphaned",
-                      description="Walks services/, mcp_servers/, .claude-cron/, .claude/agents|commands|skills, "
-                                  "bench/. A clean clone's empty registry is restored from the articles' front matter.")
+                      description="Asks git which files under services/, mcp_servers/, .claude-cron/, "
+                                  ".claude/agents|commands|skills, bench/ and kb/ changed since the last scan and "
+                                  "re-hashes only those (ats.knowledge.kb_git); walks everything instead outside a git "
+                                  "checkout, on the first scan, or with --full. A clean clone's empty registry is "
+                                  "restored from the articles' front matter.")
+    q.add_argument("--full", action="store_true",
+                   help="walk and stat every source instead of asking git what changed since the last scan")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_kb_scan)
     q = ks.add_parser("update", help="rebuild stale, pending and failed articles",

