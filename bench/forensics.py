@@ -232,12 +232,12 @@ def table_rows(url: str) -> dict:
 
 # ---- MCP calls ---------------------------------------------------------------------------------------------
 
-def stdio_bench(env: dict, calls: list[tuple[str, dict]], n: int) -> dict:
-    """The ats-postgres server started as .mcp.json starts it (with this interpreter's virtualenv)."""
+def stdio_bench(env: dict, calls: list[tuple[str, dict]], n: int, name: str = "ats-postgres") -> dict:
+    """MCP server ``name`` started as .mcp.json starts it (with this interpreter's virtualenv and PYTHONPATH)."""
     import anyio
     from mcp import Client, StdioServerParameters
 
-    decl = json.loads((ROOT / ".mcp.json").read_text())["mcpServers"]["ats-postgres"]
+    decl = json.loads((ROOT / ".mcp.json").read_text())["mcpServers"][name]
     env = {**env, "ATS_VENV": sys.prefix, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     params = StdioServerParameters(command=decl["command"], args=decl["args"], env=env, cwd=str(ROOT))
 

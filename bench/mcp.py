@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -38,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
-import anyio  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
@@ -54,27 +52,23 @@ WORDS = ("breaker drawdown equity snapshot fill slippage fee kelly fraction regi
          "watchlist strategy parameter effective history migration readonly query index vector search").split()
 
 
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+def _load_forensics():
+    """bench/forensics.py as a module: the timing helpers and the MCP client loops live there, once."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_forensics", Path(__file__).resolve().parent / "forensics.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def summary(xs: list[float]) -> dict:
-    return {"p50_ms": round(pct(xs, 0.5), 2), "p95_ms": round(pct(xs, 0.95), 2),
-            "mean_ms": round(statistics.fmean(xs), 2), "n": len(xs)}
+FX = _load_forensics()
+pct, summary, timed, inproc_bench = FX.pct, FX.summary, FX.timed, FX.inproc_bench
 
 
-def timed(fn, n: int, warmup: int = 3) -> dict:
-    for i in range(warmup):
-        fn(i)
-    out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn(i)
-        out.append((time.perf_counter() - t0) * 1000)
-    return summary(out)
+def stdio_bench(name: str, env: dict, calls: list[tuple[str, dict]], n: int) -> dict:
+    """MCP server ``name`` of .mcp.json over stdio (see bench/forensics.py ``stdio_bench``)."""
+    return FX.stdio_bench(env, calls, n, name=name)
 
 
 # ---- data --------------------------------------------------------------------------------------------------
@@ -134,60 +128,12 @@ def write_docs(root: Path, chunks: int) -> int:
     return files
 
 
-# ---- MCP calls ---------------------------------------------------------------------------------------------
-
-def stdio_bench(name: str, env: dict, calls: list[tuple[str, dict]], n: int) -> dict:
-    from mcp import Client, StdioServerParameters
-
-    decl = json.loads((ROOT / ".mcp.json").read_text())["mcpServers"][name]
-    params = StdioServerParameters(command=decl["command"], args=decl["args"], env=env, cwd=str(ROOT))
-
-    async def go():
-        async with Client(params) as c:
-            for i in range(3):
-                r = await c.call_tool(*calls[i % len(calls)])
-                if r.is_error:
-                    raise RuntimeError(r.content[0].text)
-            out = []
-            for i in range(n):
-                t0 = time.perf_counter()
-                await c.call_tool(*calls[i % len(calls)])
-                out.append((time.perf_counter() - t0) * 1000)
-            return out
-
-    return summary(anyio.run(go))
-
-
-def inproc_bench(server, calls: list[tuple[str, dict]], n: int) -> dict:
-    from mcp import Client
-
-    async def go():
-        async with Client(server) as c:
-            for i in range(3):
-                await c.call_tool(*calls[i % len(calls)])
-            out = []
-            for i in range(n):
-                t0 = time.perf_counter()
-                r = await c.call_tool(*calls[i % len(calls)])
-                out.append((time.perf_counter() - t0) * 1000)
-                if r.is_error:
-                    raise RuntimeError(r.content[0].text)
-            return out
-
-    return summary(anyio.run(go))
-
-
 def bench_investigate(url: str, iterations: int, log) -> tuple[dict, dict]:
     """investigate_symbol over one-day windows: direct function, MCP in-process / stdio, raw SELECT baseline --
     measured by bench/forensics.py (which also covers the other forensic tools and a shape with positions).
     Returns (timings with ``ratio_p50`` = path / raw, counts of the first window)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_forensics", Path(__file__).resolve().parent / "forensics.py")
-    fx = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fx)
-    res = fx.bench_tools(url, "audit", iterations, {"investigate"}, log)["investigate"]
-    return res, fx.investigate_window_counts(url)
+    res = FX.bench_tools(url, "audit", iterations, {"investigate"}, log)["investigate"]
+    return res, FX.investigate_window_counts(url)
 
 
 def bench_search(url: str, tmp: Path, chunks: int, iterations: int, log) -> tuple[dict, dict]:
