@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import urllib.request
 from datetime import datetime, timezone
+from pathlib import Path
 
-CANDLES_1H = "/work/shared/data/ohlcv/binance/BTC_USDT-1h.json"
+import psycopg
+from psycopg.rows import dict_row
+
 KEY, SECRET = "PLANTEDKEY-9f3a1c77e2", "PLANTEDSECRET-44d1b0aa97c3"
 
 
@@ -40,3 +45,25 @@ def live_env(monkeypatch, url: str) -> None:
     monkeypatch.setenv("ATS_BYBIT_BASE_URL", url)
     monkeypatch.setenv("BYBIT_API_KEY", KEY)
     monkeypatch.setenv("BYBIT_API_SECRET", SECRET)
+
+
+def live_session(db_url: str, account: str = "default") -> dict | None:
+    """The ``live_sessions`` row of ``account`` (None before a loop registered)."""
+    with psycopg.connect(db_url, row_factory=dict_row) as c:
+        return c.execute("SELECT * FROM live_sessions WHERE account_id=%s", (account,)).fetchone()
+
+
+def start_live(cmd: list[str], env: dict, db_url: str, log, *, cwd, timeout_s: float = 90.0) -> subprocess.Popen:
+    """Start ``ats live run`` (``cmd``) writing to the open file ``log``; return once the loop has read the venue
+    clock and registered its pid in ``live_sessions``. AssertionError with the log's tail if it exits first or
+    does not register within ``timeout_s`` seconds."""
+    p = subprocess.Popen(cmd, env=env, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT)
+    t0 = time.time()
+    while time.time() - t0 < timeout_s:
+        s = live_session(db_url)
+        if s is not None and s["pid"] == p.pid:
+            return p
+        if p.poll() is not None:
+            raise AssertionError(f"live run exited early ({p.returncode}): {Path(log.name).read_text()[-2000:]}")
+        time.sleep(0.1)
+    raise AssertionError("live run did not start")

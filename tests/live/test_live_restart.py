@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from decimal import Decimal
@@ -14,7 +13,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from _live_helpers import KEY, SECRET, sim_control, start_sim
+from _live_helpers import KEY, SECRET, live_session, sim_control, start_live, start_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATS = "btc_trend,mean_reversion_short,momentum,trend_breakdown"
@@ -34,22 +33,8 @@ def _env(db_url, url):
     return e
 
 
-def _session(db_url):
-    with psycopg.connect(db_url, row_factory=dict_row) as c:
-        return c.execute("SELECT * FROM live_sessions WHERE account_id='default'").fetchone()
-
-
 def _start(db_url, url, tag, log):
-    p = subprocess.Popen(_cmd(tag), env=_env(db_url, url), cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
-    t0 = time.time()
-    while time.time() - t0 < 60:  # wait until the loop has read the venue clock and registered
-        s = _session(db_url)
-        if s is not None and s["pid"] == p.pid:
-            return p
-        if p.poll() is not None:
-            raise AssertionError(f"live run exited early ({p.returncode}): {Path(log.name).read_text()[-2000:]}")
-        time.sleep(0.1)
-    raise AssertionError("live run did not start")
+    return start_live(_cmd(tag), _env(db_url, url), db_url, log, cwd=ROOT)
 
 
 def _outcome(db_url, run_id):
@@ -86,7 +71,7 @@ def _run(db_url, shared_data, tmp_path, tag, kill: bool):
             p = _start(db_url, url, tag, log)
             sim_control(url, pause=False)
         assert p.wait(timeout=300) == 0, Path(log.name).read_text()[-3000:]
-        return sim.state(), _session(db_url)["run_id"]
+        return sim.state(), live_session(db_url)["run_id"]
     finally:
         srv.shutdown()
         log.close()
