@@ -226,15 +226,12 @@ class RangeFade(Strategy):
     common_overrides = {"tp_pct": 2.5, "sl_pct": 2.0, "cooldown_min": 120, "max_hold_hours": 24, "max_adds": 0}
 
     def prepare(self, bars: Bars, p: dict, regime=None) -> Prepared:
-        c = bars.close
-        n = int(p["range_bars"])
-        hi, lo = ind.donchian_high(bars.high, n), ind.donchian_low(bars.low, n)
-        mid = (hi + lo) / 2
-        a = ind.adx(bars.high, bars.low, c, int(p["adx_period"]))
+        from .book import range_arrays  # the range arithmetic shared with range_fade_long / range_fade_short
+
+        r = range_arrays(bars, p)
+        c, hi, lo, mid, a, width, ranging, band = (r[k] for k in ("c", "hi", "lo", "mid", "adx", "width", "ranging",
+                                                                  "band"))
         with np.errstate(invalid="ignore", divide="ignore"):
-            width = (hi - lo) / mid * 100
-            ranging = (a < p["adx_max"]) & (width < p["max_width_pct"])
-            band = (hi - lo) * p["edge_frac"]
             long_c = ranging & (c > lo) & (c <= lo + band)
             short_c = ranging & (c < hi) & (c >= hi - band)
             ex_l = (c >= mid) | (c < lo)
