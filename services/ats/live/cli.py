@@ -38,6 +38,7 @@ def _status(args) -> int:
     import os
 
     from ..db import connect
+    from ..procutil import pid_alive
 
     with connect() as conn:
         rows = conn.execute("SELECT * FROM live_sessions ORDER BY account_id").fetchall()
@@ -48,24 +49,12 @@ def _status(args) -> int:
         print("no live loop has run (table live_sessions is empty)")
         return 0
     for r in rows:
-        alive = _alive(r["pid"]) if r["host"] == os.uname().nodename else None
+        alive = pid_alive(r["pid"]) if r["host"] == os.uname().nodename else None
         state = r["state"] if alive is not False or r["state"] == "STOPPED" else f"{r['state']} (pid gone)"
         last = f"{r['last_bar_time']:%Y-%m-%d %H:%M}" if r["last_bar_time"] else "-"
         print(f"{r['account_id']:<12} pid {r['pid']:<7} {r['broker']:<7} {state:<10} last bar {last}  run {r['run_id']}"
               + (f"  why: {r['reason']}" if r["reason"] else ""))
     return 0
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def register(sub: argparse._SubParsersAction) -> None:

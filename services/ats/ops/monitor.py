@@ -44,7 +44,6 @@ line's ``ts`` the wall clock, all UTC. Money in USD, latencies in seconds.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from ..errors import AtsError
 from ..forensics.health import SIZE_TOLERANCE
 from ..forensics.queries import breaker_windows
 from ..jsonutil import jsonable
+from ..procutil import pid_alive
 from ..timeutil import TIMEFRAME_SECONDS
 
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -300,7 +300,7 @@ def _check_loop(p: _Poll) -> CheckResult:
                       + (f" (latest live run {run['run_id']})" if run else ""),
                       [_row("engine_runs", _run_brief(run))] if run else [])
         return CheckResult(exp, {"session": None, "run": _run_brief(run)}, [d])
-    alive = _pid_alive(s["pid"]) if s["host"] == socket.gethostname() else None
+    alive = pid_alive(s["pid"]) if s["host"] == socket.gethostname() else None
     obs = {"pid": s["pid"], "host": s["host"], "alive": alive, "state": s["state"], "reason": s["reason"],
            "last_bar": s["last_bar_time"], "updated_at": s["updated_at"], "run": _run_brief(run)}
     devs = []
@@ -322,16 +322,6 @@ def _check_loop(p: _Poll) -> CheckResult:
             devs.append(Deviation("loop", "loop_stalled", "warning", s["run_id"],
                                   f"live_sessions not updated for {silent:.0f} s (> 2 bars of {p.tf} + 60 s)", ev))
     return CheckResult(exp, obs, devs)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run_brief(run: dict | None) -> dict | None:
