@@ -55,17 +55,20 @@ def test_sweep_runs_every_cell_through_the_engine_and_resumes(engine_db, tmp_pat
                           "JOIN engine_runs e ON e.run_id = b.run_id WHERE c.sweep_id=%s", (r["sweep_id"],)).fetchall()
         assert len(cells) == 6 and {x["status"] for x in cells} == {"completed"} and {x["mode"] for x in cells} == {"backtest"}
         assert len({x["run_id"] for x in cells}) == 6  # each cell its own engine run (params are in the run id)
-        # the tp override reached the engine: the two momentum BTC cells differ in their audit trail
-        mom = c.execute("""SELECT (c.params->'momentum'->>'tp_pct')::float8 AS tp,
-                                  avg((t.tp_price / p.avg_entry_price - 1) * 100)::float8 AS target_pct
+        # the tp override reached the engine: every momentum long's initial TP sits exactly tp_pct above the
+        # price of its opening order's fills (the rule of engine/fills.py), 3 % in one cell and 6 % in the other
+        mom = c.execute("""SELECT (c.params->'momentum'->>'tp_pct')::float8 AS tp, t.tp_price::float8 AS tp_price,
+                                  (SELECT sum(f.qty * f.price) / sum(f.qty) FROM order_executions o
+                                     JOIN fills f ON f.order_id = o.order_id
+                                    WHERE o.position_id = p.position_id AND o.intent = 'open')::float8 AS open_px
                              FROM backtest_sweep_cells c JOIN backtest_runs b USING (backtest_id)
                              JOIN positions p ON p.run_id = b.run_id
                              JOIN position_targets t ON t.position_id = p.position_id AND t.reason = 'initial'
-                            WHERE c.sweep_id=%s AND c.strategies = '{momentum}' AND p.side = 'long'
-                            GROUP BY 1 ORDER BY 1""", (r["sweep_id"],)).fetchall()
-        assert [m["tp"] for m in mom] == [3.0, 6.0]
-        # initial TP measured from the average entry (fills carry slippage and adds): twice the tp_pct, twice as far
-        assert 1.8 < mom[1]["target_pct"] / mom[0]["target_pct"] < 2.2
+                            WHERE c.sweep_id=%s AND c.strategies = '{momentum}' AND p.side = 'long'""",
+                        (r["sweep_id"],)).fetchall()
+        assert sorted({m["tp"] for m in mom}) == [3.0, 6.0]
+        off = [m for m in mom if abs(m["tp_price"] / m["open_px"] - 1 - m["tp"] / 100) > 1e-9]
+        assert not off, off[:3]
     again = run_sweep(g, url=engine_db, workers=1)
     assert (again["ran"], again["skipped"], again["sweep_id"]) == (0, 6, r["sweep_id"])
 
