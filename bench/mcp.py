@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
-SYMBOLS = [f"SYM{i:02d}USDT" for i in range(48)] + ["BTCUSDT", "ETHUSDT"]
 QUERIES = ["daily drawdown breaker tripped", "why was the entry blocked", "kelly fraction position sizing",
            "stale feed anomaly", "how are hourly snapshots reconciled", "take profit stop loss trailing",
            "regime strong bear", "cooldown after exit", "slippage and fees on fills", "walk-forward backtest",
@@ -64,6 +63,8 @@ def _load_forensics():
 
 FX = _load_forensics()
 pct, summary, timed, inproc_bench = FX.pct, FX.summary, FX.timed, FX.inproc_bench
+#: the 1M-row audit data of the issue #18 figure (bench/forensics.py --shape audit builds the same rows)
+build_engine_rows = FX.build_audit_rows
 
 
 def stdio_bench(name: str, env: dict, calls: list[tuple[str, dict]], n: int) -> dict:
@@ -72,43 +73,6 @@ def stdio_bench(name: str, env: dict, calls: list[tuple[str, dict]], n: int) -> 
 
 
 # ---- data --------------------------------------------------------------------------------------------------
-
-def build_engine_rows(url: str, rows: int) -> float:
-    t0 = time.perf_counter()
-    syms = "ARRAY[" + ",".join(f"'{s}'" for s in SYMBOLS) + "]"
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute("""INSERT INTO engine_runs (run_id, account_id, mode, status, params, started_at, finished_at,
-                         last_bar_time, bars_processed)
-                     VALUES ('bench-run', 'default', 'replay', 'completed', '{}', now(), now(),
-                             '2021-01-01'::timestamptz + interval '1 year', %s)""", (rows,))
-        c.execute(f"""INSERT INTO signals (signal_id, run_id, account_id, strategy_name, symbol, timeframe, ts, side,
-                          intent, position_side, price, strength, regime, status, context)
-                      SELECT g, 'bench-run', 'default', 'momentum', ({syms})[1 + g %% {len(SYMBOLS)}], '1h',
-                             '2021-01-01'::timestamptz + make_interval(secs => (g::bigint * 31536000 / %s)),
-                             CASE WHEN g %% 2 = 0 THEN 'buy' ELSE 'sell' END, CASE WHEN g %% 2 = 0 THEN 'open' ELSE 'close' END,
-                             'long', 100 + (g %% 1000) / 10.0, 0.5, 'bull',
-                             CASE WHEN g %% 10 = 0 THEN 'blocked' ELSE 'accepted' END,
-                             jsonb_build_object('ema_fast', g %% 97, 'ema_slow', g %% 89)
-                      FROM generate_series(1, %s) g""", (rows, rows))
-        c.execute("""INSERT INTO blocked_signals (signal_id, run_id, account_id, strategy_name, symbol, ts, gate, reason)
-                     SELECT signal_id, run_id, account_id, strategy_name, symbol, ts,
-                            CASE WHEN signal_id % 30 = 0 THEN 'breaker:daily_drawdown' ELSE 'cooldown' END,
-                            'bench reason' FROM signals WHERE status = 'blocked'""")
-        c.execute("""INSERT INTO order_executions (order_id, client_order_id, run_id, account_id, signal_id, strategy_name,
-                         symbol, side, position_side, intent, qty, notional_usd, decision_price, status, filled_qty,
-                         avg_fill_price, submitted_at, updated_at)
-                     SELECT g, 'bench-' || g, 'bench-run', 'default', g, 'momentum', s.symbol, s.side, 'long', s.intent,
-                            1, s.price, s.price, 'filled', 1, s.price, s.ts, s.ts
-                     FROM generate_series(1, %s) g JOIN signals s ON s.signal_id = g""", (rows,))
-        c.execute("""INSERT INTO fills (order_id, client_order_id, run_id, account_id, symbol, side, qty, price, fee_usd, ts)
-                     SELECT order_id, client_order_id, run_id, account_id, symbol, side, qty, avg_fill_price,
-                            avg_fill_price * 0.001, submitted_at + interval '1 hour' FROM order_executions""")
-        for seq, tbl, col in (("signals_signal_id_seq", "signals", "signal_id"),
-                              ("order_executions_order_id_seq", "order_executions", "order_id")):
-            c.execute(f"SELECT setval('{seq}', (SELECT max({col}) FROM {tbl}))")
-        c.execute("ANALYZE")
-    return time.perf_counter() - t0
-
 
 def write_docs(root: Path, chunks: int) -> int:
     rnd = random.Random(42)
